@@ -1,0 +1,94 @@
+"""A real PostgreSQL for the tests: TEST_DATABASE_URL, else a testcontainers container, else pgserver.
+
+Every way that was tried is remembered with the reason it failed, so a test that cannot get a database
+fails with the whole story instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+DOCKER_IMAGE = "postgres:15-alpine"
+
+
+@dataclass
+class DatabaseServer:
+    """A server the tests may create and drop databases on."""
+
+    admin_url: str
+    how: str
+
+    def url_for(self, dbname: str) -> str:
+        params = conninfo_to_dict(self.admin_url)
+        params["dbname"] = dbname
+        return make_conninfo(**params)
+
+    @contextlib.contextmanager
+    def fresh_database(self) -> Iterator[str]:
+        """Yield the URL of a new, empty database; drop it afterwards."""
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield self.url_for(name)
+        finally:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class NoDatabase(RuntimeError):
+    """None of the three ways to get a PostgreSQL worked."""
+
+
+def _from_env() -> DatabaseServer:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        raise LookupError("TEST_DATABASE_URL is not set")
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        conn.execute("SELECT 1")
+    return DatabaseServer(url, "TEST_DATABASE_URL")
+
+
+def _from_docker(stack: contextlib.ExitStack) -> DatabaseServer:
+    import docker  # installed with testcontainers
+
+    try:
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:  # any failure means "no engine answers"
+        raise RuntimeError(f"no Docker engine answers ({type(exc).__name__})") from exc
+    from testcontainers.postgres import PostgresContainer
+
+    container = stack.enter_context(PostgresContainer(DOCKER_IMAGE, driver=None))
+    return DatabaseServer(container.get_connection_url(), f"testcontainers {DOCKER_IMAGE}")
+
+
+def _from_pgserver(stack: contextlib.ExitStack) -> DatabaseServer:
+    import pgserver
+
+    datadir = stack.enter_context(tempfile.TemporaryDirectory(prefix="pgserver-test-"))
+    server = pgserver.get_server(datadir, cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    return DatabaseServer(server.get_uri(), f"embedded pgserver in {datadir}")
+
+
+def start_database_server(stack: contextlib.ExitStack) -> DatabaseServer:
+    """Try the three ways in order; raise NoDatabase naming each failure."""
+    failures = []
+    for name, attempt in (
+        ("TEST_DATABASE_URL", lambda: _from_env()),
+        ("Docker via testcontainers", lambda: _from_docker(stack)),
+        ("embedded pgserver", lambda: _from_pgserver(stack)),
+    ):
+        try:
+            return attempt()
+        except Exception as exc:  # each failure is reported, none is fatal alone
+            failures.append(f"{name}: {exc}")
+    raise NoDatabase("no PostgreSQL for the tests; tried " + "; ".join(failures))
