@@ -1,0 +1,1 @@
+"""datasync-ingest: every DataSync event into PostgreSQL, exactly once, resumable."""

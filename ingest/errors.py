@@ -1,0 +1,74 @@
+"""What can go wrong, named by what the caller should do about it."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base of every error the ingester raises on purpose; the CLI maps it to an exit code."""
+
+    exit_code = 1
+
+
+class ConfigError(IngestError):
+    """A setting is missing or invalid: fix the named variable and run again."""
+
+    exit_code = 2
+
+
+class LockHeld(IngestError):
+    """Another run holds the ingestion lock: this run must not start."""
+
+    exit_code = 3
+
+
+class RetryableApiError(IngestError):
+    """A transient API failure (429, 5xx, timeout, reset, damaged body): wait and send again."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryableApiError):
+    """The API answered 429: every fetcher waits until Retry-After has fully passed."""
+
+
+class FatalApiError(IngestError):
+    """The API refused us for good (bad key, forbidden, retries exhausted): stop the run."""
+
+
+class CursorExpired(IngestError):
+    """The cursor is past its lifetime: rebuild it from the last committed position."""
+
+
+class CursorRejected(IngestError):
+    """The API does not accept this cursor at all: restart the partition from a bound it accepts."""
+
+
+class StreamTokenInvalid(IngestError):
+    """The feed token expired or was revoked: get a new one and send again."""
+
+
+class StreamAccessDenied(IngestError):
+    """stream-access will not grant a token: use the documented endpoint instead."""
+
+
+class RepeatedCursor(FatalApiError):
+    """The server returned a cursor it already returned: following it would loop forever."""
+
+
+class BadRecord(IngestError):
+    """One event cannot be stored (no usable id): quarantine it and carry on."""
+
+
+class DatabaseError(IngestError):
+    """PostgreSQL failed or went away: the run stops; the checkpoint lets a rerun resume."""
+
+
+class Stopped(IngestError):
+    """A signal asked the run to stop; checkpoints are saved."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.exit_code = 128 + signum
