@@ -1,0 +1,44 @@
+"""One thread-safe set of counters for the whole run, read by progress lines and the summary."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.monotonic)
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    with_nulls: int = 0
+    pages_committed: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429 answers
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def committed(
+        self, *, stored: int, duplicates: int, quarantined: int, with_nulls: int, pages: int
+    ) -> None:
+        with self._lock:
+            self.stored += stored
+            self.duplicates += duplicates
+            self.quarantined += quarantined
+            self.with_nulls += with_nulls
+            self.pages_committed += pages
+
+    def count(self, *, requests: int = 0, retries: int = 0, throttled: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.throttled += throttled
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def rate(self) -> float:
+        """Events stored per second since the run started."""
+        return self.stored / max(self.elapsed(), 1e-9)
