@@ -18,6 +18,7 @@ class Stats:
     requests: int = 0
     retries: int = 0
     throttled: int = 0  # 429 answers
+    total_hint: int | None = None  # meta.total as the API last reported it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def committed(

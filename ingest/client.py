@@ -1,0 +1,211 @@
+"""The HTTP boundary: one request to the API, answered with parsed data or one of our errors.
+
+Only this module knows about requests' exceptions and the API's status codes. It never retries:
+the retry loop (fetch.py) goes through the shared limiter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from ingest.errors import (
+    CursorExpired,
+    CursorRejected,
+    FatalApiError,
+    RateLimited,
+    RetryableApiError,
+    StreamAccessDenied,
+    StreamTokenInvalid,
+)
+from ingest.limiter import RateLimiter
+from ingest.retry import RetryPolicy
+
+USER_AGENT = "datasync-ingest/0.1"
+# stream-access answers only requests that look like the dashboard in a browser.
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+)
+CONNECT_TIMEOUT_S = 10.0  # s; a healthy server accepts in milliseconds
+# A reset reset value above this is an epoch time, not "seconds remaining" (contract §6).
+EPOCH_THRESHOLD = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class EventsPage:
+    """One parsed events envelope (documented endpoint or feed)."""
+
+    events: list
+    has_more: bool
+    next_cursor: str | None
+    total: int | None
+
+
+@dataclass(frozen=True)
+class StreamGrant:
+    endpoint: str
+    token: str
+    header: str
+    expires_in_s: float
+
+
+class ApiClient:
+    """Sends single requests with one requests.Session per thread; shared by all fetchers."""
+
+    def __init__(
+        self, base_url: str, api_key: str, limiter: RateLimiter, timeout_s: float, policy: RetryPolicy
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._limiter = limiter
+        self._timeout = (CONNECT_TIMEOUT_S, timeout_s)
+        self._policy = policy
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            # No urllib3 retries: every retry must go through the shared limiter (STYLE rule 4).
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers.update({"X-API-Key": self._api_key, "User-Agent": USER_AGENT})
+            self._local.session = session
+        return session
+
+    def close(self) -> None:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+
+    def request(
+        self, method: str, path: str, *, params: Mapping | None = None, headers: Mapping | None = None,
+        data: bytes | None = None,
+    ) -> requests.Response:
+        """Send one request; return a 2xx response or raise our error for anything else."""
+        try:
+            response = self._session().request(
+                method, self.base_url + path, params=params, headers=headers, data=data,
+                timeout=self._timeout,
+            )
+            response.content  # noqa: B018 - read the body now so a cut connection surfaces here
+        except requests.Timeout as exc:
+            raise RetryableApiError(f"timed out: {type(exc).__name__}") from exc
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise RetryableApiError(f"connection failed: {type(exc).__name__}") from exc
+        self._observe_limits(response)
+        if response.status_code >= 300:
+            raise self._error_for(response)
+        return response
+
+    def _observe_limits(self, response: requests.Response) -> None:
+        headers = response.headers
+        limit = _int(headers.get("X-RateLimit-Limit"))
+        remaining = _int(headers.get("X-RateLimit-Remaining"))
+        reset = _float(headers.get("X-RateLimit-Reset"))
+        if limit is not None or remaining is not None or reset is not None:
+            self._limiter.observe(limit, remaining, reset)
+
+    def _error_for(self, response: requests.Response) -> Exception:
+        status = response.status_code
+        body = _json_or_none(response.content)
+        code = body.get("code") if isinstance(body, dict) else None
+        message = body.get("message") if isinstance(body, dict) else None
+        detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        if status == 429:
+            retry_after = self._policy.retry_after(response.headers)
+            if retry_after is None and isinstance(body, dict):
+                retry_after = _float((body.get("rateLimit") or {}).get("retryAfter"))
+            return RateLimited(detail, status, retry_after)
+        if status >= 500 or status in (408, 425):
+            return RetryableApiError(detail, status)
+        if code == "CURSOR_EXPIRED":
+            return CursorExpired(detail)
+        if code == "CURSOR_INVALID_FORMAT":
+            return CursorRejected(detail)
+        if code == "INVALID_STREAM_TOKEN":
+            return StreamTokenInvalid(detail)
+        if code == "DASHBOARD_REQUIRED":
+            return StreamAccessDenied(detail)
+        if status == 401:
+            return FatalApiError(f"the API rejected the key (HTTP 401): check API_KEY. {message or ''}".strip())
+        if status == 403:
+            return FatalApiError(f"the API refused access (HTTP 403{' ' + code if code else ''}): check API_KEY")
+        if status == 404:
+            return FatalApiError(f"{detail} at {response.request.path_url.split('?')[0]}: check API_BASE_URL")
+        return FatalApiError(detail)
+
+    def events_page(self, path: str, params: Mapping, headers: Mapping | None = None) -> EventsPage:
+        """One page of events from the documented endpoint or the feed."""
+        response = self.request("GET", path, params=params, headers=headers)
+        return parse_envelope(response.content)
+
+    def stream_access(self) -> StreamGrant:
+        """Ask for a feed token the way the dashboard does (contract §4)."""
+        browser = {
+            "User-Agent": BROWSER_USER_AGENT,
+            "Origin": self.base_url,
+            "Referer": self.base_url + "/",
+            "Cookie": f"dashboard_api_key={self._api_key}",
+            "Accept": "application/json",
+        }
+        response = self.request("POST", "/internal/dashboard/stream-access", headers=browser, data=b"")
+        body = _json_or_none(response.content)
+        grant = body.get("streamAccess") if isinstance(body, dict) else None
+        try:
+            return StreamGrant(
+                endpoint=str(grant["endpoint"]),
+                token=str(grant["token"]),
+                header=str(grant.get("tokenHeader") or "X-Stream-Token"),
+                expires_in_s=float(grant.get("expiresIn") or 300),
+            )
+        except (TypeError, KeyError, ValueError) as exc:
+            raise RetryableApiError("stream-access answer without a usable streamAccess object") from exc
+
+
+def parse_envelope(content: bytes) -> EventsPage:
+    """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise RetryableApiError(f"invalid or truncated JSON body ({len(content)} bytes)") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise RetryableApiError("response without a data list")
+    pagination = body.get("pagination")
+    if not isinstance(pagination, dict) or not isinstance(pagination.get("hasMore"), bool):
+        raise RetryableApiError("response without a well-formed pagination object")
+    next_cursor = pagination.get("nextCursor")
+    if pagination["hasMore"] and not (isinstance(next_cursor, str) and next_cursor):
+        raise RetryableApiError("hasMore is true but nextCursor is missing")
+    meta = body.get("meta")
+    total = _int(meta.get("total")) if isinstance(meta, dict) else None
+    return EventsPage(
+        body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total
+    )
+
+
+def _json_or_none(content: bytes) -> object:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(value) if value is not None else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value) if value is not None else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,117 @@
+"""Settings: built once from the environment, a .env file and CLI flags (flags win), then validated."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ingest.errors import ConfigError
+
+STRATEGIES = ("auto", "feed", "documented")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR")
+MAX_PAGE_SIZE = 5000  # the API silently caps larger limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs; nothing deeper reads os.environ."""
+
+    api_base_url: str
+    api_key: str
+    database_url: str | None  # None: the embedded PostgreSQL under data_dir
+    strategy: str = "auto"
+    concurrency: int = 8  # fetcher threads (feed partitions fetched at once)
+    page_size: int = MAX_PAGE_SIZE
+    request_timeout_s: float = 30.0
+    max_attempts: int = 8
+    progress_interval_s: float = 5.0
+    log_level: str = "INFO"
+    data_dir: Path = Path(".data")
+
+    def __post_init__(self) -> None:
+        url = urlsplit(self.api_base_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ConfigError(f"API_BASE_URL must be an http(s) URL, got {self.api_base_url!r}")
+        if not self.api_key or any(c.isspace() for c in self.api_key):
+            raise ConfigError("API_KEY is missing or contains whitespace")
+        if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("DATABASE_URL must start with postgresql:// (or be unset for the embedded one)")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"STRATEGY must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not 1 <= self.concurrency <= 64:
+            raise ConfigError(f"CONCURRENCY must be between 1 and 64, got {self.concurrency}")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ConfigError(f"PAGE_SIZE must be between 1 and {MAX_PAGE_SIZE}, got {self.page_size}")
+        if self.request_timeout_s <= 0:
+            raise ConfigError("REQUEST_TIMEOUT must be a positive number of seconds")
+        if self.max_attempts < 1:
+            raise ConfigError("MAX_ATTEMPTS must be at least 1")
+        if self.progress_interval_s <= 0:
+            raise ConfigError("PROGRESS_INTERVAL must be a positive number of seconds")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+
+    @property
+    def base_url(self) -> str:
+        return self.api_base_url.rstrip("/")
+
+
+# Setting name → (Settings field, parser). The names are the environment variables; the CLI flags are
+# the same names in lower case with dashes (--api-base-url, --concurrency, ...).
+def _number(kind):
+    def parse(name: str, text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {text!r}") from None
+
+    return parse
+
+
+def _text(name: str, text: str) -> str:
+    return text.strip()
+
+
+ENV_SETTINGS: dict[str, tuple[str, object]] = {
+    "API_BASE_URL": ("api_base_url", _text),
+    "API_KEY": ("api_key", _text),
+    "DATABASE_URL": ("database_url", _text),
+    "STRATEGY": ("strategy", lambda n, t: t.strip().lower()),
+    "CONCURRENCY": ("concurrency", _number(int)),
+    "PAGE_SIZE": ("page_size", _number(int)),
+    "REQUEST_TIMEOUT": ("request_timeout_s", _number(float)),
+    "MAX_ATTEMPTS": ("max_attempts", _number(int)),
+    "PROGRESS_INTERVAL": ("progress_interval_s", _number(float)),
+    "LOG_LEVEL": ("log_level", lambda n, t: t.strip().upper()),
+    "DATA_DIR": ("data_dir", lambda n, t: Path(t)),
+}
+
+
+def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> Settings:
+    """Settings from env (already merged with .env) and CLI overrides keyed by variable name."""
+    values: dict[str, object] = {}
+    for name, (field_name, parse) in ENV_SETTINGS.items():
+        raw = overrides.get(name)
+        if raw is None:
+            raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        values[field_name] = parse(name, raw)  # type: ignore[operator]
+    for required in ("API_BASE_URL", "API_KEY"):
+        if ENV_SETTINGS[required][0] not in values:
+            flag = "--" + required.lower().replace("_", "-")
+            raise ConfigError(f"{required} is not set (environment, .env or {flag})")
+    values.setdefault("database_url", None)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def environment_with_dotenv(path: Path = Path(".env")) -> dict[str, str]:
+    """The process environment over the values of a .env file (the environment wins, as is usual)."""
+    from dotenv import dotenv_values
+
+    merged = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+    merged.update(os.environ)
+    return merged

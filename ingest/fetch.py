@@ -1,0 +1,207 @@
+"""One partition's cursor chain: fetch pages through the limiter with our retries, hand them on."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from loguru import logger
+
+from ingest.client import EventsPage
+from ingest.concurrency import AdaptiveConcurrency
+from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
+from ingest.errors import (
+    CursorExpired,
+    CursorRejected,
+    FatalApiError,
+    RateLimited,
+    RepeatedCursor,
+    RetryableApiError,
+    Stopped,
+    StreamTokenInvalid,
+)
+from ingest.limiter import RateLimiter
+from ingest.pages import Page
+from ingest.partitions import Partition, Plan
+from ingest.retry import RetryPolicy
+from ingest.stats import Stats
+from ingest.transform import parse_timestamps, transform_events
+
+T = TypeVar("T")
+PUT_POLL_S = 0.5  # s; how often a fetcher blocked on a full queue checks that the writer is alive
+SLEEP_SLICE_S = 0.25  # s; backoff sleeps are sliced so a stop request is seen quickly
+
+
+class Source(Protocol):
+    name: str
+    windowed: bool
+
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None) -> EventsPage: ...
+
+
+class Requester:
+    """The retry loop every request goes through: limiter first, our backoff after failures."""
+
+    def __init__(
+        self, limiter: RateLimiter, policy: RetryPolicy, stats: Stats, stop: threading.Event,
+        gate: AdaptiveConcurrency | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.policy = policy
+        self.stats = stats
+        self.stop = stop
+        self.gate = gate  # adapts concurrency where the API sends no limit headers (the feed)
+
+    def call(self, send: Callable[[], T], what: str) -> T:
+        attempt = 0
+        while True:
+            self.limiter.acquire(self.stop)
+            if self.stop.is_set():
+                raise Stopped(0)
+            attempt += 1
+            try:
+                if self.gate is None:
+                    result = send()
+                else:
+                    with self.gate.slot(self.stop) as admitted:
+                        if not admitted:
+                            raise Stopped(0)
+                        result = send()
+                    self.gate.on_success()
+                self.stats.count(requests=1)
+                return result
+            except StreamTokenInvalid:
+                self.stats.count(requests=1, retries=1)  # the source renewed the token; send again
+                if self.policy.gives_up(attempt):
+                    raise FatalApiError(f"{what}: stream token refused {attempt} times") from None
+            except RetryableApiError as exc:
+                self.stats.count(requests=1, retries=1, throttled=isinstance(exc, RateLimited))
+                if self.policy.gives_up(attempt):
+                    raise FatalApiError(f"{what}: gave up after {attempt} attempts: {exc}") from exc
+                self._wait_after(exc, attempt, what)
+
+    def _wait_after(self, exc: RetryableApiError, attempt: int, what: str) -> None:
+        delay = self.policy.backoff(attempt)
+        if isinstance(exc, RateLimited):
+            if self.gate is not None:
+                self.gate.on_throttled()
+            if exc.retry_after is not None:
+                # Every fetcher waits the full Retry-After: an early retry extends the lockout.
+                delay = exc.retry_after
+            self.limiter.pause_for(delay)
+            logger.warning("{}: rate limited, all fetchers wait {:.1f} s (attempt {})", what, delay, attempt)
+            return
+        logger.warning("{}: {} — retry {} in {:.2f} s", what, exc, attempt, delay)
+        self.stop.wait(delay)
+
+
+class PartitionFetcher:
+    """Follows one partition's cursor chain to its lower bound, putting Pages on the queue."""
+
+    def __init__(self, source: Source, requester: Requester, plan: Plan, pages: queue.Queue,
+                 writer_alive: Callable[[], bool]) -> None:
+        self.source = source
+        self.requester = requester
+        self.plan = plan
+        self.pages = pages
+        self.writer_alive = writer_alive
+
+    def run(self, partition: Partition) -> None:
+        pid, hi = partition.partition_id, partition.hi_ms
+        cursor, built = self._start_cursor(partition)
+        pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None else None
+        seen: set[str] = set()
+        while True:
+            lo = self.plan.lower_bound(pid)
+            if pos is not None and lo is not None and pos[0] < lo:
+                self._put(Page(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
+                return
+            try:
+                page = self.requester.call(lambda c=cursor, lo=lo: self.source.page(c, lo, hi), f"partition {pid}")
+            except CursorExpired:
+                cursor, built = self._rebuilt(pos, hi), True
+                logger.info("partition {}: cursor expired, rebuilt from the last position", pid)
+                continue
+            except CursorRejected:
+                if not built:
+                    raise FatalApiError(f"partition {pid}: the API rejected its own cursor") from None
+                if self.source.windowed or hi is None:
+                    logger.warning("partition {}: rebuilt cursor refused; restarting from its upper bound", pid)
+                    cursor, built, pos = None, False, None
+                    continue
+                raise FatalApiError(
+                    f"partition {pid}: the API refuses built cursors; rerun with --strategy documented"
+                ) from None
+            if page.next_cursor is not None and page.next_cursor in seen:
+                raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
+            if page.total is not None:
+                self.requester.stats.total_hint = page.total
+            last, out, pos = self._process(pid, page, lo, hi, cursor, pos)
+            self._put(out)
+            self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id)
+            if last:
+                return
+            cursor, built = page.next_cursor, False
+            seen.add(cursor)
+
+    def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
+        if partition.cursor:
+            return partition.cursor, False
+        if partition.pos_ms is not None and partition.pos_id is not None:
+            return build_cursor(partition.pos_ms, partition.pos_id), True
+        if partition.hi_ms is not None and not self.source.windowed:
+            return build_cursor(partition.hi_ms, ZERO_ID), True
+        return None, False
+
+    def _rebuilt(self, pos: tuple[int, str] | None, hi: int | None) -> str | None:
+        if pos is not None:
+            return build_cursor(*pos)
+        if hi is not None and not self.source.windowed:
+            return build_cursor(hi, ZERO_ID)
+        return None
+
+    def _process(self, pid: int, page: EventsPage, lo: int | None, hi: int | None, cursor: str | None,
+                 pos: tuple[int, str] | None) -> tuple[bool, Page, tuple[int, str] | None]:
+        events = page.events
+        stamps = parse_timestamps(events)
+        cut = len(events)
+        if lo is not None:
+            cut = next((i for i, ts in enumerate(stamps) if ts is not None and ts < lo), len(events))
+        keep = [i for i in range(cut) if hi is None or stamps[i] is None or stamps[i] < hi]
+        if len(keep) != len(events):
+            events, stamps = [events[i] for i in keep], [stamps[i] for i in keep]
+        rows = transform_events(events, stamps)
+        new_pos = decode_cursor(page.next_cursor) or _last_position(events, stamps) or pos
+        last = (not page.has_more) or cut < len(page.events) or (
+            lo is not None and new_pos is not None and new_pos[0] < lo
+        )
+        out = Page(
+            partition_id=pid,
+            next_cursor=page.next_cursor,
+            pos_ms=new_pos[0] if new_pos else None,
+            pos_id=new_pos[1] if new_pos else None,
+            last=last,
+            lines=tuple(rows.lines),
+            quarantined=tuple(rows.quarantined),
+            events_with_nulls=rows.events_with_nulls,
+            source=f"{self.source.name} partition {pid} cursor {cursor or '(start)'}",
+        )
+        return last, out, new_pos
+
+    def _put(self, page: Page) -> None:
+        while True:
+            try:
+                self.pages.put(page, timeout=PUT_POLL_S)
+                return
+            except queue.Full:
+                if not self.writer_alive():
+                    raise Stopped(0) from None
+
+
+def _last_position(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
+    for event, ts in zip(reversed(events), reversed(stamps), strict=True):
+        if ts is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
+            return ts, event["id"]
+    return None

@@ -1,0 +1,223 @@
+"""One ingestion run: lock, plan or resume, fetch in parallel, write, finish the pass."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import psycopg
+from loguru import logger
+
+from ingest import checkpoint
+from ingest.client import ApiClient
+from ingest.concurrency import AdaptiveConcurrency
+from ingest.config import Settings
+from ingest.database import connect, embedded_database_url
+from ingest.errors import DatabaseError, FatalApiError, IngestError, Stopped, StreamAccessDenied
+from ingest.fetch import PartitionFetcher, Requester, Source
+from ingest.limiter import RateLimiter
+from ingest.lock import acquire_run_lock
+from ingest.pages import PartitionSplit
+from ingest.partitions import Partition, Plan, even_partitions
+from ingest.progress import Progress
+from ingest.retry import RetryPolicy
+from ingest.sources import DocumentedSource, FeedSource, StreamTokens
+from ingest.stats import Stats
+from ingest.writer import SENTINEL, Writer
+
+PAGE_QUEUE_MAX = 16  # pages; bounds memory to ~16 × 2 MB of rows while the writer is behind
+WAIT_SLICE_S = 0.25  # s; the coordinator wakes this often to log progress and see signals
+STOP_GRACE_S = 6.0  # s; on a signal, how long in-flight requests may finish before we commit and go
+WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stats: Stats
+    in_table: int
+    complete: bool
+    strategy: str
+
+
+class StopFlag:
+    """Set by a signal handler; remembers which signal, for the exit code."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum = 0
+
+    def trigger(self, signum: int) -> None:
+        self.signum = signum
+        self.event.set()
+
+
+def run_ingestion(settings: Settings, stop: StopFlag) -> Outcome:
+    """Run to completion, to a stop signal (raises Stopped), or to a fatal error (raises it)."""
+    url = settings.database_url or embedded_database_url(settings.data_dir)
+    lock_conn = connect(url, autocommit=True, role="lock")
+    try:
+        acquire_run_lock(lock_conn)
+        with connect(url, role="control") as conn:
+            checkpoint.create_schema(conn)
+            return _run_locked(settings, url, conn, stop)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"database error: {str(exc).strip()}") from exc
+    finally:
+        lock_conn.close()
+
+
+def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: StopFlag) -> Outcome:
+    stats = Stats()
+    limiter = RateLimiter()
+    policy = RetryPolicy(max_attempts=settings.max_attempts)
+    client = ApiClient(settings.base_url, settings.api_key, limiter, settings.request_timeout_s, policy)
+    requester = Requester(limiter, policy, stats, stop.event)
+    source = _choose_source(settings, client, requester)
+    if source.windowed:
+        requester.gate = AdaptiveConcurrency(settings.concurrency)
+    run_id = checkpoint.start_run(conn, source.name)
+    outcome = "failed"
+    try:
+        plan = _resume_or_plan(conn, source, requester, settings)
+        (already,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+        conn.commit()
+        _execute(settings, url, plan, source, requester, limiter, stats, stop, already)
+        checkpoint.finish_pass(conn)
+        (in_table,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+        conn.commit()
+        outcome = "complete"
+        return Outcome(stats, in_table, True, source.name)
+    except Stopped:
+        outcome = "stopped"
+        raise Stopped(stop.signum) from None
+    finally:
+        try:
+            checkpoint.end_run(conn, run_id, outcome, stats.stored, stats.duplicates, stats.quarantined)
+        except psycopg.Error:
+            logger.warning("could not record the end of run {} (database unavailable)", run_id)
+
+
+def _choose_source(settings: Settings, client: ApiClient, requester: Requester) -> Source:
+    documented = DocumentedSource(client, settings.page_size)
+    if settings.strategy == "documented":
+        return documented
+    try:
+        grant = requester.call(client.stream_access, "stream-access")
+    except (StreamAccessDenied, FatalApiError) as exc:
+        if settings.strategy == "feed":
+            raise FatalApiError(f"strategy feed: stream-access refused: {exc}") from exc
+        logger.warning("stream-access refused ({}); falling back to the documented /api/v1/events", exc)
+        return documented
+    logger.info("using the fast feed at {} (token valid {:.0f} s)", grant.endpoint, grant.expires_in_s)
+    return FeedSource(client, StreamTokens(client, grant), settings.page_size)
+
+
+def _resume_or_plan(conn: psycopg.Connection, source: Source, requester: Requester, settings: Settings) -> Plan:
+    state = checkpoint.load_state(conn)
+    if state.partitions and all(p.done for p in state.partitions):
+        checkpoint.finish_pass(conn)
+        state = checkpoint.load_state(conn)
+    if state.partitions:
+        pending = [p for p in state.partitions if not p.done]
+        logger.info("resuming: {} of {} partitions unfinished", len(pending), len(state.partitions))
+        return Plan(state.partitions, state.oldest_ms)
+    if state.watermark_ms is not None:
+        logger.info("previous pass complete; fetching only events at or after {} ms", state.watermark_ms)
+        parts, oldest = [Partition(1, state.watermark_ms, None)], state.watermark_ms
+    else:
+        parts, oldest = _plan_full_pass(source, requester, settings)
+    checkpoint.start_pass(conn, parts, oldest)
+    logger.info("planned a pass of {} partition(s)", len(parts))
+    return Plan(parts, oldest)
+
+
+def _plan_full_pass(source: Source, requester: Requester, settings: Settings) -> tuple[list[Partition], int | None]:
+    """Split the time range evenly for a windowed source; one chain otherwise."""
+    if not source.windowed or settings.concurrency == 1:
+        return [Partition(1, None, None)], None
+    from ingest.transform import parse_timestamps
+
+    probe = requester.call(lambda: source.page(None, None, None), "planning probe")
+    stamps = [ts for ts in parse_timestamps(probe.events) if ts is not None]
+    if not probe.has_more or len(stamps) < 2 or not probe.total:
+        return [Partition(1, None, None)], None
+    newest, last = max(stamps), min(stamps)
+    per_event_ms = max(1, newest - last) / (len(stamps) - 1)
+    oldest = int(newest - probe.total * per_event_ms)
+    requester.stats.total_hint = probe.total
+    return even_partitions(newest, oldest, settings.concurrency), oldest
+
+
+def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester: Requester,
+             limiter: RateLimiter, stats: Stats, stop: StopFlag, already: int) -> None:
+    pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
+    writer = Writer(url, pages, stats)
+    writer.start()
+    fetcher = PartitionFetcher(source, requester, plan, pages, writer.is_alive)
+    progress = Progress(stats, limiter, pages, settings.progress_interval_s, already)
+    workers = settings.concurrency if source.windowed else 1
+    error: BaseException | None = None
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+    running: dict[Future, int] = {}
+    todo = deque(plan.pending())
+    try:
+        while True:
+            while todo and len(running) < workers and not stop.event.is_set():
+                part = todo.popleft()
+                running[pool.submit(fetcher.run, part)] = part.partition_id
+            if not running:
+                break
+            done, _ = wait(running, timeout=WAIT_SLICE_S, return_when=FIRST_COMPLETED)
+            progress.maybe_log()
+            if writer.error is not None and error is None:
+                error = writer.error
+                stop.event.set()
+            for future in done:
+                pid = running.pop(future)
+                exc = future.exception()
+                if exc is None:
+                    plan.finish(pid)
+                elif not isinstance(exc, Stopped) and error is None:
+                    error = exc
+                    stop.event.set()
+            if stop.event.is_set():
+                wait(running, timeout=STOP_GRACE_S)
+                break
+            if not todo and len(running) < workers:
+                _split_for_idle_worker(plan, running, todo, pages)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _finish_writer(writer, pages)
+    if writer.error is not None:
+        raise writer.error
+    if error is not None:
+        raise error if isinstance(error, IngestError) else FatalApiError(f"fetcher failed: {error!r}")
+    if stop.event.is_set():
+        raise Stopped(stop.signum)
+    progress.maybe_log()
+
+
+def _split_for_idle_worker(plan: Plan, running: dict[Future, int], todo: deque, pages: queue.Queue) -> None:
+    split = plan.split_largest(set(running.values()))
+    if split is None:
+        return
+    narrowed, new = split
+    pages.put(PartitionSplit(narrowed.partition_id, narrowed.lo_ms, new.partition_id, new.lo_ms, new.hi_ms))
+    todo.append(new)
+    logger.debug("split partition {} at {}; new partition {}", narrowed.partition_id, new.hi_ms, new.partition_id)
+
+
+def _finish_writer(writer: Writer, pages: queue.Queue) -> None:
+    """Hand the writer its sentinel and wait for its last commit."""
+    while writer.is_alive():
+        try:
+            pages.put(SENTINEL, timeout=WAIT_SLICE_S)
+            break
+        except queue.Full:
+            continue
+    writer.join(WRITER_JOIN_S)
+    if writer.is_alive():
+        writer.error = writer.error or DatabaseError("the writer did not finish its last commit in time")

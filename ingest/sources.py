@@ -1,0 +1,93 @@
+"""Where pages come from: the documented /api/v1/events chain, or the dashboard's fast feed.
+
+Both answer `page(cursor, lo_ms, hi_ms)` with an EventsPage. Only the feed can cut a time window on
+the server (since/until); the documented endpoint ignores those, so it starts a bounded partition
+with a built cursor instead. Either way the caller filters to [lo_ms, hi_ms) itself, so the result is
+exact whatever the server's since/until semantics (inclusive or exclusive).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from loguru import logger
+
+from ingest.client import ApiClient, EventsPage, StreamGrant
+from ingest.errors import StreamTokenInvalid
+
+EVENTS_PATH = "/api/v1/events"
+# Renew a feed token this long before it expires, so no request goes out with a dying token.
+TOKEN_RENEW_BEFORE_S = 30.0
+
+
+class DocumentedSource:
+    name = "documented"
+    windowed = False  # cannot bound a partition on the server
+
+    def __init__(self, client: ApiClient, page_size: int) -> None:
+        self._client = client
+        self._page_size = page_size
+
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None) -> EventsPage:
+        params: dict[str, object] = {"limit": self._page_size}
+        if cursor:
+            params["cursor"] = cursor
+        return self._client.events_page(EVENTS_PATH, params)
+
+
+class StreamTokens:
+    """The current feed token, renewed before expiry or when the server calls it invalid."""
+
+    def __init__(self, client: ApiClient, first: StreamGrant, clock=time.monotonic) -> None:
+        self._client = client
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._grant = first
+        self._expires_at = clock() + first.expires_in_s
+
+    def current(self) -> StreamGrant:
+        with self._lock:
+            if self._clock() < self._expires_at - TOKEN_RENEW_BEFORE_S:
+                return self._grant
+        return self.renew(stale=None)
+
+    def renew(self, stale: StreamGrant | None) -> StreamGrant:
+        """Get a new token unless another thread already replaced `stale`. Sends at most one request."""
+        with self._lock:
+            if stale is not None and self._grant is not stale:
+                return self._grant
+            fresh_enough = self._clock() < self._expires_at - TOKEN_RENEW_BEFORE_S
+            if stale is None and fresh_enough:
+                return self._grant
+            # Holding the lock over this request is deliberate: concurrent fetchers must wait for the
+            # one new token rather than each ask stream-access (which has its own rate limit).
+            grant = self._client.stream_access()
+            self._grant, self._expires_at = grant, self._clock() + grant.expires_in_s
+            logger.info("stream token renewed (valid {:.0f} s)", grant.expires_in_s)
+            return grant
+
+
+class FeedSource:
+    name = "feed"
+    windowed = True
+
+    def __init__(self, client: ApiClient, tokens: StreamTokens, page_size: int) -> None:
+        self._client = client
+        self._tokens = tokens
+        self._page_size = page_size
+
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None) -> EventsPage:
+        grant = self._tokens.current()
+        params: dict[str, object] = {"limit": self._page_size}
+        if cursor:
+            params["cursor"] = cursor
+        if lo_ms is not None:
+            params["since"] = lo_ms - 1  # one below: covers lo_ms whether the server's since is > or >=
+        if hi_ms is not None:
+            params["until"] = hi_ms  # events at hi_ms, if an inclusive server sends them, are filtered
+        try:
+            return self._client.events_page(grant.endpoint, params, headers={grant.header: grant.token})
+        except StreamTokenInvalid:
+            self._tokens.renew(stale=grant)
+            raise

@@ -1,0 +1,137 @@
+"""The HTTP boundary: status codes and bodies mapped to our errors (responses, no network)."""
+
+import orjson
+import pytest
+import requests
+import responses
+
+from ingest.client import ApiClient, parse_envelope
+from ingest.errors import (
+    CursorExpired,
+    CursorRejected,
+    FatalApiError,
+    RateLimited,
+    RetryableApiError,
+    StreamAccessDenied,
+    StreamTokenInvalid,
+)
+from ingest.limiter import RateLimiter
+from ingest.retry import RetryPolicy
+
+BASE = "http://api.test"
+KEY = "ds_" + "a" * 32
+
+
+def make_client(limiter: RateLimiter | None = None) -> ApiClient:
+    return ApiClient(BASE, KEY, limiter or RateLimiter(), 5.0, RetryPolicy())
+
+
+def envelope(data, has_more=True, cursor="abc", total=3):
+    return {"data": data, "pagination": {"limit": 5000, "hasMore": has_more, "nextCursor": cursor,
+                                         "cursorExpiresIn": 116}, "meta": {"total": total, "returned": len(data)}}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "error"),
+    [
+        (429, {"code": "RATE_LIMIT_EXCEEDED"}, {"Retry-After": "7"}, RateLimited),
+        (500, {"error": "x"}, {}, RetryableApiError),
+        (502, None, {"Server": "awselb/2.0"}, RetryableApiError),
+        (503, None, {}, RetryableApiError),
+        (504, None, {}, RetryableApiError),
+        (400, {"code": "CURSOR_EXPIRED", "message": "Cursor expired 3 minute(s) ago"}, {}, CursorExpired),
+        (400, {"code": "CURSOR_INVALID_FORMAT"}, {}, CursorRejected),
+        (400, {"code": "SOMETHING_ELSE"}, {}, FatalApiError),
+        (401, {"error": "Unauthorized"}, {}, FatalApiError),
+        (403, {"code": "INVALID_STREAM_TOKEN"}, {}, StreamTokenInvalid),
+        (403, {"code": "DASHBOARD_REQUIRED"}, {}, StreamAccessDenied),
+        (403, {"code": "FORBIDDEN"}, {}, FatalApiError),
+        (404, {"code": "ENDPOINT_NOT_FOUND"}, {}, FatalApiError),
+    ],
+)
+@responses.activate
+def test_status_codes_map_to_what_the_caller_must_do(status, body, headers, error) -> None:
+    payload = orjson.dumps(body) if body is not None else b"<html>bad gateway</html>"
+    responses.get(f"{BASE}/api/v1/events", body=payload, status=status, headers=headers)
+    with pytest.raises(error) as caught:
+        make_client().events_page("/api/v1/events", {"limit": 5000})
+    assert type(caught.value) is error
+
+
+@responses.activate
+def test_429_carries_retry_after_from_header_or_body() -> None:
+    responses.get(f"{BASE}/a", status=429, headers={"Retry-After": "7"}, json={})
+    responses.get(f"{BASE}/b", status=429, json={"rateLimit": {"retryAfter": 3}})
+    client = make_client()
+    waits = []
+    for path in ("/a", "/b"):
+        with pytest.raises(RateLimited) as caught:
+            client.request("GET", path)
+        waits.append(caught.value.retry_after)
+    assert waits == [7.0, 3.0]
+
+
+@responses.activate
+def test_401_message_names_the_variable_but_never_the_key() -> None:
+    responses.get(f"{BASE}/api/v1/events", status=401, json={"error": "Unauthorized", "message": "Invalid API key"})
+    with pytest.raises(FatalApiError) as caught:
+        make_client().events_page("/api/v1/events", {})
+    assert "API_KEY" in str(caught.value) and KEY not in str(caught.value)
+
+
+@responses.activate
+def test_connection_errors_and_timeouts_are_retryable() -> None:
+    responses.get(f"{BASE}/reset", body=requests.ConnectionError("reset by peer"))
+    responses.get(f"{BASE}/slow", body=requests.ReadTimeout("slow"))
+    client = make_client()
+    for path in ("/reset", "/slow"):
+        with pytest.raises(RetryableApiError):
+            client.request("GET", path)
+
+
+@responses.activate
+def test_rate_limit_headers_reach_the_limiter_and_the_key_is_sent() -> None:
+    seen = []
+
+    class Recorder(RateLimiter):
+        def observe(self, limit, remaining, reset):
+            seen.append((limit, remaining, reset))
+
+    responses.get(f"{BASE}/api/v1/events", json=envelope([]),
+                  headers={"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "9", "X-RateLimit-Reset": "59"})
+    make_client(Recorder()).events_page("/api/v1/events", {"limit": 5000})
+    assert seen == [(10, 9, 59.0)]
+    assert responses.calls[0].request.headers["X-API-Key"] == KEY
+
+
+@responses.activate
+def test_stream_access_looks_like_the_dashboard_and_reads_the_feed_path() -> None:
+    responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {
+        "endpoint": "/feed/x", "token": "f" * 64, "expiresIn": 300, "tokenHeader": "X-Stream-Token"}})
+    grant = make_client().stream_access()
+    sent = responses.calls[0].request.headers
+    got = (grant.endpoint, grant.token, grant.header, grant.expires_in_s)
+    assert got == ("/feed/x", "f" * 64, "X-Stream-Token", 300)
+    assert sent["User-Agent"].startswith("Mozilla/5.0")
+    assert (sent["Origin"], sent["Cookie"]) == (BASE, f"dashboard_api_key={KEY}")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        orjson.dumps(envelope([{"id": "x"}]))[:-7],  # cut mid-JSON with status 200
+        b"",
+        orjson.dumps({"data": [], "meta": {}}),  # no pagination: damaged, not the end
+        orjson.dumps({"data": [], "pagination": {"hasMore": "yes"}}),
+        orjson.dumps({"data": [], "pagination": {"hasMore": True, "nextCursor": None}}),
+        orjson.dumps({"pagination": {"hasMore": False}}),
+    ],
+)
+def test_damaged_envelopes_are_retryable_never_the_end(content: bytes) -> None:
+    with pytest.raises(RetryableApiError):
+        parse_envelope(content)
+
+
+def test_end_of_data_envelope() -> None:
+    page = parse_envelope(orjson.dumps(envelope([{"id": "x"}], has_more=False, cursor=None)))
+    assert (page.events, page.has_more, page.next_cursor, page.total) == ([{"id": "x"}], False, None, 3)

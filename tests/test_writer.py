@@ -1,0 +1,106 @@
+"""The writer against a real PostgreSQL: COPY → staging → upsert + checkpoint in one transaction."""
+
+import queue
+import uuid
+
+import psycopg
+import pytest
+
+from ingest import checkpoint
+from ingest.pages import Page, PartitionSplit
+from ingest.partitions import Partition
+from ingest.stats import Stats
+from ingest.transform import parse_timestamps, transform_events
+from ingest.writer import SENTINEL, STAGING_DDL, Writer, commit_batch
+
+
+def event(n: int, ts="2026-01-27T19:20:12.369Z", **extra) -> dict:
+    e = {"id": str(uuid.UUID(int=n)), "sessionId": str(uuid.UUID(int=10**6 + n)),
+         "userId": str(uuid.UUID(int=10**7 + n)),
+         "type": "click", "name": "event_abc123", "properties": {"page": "/home\t\\x"}, "timestamp": ts,
+         "session": {"id": str(uuid.UUID(int=10**6 + n)), "deviceType": "mobile", "browser": "Chrome"}}
+    e.update(extra)
+    return e
+
+
+def page_of(events: list, pid=1, cursor="c1", pos=(1769541612369, "x"), last=False) -> Page:
+    rows = transform_events(events, parse_timestamps(events))
+    return Page(pid, cursor, pos[0], pos[1], last, tuple(rows.lines), tuple(rows.quarantined),
+                rows.events_with_nulls, source="test")
+
+
+@pytest.fixture
+def conn(database_url: str):
+    with psycopg.connect(database_url) as c:
+        checkpoint.create_schema(c)
+        checkpoint.start_pass(c, [Partition(1, None, None), Partition(2, 0, 100)], None)
+        c.execute(STAGING_DDL)
+        c.commit()
+        yield c
+
+
+def test_rows_land_typed_with_the_raw_event_and_checkpoint_moves(conn) -> None:
+    stats = Stats()
+    events = [event(1), event(2, ts=1769541612000), event(3, ts=" 1769541612\u200b", type=7)]
+    commit_batch(conn, [page_of(events, pos=(1769541612000, str(uuid.UUID(int=3))))], stats)
+    rows = conn.execute(
+        "SELECT id::text, event_type, (extract(epoch FROM \"timestamp\") * 1000)::bigint, data FROM ingested_events"
+        " ORDER BY id").fetchall()
+    assert rows == [
+        (str(uuid.UUID(int=1)), "click", 1769541612369, events[0]),
+        (str(uuid.UUID(int=2)), "click", 1769541612000, events[1]),
+        (str(uuid.UUID(int=3)), None, 1769541612000, events[2]),
+    ]
+    part = conn.execute("SELECT cursor, pos_ms, pos_id, done, events FROM ingest_partitions WHERE partition_id = 1")
+    assert part.fetchone() == ("c1", 1769541612000, str(uuid.UUID(int=3)), False, 3)
+    assert (stats.stored, stats.duplicates, stats.with_nulls) == (3, 0, 1)
+
+
+def test_replays_and_reruns_are_absorbed_by_the_key(conn) -> None:
+    stats = Stats()
+    commit_batch(conn, [page_of([event(1), event(2)]), page_of([event(2), event(3)], last=True)], stats)
+    commit_batch(conn, [page_of([event(1), event(3)], cursor="c9")], stats)
+    assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (3,)
+    assert (stats.stored, stats.duplicates) == (3, 3)
+    assert conn.execute("SELECT cursor, done FROM ingest_partitions WHERE partition_id = 1").fetchone() == ("c9", True)
+
+
+def test_events_without_usable_id_are_quarantined_with_reason_and_payload(conn) -> None:
+    stats = Stats()
+    commit_batch(conn, [page_of([event(1), event(2, id="e1b2-broken"), "not an object", event(4, id=None)])], stats)
+    rows = conn.execute("SELECT reason, payload FROM ingest_quarantine ORDER BY quarantine_id").fetchall()
+    assert [r[0].split(":")[0] for r in rows] == ["no usable id", "event is not a JSON object", "no usable id"]
+    assert b"e1b2-broken" in rows[0][1]
+    assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (1,)
+    assert stats.quarantined == 3
+
+
+def test_a_failed_batch_leaves_neither_rows_nor_checkpoint(conn) -> None:
+    bad = Page(99, "c", 1, "x", False, page_of([event(5)]).lines)  # partition 99 does not exist
+    good = page_of([event(6)])
+    conn.execute("ALTER TABLE ingest_partitions ADD CONSTRAINT no_c CHECK (cursor IS DISTINCT FROM 'boom')")
+    conn.commit()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        commit_batch(conn, [good, bad, page_of([event(7)], cursor="boom")], Stats())
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (0,)
+    assert conn.execute("SELECT cursor FROM ingest_partitions WHERE partition_id = 1").fetchone() == (None,)
+
+
+def test_split_is_persisted_with_the_batch(conn) -> None:
+    commit_batch(conn, [PartitionSplit(2, 50, 3, 0, 50)], Stats())
+    rows = conn.execute("SELECT partition_id, lo_ms, hi_ms FROM ingest_partitions ORDER BY 1").fetchall()
+    assert rows == [(1, None, None), (2, 50, 100), (3, 0, 50)]
+
+
+def test_writer_thread_commits_everything_before_the_sentinel(database_url: str, conn) -> None:
+    pages: queue.Queue = queue.Queue(maxsize=2)
+    stats = Stats()
+    writer = Writer(database_url, pages, stats)
+    writer.start()
+    for n in range(0, 50, 5):
+        pages.put(page_of([event(n + k) for k in range(5)]))
+    pages.put(SENTINEL)
+    writer.join(10)
+    assert (writer.is_alive(), writer.error, stats.stored) == (False, None, 50)
+    assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (50,)
