@@ -1,0 +1,133 @@
+"""SimConfig: every knob of the simulator, and the four named profiles.
+
+A knob is a field of one frozen dataclass; `profile_config(name, **overrides)` starts from a profile
+and applies overrides with `dataclasses.replace`, so tests and the CLI build configs the same way.
+Limits of 0 mean "unlimited"; probabilities are per request (per dataset position for
+`p_damaged_id`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+NEWEST_TS_MS = 1769541612369  # 2026-01-27T19:20:12.369Z, the newest event seen on the live API
+DEFAULT_EVENTS = 3_000_000
+FEED_PATH = "/api/v1/events/d4ta/x7k9/feed"
+FEED_THROTTLES = ("none", "soft", "shared")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """All simulator settings; build with `profile_config`, change with `dataclasses.replace`."""
+
+    profile: str = "fast"
+    events: int = DEFAULT_EVENTS
+    seed: int = 1
+    api_key: str | None = None  # None: any key `ds_` + 32 lowercase hex is valid
+    key_ttl_s: float = 0.0  # key expires this long after its first use; 0 = never
+    # dataset shape
+    newest_ts: int = NEWEST_TS_MS
+    span_days: float = 30.0
+    tie_group_rate: float = 0.036  # P(a tie group starts at an event); ~10% of events end up in ties
+    # paging
+    default_limit: int = 100
+    max_limit: int = 5000
+    cursor_ttl_s: float = 117.0
+    reject_forged_cursors: bool = False
+    bad_cursor_status: int = 400  # 502 reproduces the early reports
+    # rate limits: fixed windows opened by the first request, per key and bucket; 0 = unlimited
+    window_s: float = 60.0
+    events_limit: int = 0
+    sessions_limit: int = 0
+    metrics_limit: int = 0
+    bulk_limit: int = 0
+    query_key_limit: int = 0  # `?api_key=` auth; min() with the bucket's own limit
+    query_key_shares_bucket: bool = False
+    stream_access_limit: int = 0
+    penalize_early_retries: bool = False  # a request inside a 429 lockout restarts a full window
+    # fast feed
+    feed_path: str = FEED_PATH
+    stream_access_enabled: bool = True
+    token_ttl_s: float = 3600.0
+    feed_throttle: str = "none"  # none | soft (rpm + burst token bucket) | shared (events bucket)
+    feed_rpm: float = 40.0
+    feed_burst: int = 15
+    # latency, slept without holding any lock so concurrent requests overlap
+    latency_ms_per_event: float = 0.0
+    latency_base_ms: float = 0.0
+    # chaos: probabilities, decided by a RNG seeded from (seed, request number)
+    p_5xx: float = 0.0
+    p_truncate: float = 0.0
+    p_reset: float = 0.0
+    p_slow: float = 0.0
+    slow_seconds: float = 35.0
+    p_no_pagination: float = 0.0
+    p_missing_fields: float = 0.0
+    p_ts_variant: float = 0.0
+    p_damaged_id: float = 0.0  # per dataset position, fixed for a seed; those ids are never valid
+    p_replay: float = 0.0
+    p_bulk_500: float = 0.0
+    # caches
+    cache_ttl_s: float = 30.0  # X-Cache HIT window for repeated identical GETs
+
+    def __post_init__(self) -> None:
+        if self.events < 0:
+            raise ValueError(f"events must be >= 0, got {self.events}")
+        if self.feed_throttle not in FEED_THROTTLES:
+            raise ValueError(f"feed_throttle must be one of {FEED_THROTTLES}, got {self.feed_throttle!r}")
+        if not self.feed_path.startswith("/"):
+            raise ValueError(f"feed_path must start with '/', got {self.feed_path!r}")
+        if self.max_limit < 1 or self.default_limit < 1:
+            raise ValueError("default_limit and max_limit must be >= 1")
+        if self.bad_cursor_status not in (400, 502):
+            raise ValueError(f"bad_cursor_status must be 400 or 502, got {self.bad_cursor_status}")
+        for f in dataclasses.fields(self):
+            if f.name.startswith("p_") and not 0.0 <= getattr(self, f.name) <= 1.0:
+                raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
+
+
+_LIGHT_CHAOS = dict(
+    p_5xx=0.01, p_truncate=0.01, p_reset=0.01, p_slow=0.01, p_no_pagination=0.01,
+    p_missing_fields=0.01, p_ts_variant=0.01, p_replay=0.01,
+    # "3,000,003 unique ids" on the live API: a handful of damaged ids in 3M, not 1%
+    p_damaged_id=1e-6, p_bulk_500=0.2,
+)
+_HEAVY_CHAOS = dict(
+    p_5xx=0.08, p_truncate=0.06, p_reset=0.05, p_slow=0.05, p_no_pagination=0.06,
+    p_missing_fields=0.08, p_ts_variant=0.1, p_replay=0.08, p_damaged_id=2e-4, p_bulk_500=0.3,
+)
+
+PROFILES: dict[str, dict] = {
+    "live": dict(
+        window_s=60.0, events_limit=10, sessions_limit=40, metrics_limit=30, bulk_limit=20,
+        query_key_limit=5, stream_access_limit=10, key_ttl_s=5400.0,
+        feed_throttle="soft", feed_rpm=40.0, feed_burst=15,
+        latency_ms_per_event=0.7, latency_base_ms=20.0,
+        cursor_ttl_s=117.0, token_ttl_s=300.0, slow_seconds=35.0, **_LIGHT_CHAOS,
+    ),
+    "fast": dict(cursor_ttl_s=3600.0, token_ttl_s=3600.0),
+    "chaos": dict(
+        latency_ms_per_event=0.01, latency_base_ms=1.0, cursor_ttl_s=117.0, token_ttl_s=300.0,
+        slow_seconds=3.0, **_HEAVY_CHAOS,
+    ),
+    "tight": dict(
+        window_s=2.0, events_limit=3, sessions_limit=3, metrics_limit=3, bulk_limit=3,
+        query_key_limit=2, stream_access_limit=3, penalize_early_retries=True,
+        feed_throttle="soft", feed_rpm=600.0, feed_burst=2, cursor_ttl_s=117.0, token_ttl_s=300.0,
+    ),
+}
+
+
+def profile_config(name: str = "fast", **overrides) -> SimConfig:
+    """The config of profile `name` (live, fast, chaos, tight) with `overrides` applied.
+
+    Raises ValueError for an unknown profile or knob, or a knob value out of range.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    known = {f.name for f in dataclasses.fields(SimConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown knob(s): {', '.join(unknown)}")
+    return dataclasses.replace(SimConfig(profile=name, **PROFILES[name]), **overrides)

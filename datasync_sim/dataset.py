@@ -1,0 +1,345 @@
+"""The event dataset, generated on demand from positions — never materialised.
+
+Layout. Position 0 is the newest event; order is (timestamp DESC, id DESC). The N base events are
+cut into blocks of `BLOCK` positions; block k covers the time slice
+`(newest - (k+1)*block_span, newest - k*block_span]`, so the block holding any instant is computed
+in O(1) and a cursor is positioned by scanning one block. Inside a block the offsets are seeded
+random, with tie groups of 2–4 events sharing one millisecond (~10% of events), then sorted by
+(ts DESC, id DESC). Ids come from a keyed bijection of the key `k*BLOCK + j` (ids.py), so an id maps
+back to its block in O(1). Events added later (`grow`) sit above the newest base event, one
+`gap` apart; their keys are N, N+1, … so every id stays unique.
+
+Sessions: base slots are cut into windows of 1000 events holding 20 sessions (sizes in pairs
+s, 100-s with s in 35..65), shuffled inside the window; 3M events give exactly 60,000 sessions of
+3,000 users. A record is the tuple described by the R_* indexes below; blocks are LRU-cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+from dataclasses import dataclass
+
+import orjson
+
+from .config import SimConfig
+from .ids import UuidBatch, UuidMixer
+from .timefmt import iso_ms
+
+BLOCK = 64  # positions per block; one block is generated at a time (~0.3 ms)
+BLOCK_CACHE = 1024  # blocks; ~64K events, ~60 MB at most, enough for 8 parallel readers
+WINDOW = 1000  # slots per session window
+SESSIONS_PER_WINDOW = 20
+USERS = 3000
+DAY_MS = 86_400_000
+
+TYPES = ("page_view", "click", "api_call", "form_submit", "scroll", "purchase", "error", "video_play")
+_DEVICES = ("desktop",) * 11 + ("mobile",) * 7 + ("tablet",) * 2
+_BROWSERS = ("Chrome",) * 12 + ("Safari",) * 4 + ("Firefox",) * 2 + ("Edge",) * 2
+_PAGES = ("/home", "/pricing", "/products", "/checkout", "/about", "/blog", "/docs", "/signup",
+          "/login", "/dashboard", "/settings", "/cart", "/search", "/account")
+_ELEMENTS = ("button#cta", "a.nav-link", "button.add-to-cart", "img.hero", "a.footer", "input#search")
+_ENDPOINTS = ("/api/users", "/api/orders", "/api/products", "/api/cart", "/api/search")
+_FORMS = ("signup", "login", "contact", "newsletter", "checkout")
+_ERRORS = ("TypeError", "NetworkError", "TimeoutError", "ReferenceError")
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_B36_PAIRS = [a + b for a in _B36 for b in _B36]
+# type index by (random 16 bits % 100): the contract's proportions, in percent
+_TYPE_TABLE = [k for k, pct in enumerate((35, 25, 10, 10, 5, 5, 5, 5)) for _ in range(pct)]
+
+# record fields: a record is a tuple, for speed
+R_TS, R_ID, R_MS, R_ISO, R_TYPE, R_SESSION, R_SERVED_ID = range(7)
+
+
+def _property_pool(kind: int) -> tuple[str, ...]:
+    """64 `properties` objects (JSON text) for events of type index `kind`."""
+    rng = random.Random(kind)
+    out = []
+    for _ in range(64):
+        page = rng.choice(_PAGES)
+        value: dict = [
+            {"page": page},
+            {"element": rng.choice(_ELEMENTS), "page": page},
+            {"endpoint": rng.choice(_ENDPOINTS), "method": rng.choice(("GET", "GET", "POST"))},
+            {"formId": rng.choice(_FORMS)},
+            {"depth": rng.choice((25, 50, 75, 100))},
+            {"amount": rng.randrange(500, 50_000) / 100, "currency": "USD"},
+            {"message": rng.choice(_ERRORS), "page": page},
+            {"videoId": f"vid_{rng.randrange(10_000):04d}"},
+        ][kind]
+        out.append(orjson.dumps(value).decode())
+    return tuple(out)
+
+
+_PROPS = tuple(_property_pool(k) for k in range(len(TYPES)))
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    index: int
+    id: str
+    user_id: str
+    device: str
+    browser: str
+    pair: str  # `"sessionId":"…","userId":"…"`
+    tail: str  # `,"session":{"id":…,"deviceType":…,"browser":…}}`: the end of an event
+
+
+class Dataset:
+    """Deterministic events by position; thread-safe; grows at the top with `grow`."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.n = cfg.events
+        self.newest = cfg.newest_ts
+        span_ms = int(cfg.span_days * DAY_MS)
+        self.block_span = max(1, span_ms * BLOCK // max(self.n, 1))
+        self.gap = max(1, self.block_span // BLOCK)  # spacing of grown events, ms
+        self.nblocks = -(-self.n // BLOCK)
+        self.base_windows = -(-self.n // WINDOW)
+        self._seed = cfg.seed
+        self._ids = UuidMixer(cfg.seed, "event")
+        self._sids = UuidMixer(cfg.seed, "session")
+        self._uids = UuidMixer(cfg.seed, "user")
+        self._batch = UuidBatch(self._ids, BLOCK)
+        self._lock = threading.Lock()
+        self.grown = 0
+        self.damaged = self._damaged_slots()
+        self.base_block = functools.lru_cache(maxsize=BLOCK_CACHE)(self._make_base_block)
+        self.grown_block = functools.lru_cache(maxsize=64)(self._make_grown_block)
+        self.window = functools.lru_cache(maxsize=256)(self._make_window)
+
+    # ---- growth -------------------------------------------------------------------------------
+    def grow(self, count: int) -> int:
+        """Add `count` events newer than the current newest; returns the new total."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self.grown += count
+            return self.n + self.grown
+
+    def snapshot(self) -> View:
+        """A consistent view for one request (growth during the request is not seen)."""
+        return View(self, self.grown)
+
+    # ---- ids ----------------------------------------------------------------------------------
+    def key_of_id(self, eid: str) -> int | None:
+        """The key (ordinal) of id `eid`, or None if `eid` is not of this dataset's form."""
+        return self._ids.ordinal(eid)
+
+    def uuid_of_key(self, key: int) -> str:
+        return self._ids.uuid(key)
+
+    def session_index(self, sid: str) -> int | None:
+        return self._sids.ordinal(sid)
+
+    def damaged_ids(self) -> set[str]:
+        """The true ids of the damaged slots (they are never served intact)."""
+        out = set()
+        for slot in self.damaged:
+            out.add(self.base_block(slot // BLOCK)[slot % BLOCK][R_ID])
+        return out
+
+    # ---- generation ---------------------------------------------------------------------------
+    def _damaged_slots(self) -> frozenset[int]:
+        count = round(self.cfg.p_damaged_id * self.n)
+        if count == 0:
+            return frozenset()
+        return frozenset(random.Random(f"{self._seed}:damaged").sample(range(self.n), count))
+
+    def _make_window(self, w: int) -> tuple[tuple[int, ...], tuple[SessionInfo, ...]]:
+        """Session window `w`: the local session of each of its slots, and its 20 sessions."""
+        rng = random.Random(f"{self._seed}:w:{w}")
+        labels: list[int] = []
+        for pair in range(SESSIONS_PER_WINDOW // 2):
+            s = rng.randint(35, 65)
+            labels += [2 * pair] * s + [2 * pair + 1] * (100 - s)
+        rng.shuffle(labels)
+        sessions = []
+        for local in range(SESSIONS_PER_WINDOW):
+            si = w * SESSIONS_PER_WINDOW + local
+            sid = self._sids.uuid(si)
+            uid = self._uids.uuid(rng.randrange(USERS))
+            device = rng.choice(_DEVICES)
+            browser = rng.choice(_BROWSERS)
+            sessions.append(SessionInfo(
+                si, sid, uid, device, browser, f'"sessionId":"{sid}","userId":"{uid}"',
+                f',"session":{{"id":"{sid}","deviceType":"{device}","browser":"{browser}"}}}}'))
+        return tuple(labels), tuple(sessions)
+
+    def session(self, si: int) -> SessionInfo:
+        w, local = divmod(si, SESSIONS_PER_WINDOW)
+        return self.window(w)[1][local]
+
+    def _records(self, rng: random.Random, pairs: list[tuple[int, str]], first_slot: int,
+                 first_window: int, damaged: frozenset[int]) -> tuple[tuple, ...]:
+        """Records for the (ts, id) `pairs` filling slots first_slot, first_slot+1, … in order."""
+        out = []
+        getrandbits = rng.getrandbits
+        w_cur = -1
+        perm: tuple[int, ...] = ()
+        sessions: tuple[SessionInfo, ...] = ()
+        b36 = _B36_PAIRS
+        for r, (ts, eid) in enumerate(pairs):
+            slot = first_slot + r
+            w, local = divmod(slot, WINDOW)
+            if w != w_cur:
+                perm, sessions = self.window(first_window + w)
+                w_cur = w
+            sess = sessions[perm[local]]
+            bits = getrandbits(64)
+            kind = _TYPE_TABLE[(bits & 0xFFFF) % 100]
+            n1, rest = divmod((bits >> 16) & 0x7FFF_FFFF, 1296 * 1296)
+            n2, n3 = divmod(rest, 1296)
+            served = _damage(eid, slot) if slot in damaged else eid
+            head = (f'{{"id":"{served}",{sess.pair},"type":"{TYPES[kind]}","name":"event_'
+                    f'{b36[n1]}{b36[n2]}{b36[n3]}","properties":{_PROPS[kind][bits >> 58]},"timestamp":')
+            out.append((ts, eid, f"{head}{ts}{sess.tail}".encode(),
+                        f'{head}"{iso_ms(ts)}"{sess.tail}'.encode(), kind, sess.index, served))
+        return tuple(out)
+
+    def _make_base_block(self, k: int) -> tuple[tuple, ...]:
+        first = k * BLOCK
+        count = min(BLOCK, self.n - first)
+        span = max(1, self.block_span * count // BLOCK)
+        rng = random.Random(self._seed * 1_000_003 + k)
+        rnd = rng.random
+        offsets = sorted([int(rnd() * span) for _ in range(count)])
+        rate = self.cfg.tie_group_rate
+        j = 0
+        while j < count:
+            if rnd() < rate:
+                size = 2 + int(rnd() * 3)
+                for t in range(j + 1, min(j + size, count)):
+                    offsets[t] = offsets[j]
+                j += size
+            else:
+                j += 1
+        top = self.newest - k * self.block_span
+        pairs = sorted(zip([top - o for o in offsets], self._batch.uuids(first, count), strict=True),
+                       reverse=True)
+        return self._records(rng, pairs, first, 0, self.damaged)
+
+    def _make_grown_block(self, k: int) -> tuple[tuple, ...]:
+        rng = random.Random(-(self._seed * 1_000_003 + k) - 1)
+        first = k * BLOCK
+        ids = self._batch.uuids(self.n + first, BLOCK)
+        pairs = [(self.newest + (first + j + 1) * self.gap, ids[j]) for j in range(BLOCK)]
+        return self._records(rng, pairs, first, self.base_windows, frozenset())
+
+
+def _damage(eid: str, slot: int) -> str:
+    if slot % 2:
+        return eid[:-6]  # truncated
+    return eid[:2] + "zq" + eid[4:]  # not hex
+
+
+class View:
+    """The dataset at one growth level: positions 0..total-1, grown events first."""
+
+    def __init__(self, ds: Dataset, grown: int) -> None:
+        self.ds = ds
+        self.g = grown
+        self.total = ds.n + grown
+
+    def records(self, start: int, stop: int) -> list[tuple]:
+        """Records of positions [start, stop), clipped to the dataset."""
+        ds, g = self.ds, self.g
+        start, stop = max(0, start), min(stop, self.total)
+        out: list[tuple] = []
+        p = start
+        while p < stop and p < g:
+            j = g - 1 - p
+            out.append(ds.grown_block(j // BLOCK)[j % BLOCK])
+            p += 1
+        while p < stop:
+            b = p - g
+            k, r = divmod(b, BLOCK)
+            block = ds.base_block(k)
+            take = min(BLOCK - r, stop - p)
+            out.extend(block[r:r + take])
+            p += take
+        return out
+
+    def record(self, p: int) -> tuple:
+        return self.records(p, p + 1)[0]
+
+    def seek(self, ts: int, eid: str) -> int:
+        """First position strictly after (ts, eid) in (ts DESC, id DESC) order; total if none.
+
+        Works for any (ts, eid), whether or not an event has it: O(log grown + BLOCK).
+        """
+        ds, g = self.ds, self.g
+        key = (ts, eid)
+        if g and ts > ds.newest:
+            # grown region: position p holds ts newest + (g-p)*gap, strictly decreasing
+            lo, hi = 0, g
+            while lo < hi:
+                mid = (lo + hi) // 2
+                rec = self.record(mid)
+                if (rec[R_TS], rec[R_ID]) < key:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            if lo < g:
+                return lo
+        k = (ds.newest - ts) // ds.block_span
+        if k < 0:
+            return g
+        if k >= ds.nblocks:
+            return self.total
+        block = ds.base_block(k)
+        for r, rec in enumerate(block):
+            if (rec[R_TS], rec[R_ID]) < key:
+                return g + k * BLOCK + r
+        return g + min(ds.n, (k + 1) * BLOCK)
+
+    def seek_before(self, ts: int) -> int:
+        """First position with timestamp < ts."""
+        return self.seek(ts, "")
+
+    def position_of_key(self, key: int) -> int | None:
+        """Current position of the event with key `key`, or None."""
+        ds = self.ds
+        if key < ds.n:
+            k = key // BLOCK
+            eid = ds.uuid_of_key(key)
+            for r, rec in enumerate(ds.base_block(k)):
+                if rec[R_ID] == eid:
+                    return self.g + k * BLOCK + r
+            return None  # unreachable: every key of a block is in it
+        j = key - ds.n
+        return self.g - 1 - j if j < self.g else None
+
+    def session_positions(self, si: int) -> list[int]:
+        """Positions of session `si`'s events, ascending (newest first)."""
+        ds = self.ds
+        w, local = divmod(si, SESSIONS_PER_WINDOW)
+        perm = ds.window(w)[0]
+        if w < ds.base_windows:
+            base = w * WINDOW
+            out = [self.g + base + i for i, s in enumerate(perm) if s == local and base + i < ds.n]
+        else:
+            base = (w - ds.base_windows) * WINDOW
+            out = [self.g - 1 - (base + i) for i, s in enumerate(perm) if s == local and base + i < self.g]
+        out.sort()
+        return out
+
+    def _windows(self) -> list[tuple[int, int]]:
+        """(window index, slots present) of every non-empty session window."""
+        ds = self.ds
+        out = []
+        for first_window, slots in ((0, ds.n), (ds.base_windows, self.g)):
+            for i in range(-(-slots // WINDOW)):
+                out.append((first_window + i, min(WINDOW, slots - i * WINDOW)))
+        return out
+
+    def session_indexes(self) -> list[int]:
+        """Indexes of all sessions holding events: base windows (newest first), then grown ones."""
+        out: list[int] = []
+        for w, present in self._windows():
+            locals_ = range(SESSIONS_PER_WINDOW) if present == WINDOW else sorted(
+                set(self.ds.window(w)[0][:present]))
+            out += [w * SESSIONS_PER_WINDOW + s for s in locals_]
+        return out
