@@ -94,3 +94,26 @@ class UuidBatch:
         h = u.to_bytes(self._lanes * self.LANE // 8).hex()
         return [f"{h[a:a + 8]}-{h[a + 8:a + 12]}-{h[a + 12:a + 16]}-{h[a + 16:a + 20]}-{h[a + 20:a + 32]}"
                 for a in range(32, 64 * count, 64)]
+
+    def raw(self, first: int, count: int) -> list[bytes]:
+        """The 16 raw bytes of each UUID of ordinals first … first+count-1 (big-endian)."""
+        m = self._m
+        x = int.from_bytes(b"".join((first + i).to_bytes(32) for i in range(count))) << (
+            self.LANE * (self._lanes - count))
+        mask = self._mask
+        x = (x + self._k) & mask
+        x = (x ^ (x >> 61)) & mask
+        x = (x * m._a1) & mask
+        x = (x ^ (x >> 62)) & mask
+        x = (x * m._a2) & mask
+        x = (x ^ (x >> 61)) & mask
+        u = (((x >> 74) & (0xFFFF_FFFF_FFFF * self._rep)) << 80) | (((x >> 62) & self._fff) << 64)
+        u |= (x & self._lo) | self._v
+        b = u.to_bytes(self._lanes * self.LANE // 8)
+        return [b[a:a + 16] for a in range(16, 32 * count, 32)]
+
+
+def format_raw(raw: bytes) -> str:
+    """16 raw bytes as a lowercase dashed UUID string."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,0 +1,109 @@
+"""Server-side throttles: fixed windows per (key, bucket) and the feed's token bucket.
+
+Both answer a `Verdict`; neither sleeps. Time is injected (`clock`, monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # whole seconds until the window (or lockout) ends, rounded up
+    early_retry: bool = False  # the request came inside a lockout, before Retry-After passed
+
+
+@dataclass
+class _Window:
+    start: float
+    count: int = 0
+    locked_until: float = 0.0  # set by the first 429 of a window
+
+
+class FixedWindowLimiter:
+    """`limit` requests per `window_s` per (key, bucket), the window opened by the first request.
+
+    After a 429 the pair is locked out until the window ends; with `penalize` every request inside
+    the lockout (an early retry) restarts a full window from its own arrival.
+    """
+
+    def __init__(self, window_s: float, penalize: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self.penalize = penalize
+        self._clock = clock
+        self._state: dict[tuple[str, str], _Window] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str, bucket: str, limit: int) -> Verdict:
+        """Count one request of `key` on `bucket` (limit > 0) and say whether it may proceed."""
+        now = self._clock()
+        with self._lock:
+            st = self._state.get((key, bucket))
+            if st is not None and st.locked_until:
+                if now < st.locked_until:
+                    if self.penalize:
+                        st.locked_until = now + self.window_s
+                    return Verdict(False, limit, 0, _ceil(st.locked_until - now), early_retry=True)
+                st = None  # lockout over: the next request opens a fresh window
+            if st is None or now >= st.start + self.window_s:
+                st = _Window(start=now)
+                self._state[(key, bucket)] = st
+            if st.count < limit:
+                st.count += 1
+                return Verdict(True, limit, limit - st.count, _ceil(st.start + self.window_s - now))
+            st.locked_until = st.start + self.window_s
+            return Verdict(False, limit, 0, _ceil(st.locked_until - now))
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+    locked_until: float = 0.0
+
+
+class TokenBucketLimiter:
+    """Per key: `rpm` requests per minute with bursts of `burst`; 429 when no whole token is left.
+
+    With `penalize`, a refused request still spends a token (the debt is capped at `burst`), so
+    hammering through a 429 storm keeps the storm going.
+    """
+
+    def __init__(self, rpm: float, burst: int, penalize: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rpm / 60.0
+        self.burst = max(1, burst)
+        self.penalize = penalize
+        self._clock = clock
+        self._state: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> Verdict:
+        now = self._clock()
+        with self._lock:
+            b = self._state.get(key)
+            if b is None:
+                b = self._state[key] = _Bucket(tokens=float(self.burst), stamp=now)
+            b.tokens = min(float(self.burst), b.tokens + (now - b.stamp) * self.rate)
+            b.stamp = now
+            early = now < b.locked_until
+            if b.tokens >= 1.0:
+                b.tokens -= 1.0
+                return Verdict(True, self.burst, int(b.tokens), _ceil((1.0 - b.tokens % 1.0) / self.rate))
+            if self.penalize and early:
+                b.tokens = max(-float(self.burst), b.tokens - 1.0)
+            wait = (1.0 - b.tokens) / self.rate
+            b.locked_until = now + wait
+            return Verdict(False, self.burst, 0, _ceil(wait), early_retry=early)
+
+
+def _ceil(seconds: float) -> int:
+    return max(1, math.ceil(seconds - 1e-9))

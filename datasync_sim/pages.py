@@ -1,0 +1,62 @@
+"""Page bodies: the events envelope assembled from precomputed event bytes, with data chaos.
+
+Nothing here goes through a generic JSON encoder per event: an event is two prebuilt byte strings
+(timestamp as epoch ms or as ISO) and a page is one `b",".join`. Only the rare chaos paths
+(missing fields) re-encode single events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from .chaos import EVENT_FIELDS, VARIANTS, Plan, affected, pick
+from .dataset import R_ISO, R_MS, R_TS
+from .timefmt import variant_json
+
+MIXED = "mixed"  # /api/v1/events: items 0, 3, 6, … epoch ms, the others ISO strings
+EPOCH_MS = "ms"  # the feed: every timestamp epoch ms
+
+
+@dataclass(frozen=True)
+class PageBody:
+    body: bytes
+    returned: int
+    missing_fields: bool  # X-Chaos-Applied: missingFields
+
+
+def event_items(records: list[tuple], form: str, plan: Plan | None) -> tuple[list[bytes], bool]:
+    """The JSON bytes of each record in page order; returns (items, missing fields applied)."""
+    if form == MIXED:
+        items = [rec[R_MS] if i % 3 == 0 else rec[R_ISO] for i, rec in enumerate(records)]
+    else:
+        items = [rec[R_MS] for rec in records]
+    missing = False
+    if plan is not None and records:
+        if plan.ts_variant:
+            for i in affected(len(records), plan, 1):
+                ts = records[i][R_TS]
+                value = variant_json(ts, pick(VARIANTS, plan, i, 1))
+                if value is not None:
+                    items[i] = records[i][R_MS].replace(b'"timestamp":%d,' % ts, b'"timestamp":' + value + b",", 1)
+        if plan.missing_fields:
+            for i in affected(len(records), plan, 2):
+                event = orjson.loads(items[i])
+                event.pop(pick(EVENT_FIELDS, plan, i, 2), None)
+                items[i] = orjson.dumps(event)
+            missing = True
+    return items, missing
+
+
+def envelope(items: list[bytes], pagination: dict | None, no_pagination: str | None, meta: dict) -> bytes:
+    """`{"data":[…],"pagination":{…},"meta":{…}}`; `no_pagination` damages the pagination object."""
+    if no_pagination == "missing":
+        pag = b""
+    elif no_pagination == "null":
+        pag = b'"pagination":null,'
+    elif no_pagination == "empty":
+        pag = b'"pagination":{},'
+    else:
+        pag = b'"pagination":' + orjson.dumps(pagination) + b","
+    return b'{"data":[' + b",".join(items) + b"]," + pag + b'"meta":' + orjson.dumps(meta) + b"}"

@@ -1,0 +1,166 @@
+"""HTTP/1.1 keep-alive server around `App`, usable in-process (`SimServer`) or from the CLI.
+
+One thread per connection (ThreadingHTTPServer). Latency and slow-chaos delays are slept in the
+connection's thread with no lock held, so concurrent requests overlap as on the real service.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+import traceback
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .app import JSON, App, Request, Response, error
+from .config import SimConfig
+
+IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection is closed after this
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nginx"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT_S
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature of the base class
+        pass  # one line per request would cost more than the request itself
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        req = Request.build(self.command, self.path, dict(self.headers.items()), body)
+        try:
+            resp = self.server.app.handle(req)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            resp = error(500, "Internal Server Error", "An unexpected error occurred", "INTERNAL_ERROR", "error")
+        if resp.delay > 0:
+            time.sleep(resp.delay)
+        if req.path.startswith("/__sim/"):
+            self._send(resp)
+            return
+        if resp.reset:
+            self.server.app.stats.record(resp.endpoint, "reset")
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        sent = self._send(resp)
+        self.server.app.stats.record(resp.endpoint, resp.status, sent, resp.events if resp.status == 200 else 0)
+
+    def _send(self, resp: Response) -> int:
+        body = resp.body if resp.truncate_to is None else resp.body[:resp.truncate_to]
+        lines = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}",
+                 f"Date: {formatdate(usegmt=True)}",
+                 f"Content-Type: {resp.content_type}",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in resp.headers]
+        if resp.truncate_to is not None:
+            self.close_connection = True
+        lines.append("Connection: close" if self.close_connection else "Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        out = head if resp.head_only else head + body
+        try:
+            self.wfile.write(out)
+        except OSError:
+            self.close_connection = True
+        return len(out)
+
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], app: App) -> None:
+        self.app = app
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        with self._conns_lock:
+            if open_:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class SimServer:
+    """The simulator in a background thread: `with SimServer(cfg) as sim: requests.get(sim.url …)`."""
+
+    def __init__(self, cfg: SimConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.cfg = cfg
+        self.app = App(cfg)
+        self._httpd = _HTTPServer((host, port), self.app)
+        self.host, self.port = self._httpd.server_address[:2]
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> SimServer:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                            name="datasync-sim", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and drop open connections; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+        self._httpd.server_close()
+        self._httpd.close_connections()
+
+    def add_events(self, count: int) -> int:
+        """Add `count` events newer than the newest; returns the new total."""
+        return self.app.ds.grow(count)
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+__all__ = ["SimServer", "JSON"]

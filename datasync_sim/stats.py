@@ -1,0 +1,50 @@
+"""Counters served at `/__sim/stats`; thread-safe increments."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.rate_limited = 0
+        self.early_retries = 0
+        self.bytes_sent = 0
+        self.events_served = 0
+        self.chaos: dict[str, int] = defaultdict(int)
+        self.tokens_issued = 0
+        self.cursors_issued = 0
+
+    def record(self, endpoint: str, status: int | str, sent: int = 0, events: int = 0) -> None:
+        """One answered request: `status` is the HTTP status or "reset" for a dropped connection."""
+        with self._lock:
+            self.requests[endpoint][str(status)] += 1
+            self.bytes_sent += sent
+            self.events_served += events
+            if status == 429:
+                self.rate_limited += 1
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Increment a top-level counter (early_retries, tokens_issued, cursors_issued)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def chaos_applied(self, knob: str) -> None:
+        with self._lock:
+            self.chaos[knob] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "requests": {ep: dict(codes) for ep, codes in self.requests.items()},
+                "rate_limited": self.rate_limited,
+                "early_retries": self.early_retries,
+                "bytes_sent": self.bytes_sent,
+                "events_served": self.events_served,
+                "chaos": dict(self.chaos),
+                "tokens_issued": self.tokens_issued,
+                "cursors_issued": self.cursors_issued,
+            }
