@@ -17,6 +17,7 @@ class PassState:
     partitions: list[Partition]  # the current pass; empty when no pass is under way
     watermark_ms: int | None  # newest timestamp stored when the last pass completed
     oldest_ms: int | None  # oldest timestamp estimated when the current pass was planned
+    min_split_ms: int  # narrowest range worth splitting (see partitions.min_split_ms)
 
 
 def create_schema(conn: psycopg.Connection) -> None:
@@ -34,15 +35,16 @@ def load_state(conn: psycopg.Connection) -> PassState:
         "SELECT partition_id, lo_ms, hi_ms, cursor, pos_ms, pos_id, done, events"
         " FROM ingest_partitions ORDER BY partition_id"
     ).fetchall()
-    watermark, oldest = conn.execute("SELECT watermark_ms, oldest_ms FROM ingest_state").fetchone() or (
-        None,
-        None,
-    )
+    watermark, oldest, min_split = conn.execute(
+        "SELECT watermark_ms, oldest_ms, min_split_ms FROM ingest_state"
+    ).fetchone()
     conn.commit()
-    return PassState([Partition(*row) for row in rows], watermark, oldest)
+    return PassState([Partition(*row) for row in rows], watermark, oldest, min_split)
 
 
-def start_pass(conn: psycopg.Connection, partitions: list[Partition], oldest_ms: int | None) -> None:
+def start_pass(
+    conn: psycopg.Connection, partitions: list[Partition], oldest_ms: int | None, min_split_ms: int = 0
+) -> None:
     """Persist a newly planned pass."""
     with conn.transaction():
         conn.execute("DELETE FROM ingest_partitions")
@@ -51,7 +53,7 @@ def start_pass(conn: psycopg.Connection, partitions: list[Partition], oldest_ms:
                 "INSERT INTO ingest_partitions (partition_id, lo_ms, hi_ms) VALUES (%s, %s, %s)",
                 [(p.partition_id, p.lo_ms, p.hi_ms) for p in partitions],
             )
-        conn.execute("UPDATE ingest_state SET oldest_ms = %s", (oldest_ms,))
+        conn.execute("UPDATE ingest_state SET oldest_ms = %s, min_split_ms = %s", (oldest_ms, min_split_ms))
 
 
 def finish_pass(conn: psycopg.Connection) -> int | None:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from loguru import logger
 
-from ingest.config import ENV_SETTINGS, environment_with_dotenv, load_settings
+from ingest.config import ENV_SETTINGS, Settings, database_only, environment_with_dotenv, load_settings
 from ingest.errors import IngestError
-from ingest.logs import configure_logging
-from ingest.pipeline import StopFlag, run_ingestion
 
 EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+COMMANDS = ("run", "status", "verify", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +22,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ingest.py",
         description="Pull every DataSync event into PostgreSQL: exactly once, resumable.",
     )
+    parser.add_argument("command", nargs="?", default="run", choices=COMMANDS,
+                        help="run (default): ingest; status: where it stands; verify: compare with the API;"
+                             " submit: hand the ids in")
     for name in ENV_SETTINGS:
-        parser.add_argument("--" + name.lower().replace("_", "-"), dest=name, metavar=name,
+        parser.add_argument("--" + name.lower().replace("_", "-"), dest=name, metavar=name.split("_")[-1],
                             help=f"overrides ${name}")
     parser.add_argument("--env-file", default=".env", help="a .env file to read (default: ./.env)")
+    demo = parser.add_argument_group("demo (run only)")
+    demo.add_argument("--demo", action="store_true",
+                      help="start the bundled simulator on a free port and ingest from it")
+    demo.add_argument("--demo-events", type=int, default=3_000_000, help="simulated events (default 3,000,000)")
+    demo.add_argument("--demo-profile", default="fast", help="simulator profile: fast, live, chaos, tight")
+    submit = parser.add_argument_group("submit")
+    submit.add_argument("--repo", help="the repository URL to submit with the ids")
+    submit.add_argument("--force", action="store_true", help="submit even when verify fails")
+    submit.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
 
 
@@ -33,20 +45,39 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {name: getattr(args, name) for name in ENV_SETTINGS}
     try:
-        settings = load_settings(environment_with_dotenv(Path(args.env_file)), overrides)
-    except IngestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    configure_logging(settings.log_level)
-    stop = StopFlag()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda s, _frame: stop.trigger(s))
-    try:
-        outcome = run_ingestion(settings, stop)
+        env = environment_with_dotenv(Path(args.env_file))
+        if args.command == "status":
+            return _status(env, overrides)
+        if args.demo:
+            return _demo(args, env, overrides)
+        settings = load_settings(env, overrides)
+        return _dispatch(args, settings)
     except IngestError as exc:
         logger.error("{}", exc)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    if args.command == "verify":
+        return _verify(settings)
+    if args.command == "submit":
+        from ingest.submit import submit_command
+
+        return submit_command(settings, args.repo, force=args.force, assume_yes=args.yes)
+    return _run(settings)
+
+
+def _run(settings: Settings) -> int:
+    from ingest.pipeline import StopFlag, run_ingestion
+
+    stop = StopFlag()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda s, _frame: stop.trigger(s))
+    outcome = run_ingestion(settings, stop)
     s = outcome.stats
     logger.info(
         "ingestion complete: {:,} events in the table ({:,} new this run, {:,} duplicates skipped,"
@@ -55,3 +86,44 @@ def main(argv: list[str] | None = None) -> int:
         outcome.strategy,
     )
     return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, env: dict, overrides: dict) -> int:
+    from ingest.demo import simulator
+
+    logger.info("demo: starting the simulator ({} profile, {:,} events)", args.demo_profile, args.demo_events)
+    with simulator(args.demo_profile, args.demo_events) as (url, key):
+        settings = load_settings(env, {**overrides, "API_BASE_URL": url, "API_KEY": key})
+        code = _dispatch(argparse.Namespace(**{**vars(args), "command": "run"}), settings)
+        return code if code != EXIT_OK else _verify(settings)
+
+
+def _status(env: dict, overrides: dict) -> int:
+    from ingest.checkpoint import create_schema
+    from ingest.database import connect, embedded_database_url
+    from ingest.report import status_lines
+
+    url, data_dir = database_only(env, overrides)
+    with connect(url or embedded_database_url(data_dir), autocommit=True, role="status") as conn:
+        create_schema(conn)
+        print("\n".join(status_lines(conn)))
+    return EXIT_OK
+
+
+def _verify(settings: Settings) -> int:
+    from ingest.checkpoint import create_schema
+    from ingest.database import connect, embedded_database_url
+    from ingest.report import verify
+    from ingest.total import api_total
+
+    total = api_total(settings)
+    url = settings.database_url or embedded_database_url(settings.data_dir)
+    with connect(url, autocommit=True, role="verify") as conn:
+        create_schema(conn)
+        result = verify(conn, total)
+    for day, count in result.per_day:
+        print(f"  {day}: {count:,}")
+    print(f"API total: {result.api_total if result.api_total is not None else 'unknown'};"
+          f" stored: {result.stored:,}; duplicate ids: {result.duplicate_ids}; quarantined: {result.quarantined:,}")
+    print("verify: complete" if result.complete else "verify: INCOMPLETE")
+    return EXIT_OK if result.complete else EXIT_INCOMPLETE

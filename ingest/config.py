@@ -37,8 +37,8 @@ class Settings:
             raise ConfigError(f"API_BASE_URL must be an http(s) URL, got {self.api_base_url!r}")
         if not self.api_key or any(c.isspace() for c in self.api_key):
             raise ConfigError("API_KEY is missing or contains whitespace")
-        if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError("DATABASE_URL must start with postgresql:// (or be unset for the embedded one)")
+        if self.database_url is not None:
+            check_database_url(self.database_url)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"STRATEGY must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if not 1 <= self.concurrency <= 64:
@@ -115,3 +115,30 @@ def environment_with_dotenv(path: Path = Path(".env")) -> dict[str, str]:
     merged = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
     merged.update(os.environ)
     return merged
+
+
+def database_only(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> tuple[str | None, Path]:
+    """(DATABASE_URL or None, DATA_DIR) for commands that need no API settings (status)."""
+
+    def pick(name: str) -> str | None:
+        value = overrides.get(name)
+        value = env.get(name) if value is None else value
+        return value.strip() if value and value.strip() else None
+
+    url = pick("DATABASE_URL")
+    if url is not None:
+        check_database_url(url)
+    return url, Path(pick("DATA_DIR") or ".data")
+
+
+def check_database_url(url: str) -> None:
+    """A postgresql:// URL or a libpq key=value string; anything else names the variable."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    if "://" in url and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must be a postgresql:// URL (or unset for the embedded PostgreSQL)")
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        raise ConfigError(f"DATABASE_URL is not a valid connection string: {exc}") from None

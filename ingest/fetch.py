@@ -138,6 +138,8 @@ class PartitionFetcher:
                 raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
             if page.total is not None:
                 self.requester.stats.total_hint = page.total
+            # Read the bound again: a split while the request was in flight raised it.
+            lo = self.plan.lower_bound(pid)
             last, out, pos = self._process(pid, page, lo, hi, cursor, pos)
             self._put(out)
             self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id)

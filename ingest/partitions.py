@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-# Below this many milliseconds of remaining range a partition is not worth splitting: at the live
-# API's ~100,000 events/day, 30 minutes is about 2,000 events, less than one 5000-event page.
-MIN_SPLIT_MS = 30 * 60 * 1000
+# A partition is split only when each half would still hold this many pages of events: a smaller
+# split costs a request per piece and saves less time than it costs.
+MIN_SPLIT_PAGES = 2
 
 
 @dataclass
@@ -37,10 +37,11 @@ class Partition:
 class Plan:
     """All partitions of a pass; thread-safe where workers and the coordinator meet."""
 
-    def __init__(self, partitions: list[Partition], oldest_ms: int | None) -> None:
+    def __init__(self, partitions: list[Partition], oldest_ms: int | None, min_split_ms: int = 0) -> None:
         self._lock = threading.Lock()
         self.partitions = {p.partition_id: p for p in partitions}
         self.oldest_ms = oldest_ms
+        self.min_split_ms = min_split_ms  # ms of range holding MIN_SPLIT_PAGES pages (0: split freely)
 
     def lower_bound(self, partition_id: int) -> int | None:
         with self._lock:
@@ -72,7 +73,7 @@ class Plan:
                 return None
             widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
             width = widest.remaining_ms(self.oldest_ms)
-            if width < 2 * MIN_SPLIT_MS:
+            if width <= 0 or width < 2 * self.min_split_ms:
                 return None
             top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms
             assert top is not None  # width > 0 implies a known top
@@ -91,3 +92,10 @@ def even_partitions(newest_ms: int, oldest_ms: int, count: int) -> list[Partitio
     his: list[int | None] = [None, *bounds]
     los: list[int | None] = [*bounds, None]
     return [Partition(i + 1, lo, hi) for i, (lo, hi) in enumerate(zip(los, his, strict=True))]
+
+
+def min_split_ms(newest_ms: int | None, oldest_ms: int | None, total: int | None, page_size: int) -> int:
+    """Milliseconds of range that hold MIN_SPLIT_PAGES pages at the dataset's average density."""
+    if newest_ms is None or oldest_ms is None or not total:
+        return 0
+    return int(MIN_SPLIT_PAGES * page_size * (newest_ms - oldest_ms) / total)

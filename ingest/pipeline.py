@@ -21,7 +21,7 @@ from ingest.fetch import PartitionFetcher, Requester, Source
 from ingest.limiter import RateLimiter
 from ingest.lock import acquire_run_lock
 from ingest.pages import PartitionSplit
-from ingest.partitions import Partition, Plan, even_partitions
+from ingest.partitions import Partition, Plan, even_partitions, min_split_ms
 from ingest.progress import Progress
 from ingest.retry import RetryPolicy
 from ingest.sources import DocumentedSource, FeedSource, StreamTokens
@@ -123,32 +123,35 @@ def _resume_or_plan(conn: psycopg.Connection, source: Source, requester: Request
     if state.partitions:
         pending = [p for p in state.partitions if not p.done]
         logger.info("resuming: {} of {} partitions unfinished", len(pending), len(state.partitions))
-        return Plan(state.partitions, state.oldest_ms)
+        return Plan(state.partitions, state.oldest_ms, state.min_split_ms)
     if state.watermark_ms is not None:
         logger.info("previous pass complete; fetching only events at or after {} ms", state.watermark_ms)
-        parts, oldest = [Partition(1, state.watermark_ms, None)], state.watermark_ms
+        parts, oldest, min_split = [Partition(1, state.watermark_ms, None)], state.watermark_ms, 0
     else:
-        parts, oldest = _plan_full_pass(source, requester, settings)
-    checkpoint.start_pass(conn, parts, oldest)
+        parts, oldest, min_split = _plan_full_pass(source, requester, settings)
+    checkpoint.start_pass(conn, parts, oldest, min_split)
     logger.info("planned a pass of {} partition(s)", len(parts))
-    return Plan(parts, oldest)
+    return Plan(parts, oldest, min_split)
 
 
-def _plan_full_pass(source: Source, requester: Requester, settings: Settings) -> tuple[list[Partition], int | None]:
+def _plan_full_pass(
+    source: Source, requester: Requester, settings: Settings
+) -> tuple[list[Partition], int | None, int]:
     """Split the time range evenly for a windowed source; one chain otherwise."""
     if not source.windowed or settings.concurrency == 1:
-        return [Partition(1, None, None)], None
+        return [Partition(1, None, None)], None, 0
     from ingest.transform import parse_timestamps
 
     probe = requester.call(lambda: source.page(None, None, None), "planning probe")
     stamps = [ts for ts in parse_timestamps(probe.events) if ts is not None]
     if not probe.has_more or len(stamps) < 2 or not probe.total:
-        return [Partition(1, None, None)], None
+        return [Partition(1, None, None)], None, 0
     newest, last = max(stamps), min(stamps)
     per_event_ms = max(1, newest - last) / (len(stamps) - 1)
     oldest = int(newest - probe.total * per_event_ms)
     requester.stats.total_hint = probe.total
-    return even_partitions(newest, oldest, settings.concurrency), oldest
+    min_split = min_split_ms(newest, oldest, probe.total, settings.page_size)
+    return even_partitions(newest, oldest, settings.concurrency), oldest, min_split
 
 
 def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester: Requester,

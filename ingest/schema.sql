@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS ingest_state (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     watermark_ms  bigint,                   -- newest stored timestamp when the last pass completed
     oldest_ms     bigint,                   -- oldest timestamp estimated when the pass was planned
+    min_split_ms  bigint NOT NULL DEFAULT 0, -- narrowest range worth splitting for an idle worker
     completed_at  timestamptz
 );
 

@@ -1,0 +1,136 @@
+"""One rate limiter shared by every fetcher thread: the server's fixed window, plus 429 pauses."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+# Reset counts whole seconds and captures do not say whether the server rounds down or up: rounding
+# down hides up to 1 s of window. A request that lands early is a 429 that extends the lockout, while
+# 1 s of a 60 s window costs under 2% of throughput.
+RESET_MARGIN_S = 1.0  # s, added to the end of every window the server announces
+# As an epoch 1e9 s is 2001; as a window it is 31 years: no Reset value is ambiguous.
+EPOCH_THRESHOLD_S = 1e9  # s
+SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a set `stop` is noticed within half a second
+
+
+class RateLimiter:
+    """Paces requests to one API bucket from headers the server sends, and stops everyone on a 429.
+
+    Until a response carries rate-limit headers it does not restrict (the feed sends none; only 429
+    pauses apply there). After that it hands out `remaining` tokens until the window the server
+    announced ends, then `limit` again; the first request after a window's end opens the next one,
+    as the server does. Tokens are taken at `acquire`, so requests still in flight are counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        reset_margin: float = RESET_MARGIN_S,
+    ) -> None:
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self._margin = reset_margin
+        self._lock = threading.Lock()
+        self._engaged = False  # rate-limit headers seen: until then nothing is restricted
+        self._limit = 0  # requests per window
+        self._tokens = 0
+        self._window = 0  # counts windows, to recognise responses to requests sent in an older one
+        self._window_end: float | None = None  # monotonic s; None: the next request opens a window
+        self._window_end_guessed = False  # the end was estimated at opening, not announced yet
+        self._window_s = 0.0  # longest Reset seen: the estimate of a window's length
+        self._paused_until = float("-inf")
+        self._waited_s = 0.0
+        self._sent_in = threading.local()  # .window: the window this thread's last token came from
+
+    @property
+    def waited_seconds(self) -> float:
+        """Total seconds all threads have spent blocked in `acquire` (for progress lines)."""
+        with self._lock:
+            return self._waited_s
+
+    def acquire(self, stop: threading.Event | None = None) -> float:
+        """Block until one request may be sent; return the seconds waited.
+
+        Returns early, without a token and raising nothing, once `stop` is set: the caller checks `stop`.
+        A 429 pause is waited out in full, however often the sleep wakes.
+        """
+        waited = 0.0
+        while stop is None or not stop.is_set():
+            with self._lock:
+                wait = self._take(self._clock())
+            if wait <= 0:
+                break
+            before = self._clock()
+            self._sleep(min(wait, SLEEP_SLICE_S))
+            slept = self._clock() - before
+            waited += slept
+            with self._lock:
+                self._waited_s += slept
+        return waited
+
+    def observe(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        """Keep in step with X-RateLimit-Limit/-Remaining/-Reset of a response (None: header absent).
+
+        `reset` is seconds left in the window, or an epoch in seconds when above EPOCH_THRESHOLD_S.
+        Call it from the thread that acquired for this request: a response to a request sent before the
+        window rolled describes the old window and must not drain the new one, and the thread is how
+        that request is recognised. Without both `remaining` and `reset` only `limit` is kept.
+        """
+        with self._lock:
+            if remaining is None or reset is None:
+                if limit is not None and limit > 0:
+                    self._limit = limit
+                return
+            if reset > EPOCH_THRESHOLD_S:
+                reset -= self._wall()
+            reset, remaining = max(0.0, reset), max(0, remaining)
+            # without a Limit header the largest allowance seen is the best guess at it
+            self._limit = limit if limit is not None and limit > 0 else max(self._limit, remaining, 1)
+            self._window_s = max(self._window_s, reset)
+            end = self._clock() + reset + self._margin
+            if not self._engaged:
+                # requests in flight that are not answered yet will lower this as their answers arrive
+                self._engaged = True
+                self._tokens, self._window_end = remaining, end
+                return
+            if getattr(self._sent_in, "window", self._window) < self._window:
+                return  # sent in a window that has since rolled: its numbers are about that window
+            self._tokens = min(self._tokens, remaining)
+            if self._window_end is None or self._window_end_guessed:
+                self._window_end, self._window_end_guessed = end, False
+            else:
+                # answers arrive late and out of order, and lateness only pushes `end` later
+                self._window_end = min(self._window_end, end)
+
+    def pause_until(self, monotonic_deadline: float) -> None:
+        """After a 429: no thread returns from `acquire` before this instant. Never shortens a pause."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, monotonic_deadline)
+
+    def pause_for(self, seconds: float) -> None:
+        """`pause_until` now + `seconds`."""
+        self.pause_until(self._clock() + seconds)
+
+    def _take(self, now: float) -> float:
+        """Take a token if one may be sent at `now` (returns 0), else return the seconds to wait."""
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._engaged:
+            if self._window_end is not None and now >= self._window_end:
+                self._window += 1
+                self._tokens = self._limit
+                self._window_end, self._window_end_guessed = None, False
+            if self._tokens <= 0:
+                return self._window_end - now if self._window_end is not None else SLEEP_SLICE_S
+            self._tokens -= 1
+            if self._window_end is None:
+                # this request opens the window on the server; its response will say when it ends
+                self._window_end, self._window_end_guessed = now + self._window_s + self._margin, True
+        self._sent_in.window = self._window
+        return 0.0

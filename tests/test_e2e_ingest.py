@@ -1,0 +1,61 @@
+"""Whole runs against the simulator over real HTTP into a real PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import psycopg
+import pytest
+
+from datasync_sim import SimServer, profile_config
+from tests.fix_ingest import exactness, run_ingest, sim_stats
+
+
+def sim(profile: str = "fast", events: int = 30_000, **knobs) -> SimServer:
+    return SimServer(profile_config(profile, events=events, seed=11, **knobs))
+
+
+@pytest.mark.parametrize("strategy", ["feed", "documented"])
+def test_full_run_stores_exactly_the_api_set(database_url: str, strategy: str) -> None:
+    with sim() as server:
+        code = run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
+        result = exactness(server.url, database_url)
+    assert code == 0
+    assert result == {"expected": 30_000, "stored": 30_000, "identical": True}
+
+
+def test_auto_falls_back_to_the_documented_endpoint_when_stream_access_is_refused(database_url: str) -> None:
+    with sim(stream_access_enabled=False) as server:
+        code = run_ingest(server.url, database_url, "--page-size", "2000")
+        result = exactness(server.url, database_url)
+        requests_by_endpoint = sim_stats(server.url)["requests"]
+    assert (code, result["identical"]) == (0, True)
+    assert not any("feed" in name for name in requests_by_endpoint)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT strategy, outcome FROM ingest_runs").fetchall() == [("documented", "complete")]
+
+
+def test_rerun_after_completion_fetches_only_new_events(database_url: str) -> None:
+    with sim(events=10_000) as server:
+        assert run_ingest(server.url, database_url) == 0
+        before = sim_stats(server.url)
+        assert run_ingest(server.url, database_url) == 0
+        after_nothing_new = sim_stats(server.url)
+        server.add_events(1_234)
+        assert run_ingest(server.url, database_url) == 0
+        result = exactness(server.url, database_url)
+    feed_requests = [sum(s["requests"].get(k, {}).get("200", 0) for k in s["requests"] if "feed" in k)
+                     for s in (before, after_nothing_new)]
+    assert feed_requests[1] - feed_requests[0] == 1  # one request when nothing is new
+    assert result == {"expected": 11_234, "stored": 11_234, "identical": True}
+
+
+@pytest.mark.parametrize("strategy", ["feed", "documented"])
+def test_chaos_profile_ends_exact(database_url: str, strategy: str) -> None:
+    cfg = dataclasses.replace(profile_config("chaos", events=20_000, seed=5), slow_seconds=2.0)
+    with SimServer(cfg) as server:
+        code = run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000",
+                          "--request-timeout", "1", "--max-attempts", "12")
+        result = exactness(server.url, database_url)
+    assert code == 0
+    assert result["stored"] == result["expected"] and result["identical"]
