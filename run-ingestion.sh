@@ -137,7 +137,9 @@ in Docker mode set them as variables in .env (CONCURRENCY=..., STRATEGY=...)" 2
 fi
 
 compose=(docker compose)
+demo=""
 if [ -z "$api_key" ]; then
+  demo=1
   # Any key of the API's form is valid on the simulator; a fresh one per run, never written to disk.
   api_key="ds_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
   export API_KEY=$api_key
@@ -169,6 +171,11 @@ count_events() {
     "SELECT COUNT(*) FROM ingested_events" 2>/dev/null | tr -d '[:space:]'
 }
 
+# The demo's simulator has served its purpose once the ingester stops; postgres stays up to be queried.
+stop_simulator() {
+  [ -z "$demo" ] || "${compose[@]}" stop simulator >/dev/null 2>&1 || true
+}
+
 started=$SECONDS
 while true; do
   # The state first, then the logs: a container that had exited before we read its logs has logged all.
@@ -177,7 +184,11 @@ while true; do
   logs=$(docker logs "$INGESTION_CONTAINER" 2>&1 || true)
   if [[ $logs == *"ingestion complete"* ]]; then
     count=$(count_events || true)
+    stop_simulator
     say "ingestion complete: ${count:-?} events in ingested_events ($((SECONDS - started)) s)"
+    if [ -n "$demo" ]; then
+      say "these are the simulator's events: run 'docker compose down -v' before ingesting from a real API"
+    fi
     exit 0
   fi
   case $state in
@@ -185,6 +196,7 @@ while true; do
       code=${state#* }
       printf '%s\n' "$logs" | tail -n 20 >&2
       [ "$code" != 0 ] || code=1
+      stop_simulator
       die "the ingestion container stopped ($state) without logging 'ingestion complete'" "$code"
       ;;
   esac

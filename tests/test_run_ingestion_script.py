@@ -177,7 +177,8 @@ def test_docker_demo_starts_the_demo_profile_with_a_fresh_key_and_waits_for_comp
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
     assert out[0].startswith("run-ingestion: Docker Compose mode, demo: no API_KEY configured")
-    assert re.fullmatch(r"run-ingestion: ingestion complete: 3000000 events in ingested_events \(\d+ s\)", out[-1])
+    assert re.fullmatch(r"run-ingestion: ingestion complete: 3000000 events in ingested_events \(\d+ s\)", out[-2])
+    assert "docker compose down -v" in out[-1]  # demo rows must not mix with a later live run
     assert len([line for line in out if "events ingested: 3000000" in line]) == 2  # two polls before done
     up = compose_ups(calls)
     assert len(up) == 1
@@ -187,6 +188,9 @@ def test_docker_demo_starts_the_demo_profile_with_a_fresh_key_and_waits_for_comp
     )
     psql = "docker exec assignment-postgres psql -U postgres -d ingestion -tAc SELECT COUNT(*) FROM ingested_events"
     assert any(c.startswith(psql) for c in calls)
+    # the simulator is stopped once done, after the last progress poll
+    stops = [i for i, c in enumerate(calls) if c.startswith("docker compose --profile demo stop simulator")]
+    assert len(stops) == 1 and stops[0] > max(i for i, c in enumerate(calls) if c.startswith("docker logs"))
     assert interpreter_calls(calls) == []  # never the native path
 
 
@@ -199,11 +203,15 @@ def test_docker_live_mode_uses_the_configured_api_without_the_simulator(workdir)
     assert compose_ups(calls) == [
         "docker compose up -d --build | API_KEY=<unset> API_BASE_URL=<unset>"
     ]
+    assert not [c for c in calls if " stop simulator" in c]
+    assert proc.stdout.splitlines()[-1].startswith("run-ingestion: ingestion complete: 0 events")
 
 
 def test_docker_mode_fails_with_the_exit_code_when_ingestion_stops_without_completing(workdir):
-    proc, _ = run(workdir, engine="up", dotenv="API_KEY=\n", STUB_STATE="exited 3", STUB_COMPLETE_AFTER="0")
+    proc, calls = run(workdir, engine="up", dotenv="API_KEY=\n", STUB_STATE="exited 3", STUB_COMPLETE_AFTER="0")
     assert proc.returncode == 3
+    stops = [c.split(" |")[0] for c in calls if " stop simulator" in c]
+    assert stops == ["docker compose --profile demo stop simulator"]
     assert "INFO progress: 1,000 events" in proc.stderr  # the container's last lines are shown
     assert proc.stderr.strip().splitlines()[-1] == (
         "run-ingestion: error: the ingestion container stopped (exited 3) without logging 'ingestion complete'"
