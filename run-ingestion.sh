@@ -158,7 +158,7 @@ else
 fi
 
 # A previous run's container would be reused by `up` with its old logs, and their `ingestion complete`.
-docker stop --time 30 "$INGESTION_CONTAINER" >/dev/null 2>&1 || true
+docker stop -t 30 "$INGESTION_CONTAINER" >/dev/null 2>&1 || true
 docker rm "$INGESTION_CONTAINER" >/dev/null 2>&1 || true
 
 "${compose[@]}" up -d --build
