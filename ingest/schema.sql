@@ -53,3 +53,15 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     quarantined   bigint NOT NULL DEFAULT 0,
     pid           integer NOT NULL DEFAULT pg_backend_pid()
 );
+
+-- One row per accepted submission of the stored ids (the API allows only 5 per key).
+CREATE TABLE IF NOT EXISTS ingest_submissions (
+    submission_id     text PRIMARY KEY,       -- the API's submissionId
+    event_count       bigint NOT NULL,        -- ids the API counted
+    ids_sent          bigint NOT NULL,        -- ids we streamed
+    submission_number integer,
+    remaining         integer,                -- submissions the key has left
+    repo              text NOT NULL,
+    submitted_at      timestamptz NOT NULL,   -- the API's submittedAt, or ours when it gave none
+    answer            jsonb NOT NULL          -- the API's answer as received
+);
