@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ingest.limiter import SLEEP_SLICE_S, RateLimiter
+
+START = 1000.0  # s on the fake monotonic clock
+EPOCH_AT_START = 1_769_541_612.0  # s; the fake wall clock reads this when the monotonic one reads START
+
+
+class FakeClock:
+    """A monotonic clock that moves only when something sleeps on it (from any thread)."""
+
+    def __init__(self, wakes_after: float = math.inf) -> None:
+        self.now = START
+        self.sleeps: list[float] = []
+        self._wakes_after = wakes_after  # s; a sleep never lasts longer: one that wakes early
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def wall(self) -> float:
+        return EPOCH_AT_START + (self() - START)
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += min(seconds, self._wakes_after)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+class FixedWindowServer:
+    """The live API's bucket: `limit` requests per fixed window opened by the first request."""
+
+    def __init__(self, clock: Callable[[], float], limit: int, window_s: float, whole_seconds: bool = True):
+        self.clock, self.limit, self.window_s, self.whole_seconds = clock, limit, window_s, whole_seconds
+        self.counts: list[int] = []  # requests per window, in order
+        self.statuses: list[int] = []
+        self._end = -math.inf
+        self._lock = threading.Lock()
+
+    def handle(self) -> tuple[int, int, float]:
+        """Count one request; returns the (Limit, Remaining, Reset) headers of its response."""
+        with self._lock:
+            now = self.clock()
+            if now >= self._end:
+                self._end = now + self.window_s
+                self.counts.append(0)
+            self.counts[-1] += 1
+            self.statuses.append(200 if self.counts[-1] <= self.limit else 429)
+            left = self._end - now
+            return self.limit, max(0, self.limit - self.counts[-1]), math.ceil(left) if self.whole_seconds else left
+
+
+def make_limiter(clock: FakeClock, margin: float = 0.5) -> RateLimiter:
+    return RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=margin)
+
+
+def fetch(limiter: RateLimiter, server: FixedWindowServer) -> float:
+    """One fetcher step: acquire, send, keep in step with the answer; returns the seconds waited."""
+    waited = limiter.acquire()
+    limiter.observe(*server.handle())
+    return waited
+
+
+def test_ten_requests_pass_then_the_eleventh_waits_until_the_window_resets() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    server = FixedWindowServer(clock, limit=10, window_s=60)
+    waits = [fetch(limiter, server) for _ in range(11)]
+    assert (waits, server.counts, set(server.statuses)) == ([0.0] * 10 + [60.5], [10, 1], {200})
+
+
+def test_tokens_are_taken_at_acquire_so_requests_in_flight_count() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.observe(10, 5, 30)
+    waits = [limiter.acquire() for _ in range(6)]  # no answers yet
+    assert waits == [0.0] * 5 + [30.5]
+
+
+def test_a_lower_remaining_from_the_server_wins_over_the_local_count() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.observe(10, 9, 60)
+    limiter.observe(10, 2, 59)  # someone else spends the same key's bucket
+    waits = [limiter.acquire() for _ in range(3)]
+    assert waits == [0.0, 0.0, 59.5]
+
+
+def test_a_later_answer_does_not_push_the_window_end_out() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.observe(10, 9, 60)
+    clock.advance(5)
+    limiter.observe(10, 0, 58)  # a slow answer: now + 58 is later than the first announcement
+    assert limiter.acquire() == 55.5
+
+
+def test_epoch_form_reset_is_read_against_the_wall_clock() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.observe(100, 0, EPOCH_AT_START + 20)
+    assert limiter.acquire() == 20.5
+
+
+def test_without_headers_nothing_is_restricted() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock)
+    limiter.observe(None, None, None)
+    limiter.observe(10, None, None)  # a Limit alone says nothing about this window
+    waits = [limiter.acquire() for _ in range(1000)]
+    assert (set(waits), clock.sleeps, limiter.waited_seconds) == ({0.0}, [], 0.0)
+
+
+def test_missing_limit_header_falls_back_to_the_largest_allowance_seen() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.observe(None, 3, 10)
+    waits = [limiter.acquire() for _ in range(7)]
+    assert waits == [0.0, 0.0, 0.0, 10.5, 0.0, 0.0, 10.5]  # then windows of 3, lasting the Reset seen
+
+
+def test_an_answer_from_before_the_window_rolled_does_not_drain_the_new_window() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    server = FixedWindowServer(clock, limit=10, window_s=60)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-fetcher") as slow:
+        [fetch(limiter, server) for _ in range(9)]
+        clock.advance(59.9)
+        slow.submit(limiter.acquire).result()  # the old window's last token
+        late_answer = server.handle()  # remaining 0, reset 1: true of the old window only
+        clock.advance(1.1)  # the answer arrives after the window rolled
+        waits = [fetch(limiter, server)]
+        slow.submit(limiter.observe, *late_answer).result()
+        waits += [fetch(limiter, server) for _ in range(10)]
+    assert (waits, server.counts, set(server.statuses)) == ([0.0] * 10 + [60.5], [10, 10, 1], {200})
+
+
+def test_an_answer_in_the_current_window_is_believed_even_from_another_thread() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.observe(10, 9, 60)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetcher") as other:
+        other.submit(limiter.acquire).result()
+        other.submit(limiter.observe, 10, 0, 60).result()
+    assert limiter.acquire() == 60.5
+
+
+def test_a_429_pause_is_waited_out_in_full() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock)
+    limiter.pause_for(30)
+    assert (limiter.acquire(), clock(), max(clock.sleeps)) == (30.0, START + 30, SLEEP_SLICE_S)
+
+
+def test_a_sleep_that_wakes_early_does_not_end_a_pause_early() -> None:
+    clock = FakeClock(wakes_after=0.3)
+    limiter = make_limiter(clock)
+    limiter.pause_until(START + 10)
+    waited = limiter.acquire()
+    assert (waited >= 10.0, clock() >= START + 10) == (True, True)
+
+
+def test_429_pauses_every_fetcher_until_the_deadline() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock)
+    limiter.pause_until(START + 30)
+    returned_at: list[float] = []
+    lock = threading.Lock()
+
+    def fetcher() -> None:
+        limiter.acquire()
+        with lock:
+            returned_at.append(clock())
+
+    threads = [threading.Thread(target=fetcher, name=f"fetch-{i}") for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert [t >= START + 30 for t in returned_at] == [True] * 6
+
+
+def test_a_pause_is_never_shortened() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock)
+    limiter.pause_until(START + 30)
+    limiter.pause_until(START + 10)
+    limiter.pause_for(5)
+    assert limiter.acquire() == 30.0
+
+
+def test_a_longer_pause_extends_the_current_one() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock)
+    limiter.pause_for(10)
+    limiter.pause_for(45)
+    assert limiter.acquire() == 45.0
+
+
+def test_waited_seconds_adds_up_every_wait() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.pause_for(30)
+    first = limiter.acquire()
+    limiter.observe(10, 0, 20)
+    second = limiter.acquire()
+    assert (first, second, limiter.waited_seconds) == (30.0, 20.5, 50.5)
+
+
+def test_stop_ends_a_wait_early_without_taking_a_token() -> None:
+    clock = FakeClock()
+    stop = threading.Event()
+
+    def sleep_then_stop(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 3:
+            stop.set()
+
+    limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=sleep_then_stop)
+    limiter.pause_for(100)
+    assert (limiter.acquire(stop), clock(), limiter.acquire(stop)) == (1.5, START + 1.5, 0.0)
+
+
+def test_a_stop_already_set_returns_at_once() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock)
+    limiter.observe(10, 1, 60)
+    stop = threading.Event()
+    stop.set()
+    assert (limiter.acquire(stop), limiter.acquire(), clock.sleeps) == (0.0, 0.0, [])
+
+
+@pytest.mark.parametrize("threads", [2, 7])
+def test_threads_sharing_a_limiter_never_exceed_the_limit_per_window(threads: int) -> None:
+    """Real threads and real time: 3 requests per 50 ms window, 18 requests in all (~0.4 s)."""
+    limiter = RateLimiter(reset_margin=0.01)
+    server = FixedWindowServer(time.monotonic, limit=3, window_s=0.05, whole_seconds=False)
+    fetch(limiter, server)  # the first answer tells the limiter the limit; until then nothing is held back
+    budget = iter(range(17))
+    lock = threading.Lock()
+
+    def fetcher() -> None:
+        while True:
+            with lock:
+                if next(budget, None) is None:
+                    return
+            fetch(limiter, server)
+
+    pool = [threading.Thread(target=fetcher, name=f"fetch-{i}") for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=5)
+    # a window may be underfilled when threads start late; none may be overfilled
+    assert (max(server.counts) <= 3, sum(server.counts), set(server.statuses)) == (True, 18, {200})
