@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -23,6 +24,7 @@ from ingest.errors import (
     StreamTokenInvalid,
 )
 from ingest.limiter import RateLimiter
+from ingest.pacer import Pacer
 from ingest.pages import Page
 from ingest.partitions import Partition, Plan
 from ingest.retry import RetryPolicy
@@ -31,7 +33,9 @@ from ingest.transform import parse_timestamps, transform_events
 
 T = TypeVar("T")
 PUT_POLL_S = 0.5  # s; how often a fetcher blocked on a full queue checks that the writer is alive
-SLEEP_SLICE_S = 0.25  # s; backoff sleeps are sliced so a stop request is seen quickly
+# Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
+# extends the lockout on the live API, so every 429 pause gets this much on top.
+RETRY_AFTER_MARGIN_S = 0.25  # s
 
 
 class Source(Protocol):
@@ -46,18 +50,22 @@ class Requester:
 
     def __init__(
         self, limiter: RateLimiter, policy: RetryPolicy, stats: Stats, stop: threading.Event,
-        gate: AdaptiveConcurrency | None = None,
+        gate: AdaptiveConcurrency | None = None, pacer: Pacer | None = None,
     ) -> None:
         self.limiter = limiter
         self.policy = policy
         self.stats = stats
         self.stop = stop
-        self.gate = gate  # adapts concurrency where the API sends no limit headers (the feed)
+        # Where the API sends no limit headers (the feed), these two adapt to its 429s instead.
+        self.gate = gate
+        self.pacer = pacer
 
     def call(self, send: Callable[[], T], what: str) -> T:
         attempt = 0
         while True:
             self.limiter.acquire(self.stop)
+            if self.pacer is not None:
+                self.pacer.acquire(self.stop)
             if self.stop.is_set():
                 raise Stopped(0)
             attempt += 1
@@ -70,6 +78,8 @@ class Requester:
                             raise Stopped(0)
                         result = send()
                     self.gate.on_success()
+                if self.pacer is not None:
+                    self.pacer.on_success()
                 self.stats.count(requests=1)
                 return result
             except StreamTokenInvalid:
@@ -89,8 +99,10 @@ class Requester:
                 self.gate.on_throttled()
             if exc.retry_after is not None:
                 # Every fetcher waits the full Retry-After: an early retry extends the lockout.
-                delay = exc.retry_after
+                delay = exc.retry_after + RETRY_AFTER_MARGIN_S
             self.limiter.pause_for(delay)
+            if self.pacer is not None:
+                self.pacer.on_throttled(exc.retry_after, time.monotonic() + delay)
             logger.warning("{}: rate limited, all fetchers wait {:.1f} s (attempt {})", what, delay, attempt)
             return
         logger.warning("{}: {} — retry {} in {:.2f} s", what, exc, attempt, delay)

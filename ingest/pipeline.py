@@ -20,6 +20,7 @@ from ingest.errors import DatabaseError, FatalApiError, IngestError, Stopped, St
 from ingest.fetch import PartitionFetcher, Requester, Source
 from ingest.limiter import RateLimiter
 from ingest.lock import acquire_run_lock
+from ingest.pacer import Pacer
 from ingest.pages import PartitionSplit
 from ingest.partitions import Partition, Plan, even_partitions, min_split_ms
 from ingest.progress import Progress
@@ -78,6 +79,7 @@ def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: St
     source = _choose_source(settings, client, requester)
     if source.windowed:
         requester.gate = AdaptiveConcurrency(settings.concurrency)
+        requester.pacer = Pacer()
     run_id = checkpoint.start_run(conn, source.name)
     outcome = "failed"
     try:

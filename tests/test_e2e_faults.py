@@ -121,10 +121,15 @@ def test_tight_limits_no_request_before_retry_after(database_url: str, strategy:
         result = exactness(server.url, database_url)
     assert code == 0
     assert result == {"expected": 8_000, "stored": 8_000, "identical": True}
-    assert stats["early_retries"] == 0
     if strategy == "documented":
-        # Paced from the headers: the documented endpoint never answers 429 to us.
-        assert stats["rate_limited"] == 0
+        # Paced from the headers: the documented endpoint never answers 429 to us, nothing arrives early.
+        assert (stats["rate_limited"], stats["early_retries"]) == (0, 0)
+    else:
+        # The feed sends no limit headers: its first 429s are how we learn its rate. Requests already in
+        # flight when a 429 comes back arrive "early"; none is sent after it before Retry-After, so at most
+        # the other fetchers' in-flight requests (concurrency 4 - 1) arrive early.
+        assert stats["rate_limited"] >= 1
+        assert stats["early_retries"] <= 3
 
 
 def test_expired_cursors_are_rebuilt_from_the_checkpoint_not_restarted(database_url: str) -> None:
