@@ -1,0 +1,130 @@
+"""`status` and `verify` end to end: the simulator over HTTP, a real PostgreSQL, the CLI in this process."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import psycopg
+import pytest
+
+from datasync_sim import SimServer, profile_config
+from ingest.cli import main
+from ingest.lock import LOCK_KEY
+from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
+
+EVENTS = 5_000
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+"  # a timestamp as status prints it
+
+
+def command(sim_url: str, database_url: str, name: str, capsys: pytest.CaptureFixture) -> tuple[int, list[str]]:
+    """Run one CLI command; its exit code and its stdout lines."""
+    capsys.readouterr()
+    code = main(ingest_args(sim_url, database_url, name))
+    return code, capsys.readouterr().out.splitlines()
+
+
+def assert_lines_match(lines: list[str], patterns: list[str]) -> None:
+    assert len(lines) == len(patterns), lines
+    for line, pattern in zip(lines, patterns, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def test_status_after_a_full_run_shows_events_last_run_and_a_free_lock(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with SimServer(profile_config("fast", events=EVENTS, seed=21)) as server:
+        assert run_ingest(server.url, database_url, "--strategy", "feed", "--page-size", "1000") == 0
+        code, lines = command(server.url, database_url, "status", capsys)
+    assert code == 0
+    assert_lines_match(lines, [
+        "events stored: 5,000",
+        "quarantined: 0",
+        rf"last complete pass: {WHEN} \(newest event \d+ ms\)",
+        "current pass: none in progress",
+        rf"last run: #1 complete \(feed\), started {WHEN}, ended {WHEN}, 5,000 events stored",
+        r"lock: free \(no run in progress\)",
+    ])
+
+
+def test_status_of_a_stopped_run_shows_its_partitions_and_the_lock_of_a_live_run(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    # 0.4 ms per event: a 500-event page takes 200 ms and the run ~4 s, so it is stopped midway.
+    cfg = profile_config("fast", events=20_000, seed=22, latency_ms_per_event=0.4)
+    with SimServer(cfg) as server:
+        child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2")
+        _wait_for_rows(database_url, 1_000, child)
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=15)
+        code, lines = command(server.url, database_url, "status", capsys)
+        with psycopg.connect(database_url, autocommit=True, application_name="another ingester") as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            _, held = command(server.url, database_url, "status", capsys)
+    with psycopg.connect(database_url) as conn:
+        (stored,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+        partitions = conn.execute("SELECT count(*), count(*) FILTER (WHERE done) FROM ingest_partitions").fetchone()
+
+    assert (code, child.returncode) == (0, 128 + signal.SIGTERM)
+    assert 0 < stored < 20_000
+    total, done = partitions
+    assert_lines_match(lines, [
+        f"events stored: {stored:,}",
+        "quarantined: 0",
+        "last complete pass: none yet",
+        f"current pass: {done} of {total} partitions done",
+        *[r"  partition \d+: \[(-inf|\d+), (\+inf|\d+)\) (done|at \d+ ms|not started), [\d,]+ events"] * total,
+        rf"last run: #1 stopped \((feed|documented)\), started {WHEN}, ended {WHEN}, {stored:,} events stored",
+        r"lock: free \(no run in progress\)",
+    ])
+    assert re.fullmatch(rf"lock: held by another ingester \(backend pid \d+, since {WHEN}\)", held[-1]), held[-1]
+
+
+def test_verify_passes_when_complete_and_fails_after_rows_are_deleted(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with SimServer(profile_config("fast", events=EVENTS, seed=23)) as server:
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        complete = command(server.url, database_url, "verify", capsys)
+        with psycopg.connect(database_url) as conn:
+            conn.execute("DELETE FROM ingested_events WHERE id IN (SELECT id FROM ingested_events LIMIT 7)")
+        incomplete = command(server.url, database_url, "verify", capsys)
+
+    for (_, lines), stored, verdict in ((complete, EVENTS, "complete"), (incomplete, EVENTS - 7, "INCOMPLETE")):
+        per_day = [re.fullmatch(r"  (\d{4}-\d\d-\d\d): ([\d,]+)", line) for line in lines[:-2]]
+        assert all(per_day), lines
+        assert sum(int(m.group(2).replace(",", "")) for m in per_day) == stored
+        # verify prints the API total without thousands separators, the stored count with them.
+        assert lines[-2:] == [f"API total: {EVENTS}; stored: {stored:,}; duplicate ids: 0; quarantined: 0",
+                              f"verify: {verdict}"]
+    assert (complete[0], incomplete[0]) == (0, 1)
+
+
+def test_verify_fails_when_the_api_has_new_events_and_passes_after_the_rerun(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with SimServer(profile_config("fast", events=EVENTS, seed=24)) as server:
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        server.add_events(250)
+        behind = command(server.url, database_url, "verify", capsys)
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        caught_up = command(server.url, database_url, "verify", capsys)
+    assert (behind[0], behind[1][-2:]) == (1, [
+        f"API total: {EVENTS + 250}; stored: {EVENTS:,}; duplicate ids: 0; quarantined: 0", "verify: INCOMPLETE"])
+    assert (caught_up[0], caught_up[1][-1]) == (0, "verify: complete")
+
+
+def _wait_for_rows(database_url: str, at_least: int, child, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert child.poll() is None, "the run ended before it could be stopped: make the simulator slower"
+        try:
+            with psycopg.connect(database_url) as conn:
+                (n,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+            if n >= at_least:
+                return
+        except psycopg.errors.UndefinedTable:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} rows after {timeout_s} s")
