@@ -26,10 +26,11 @@ import orjson
 from . import cursor as cursors
 from .chaos import Chaos, Plan
 from .config import SimConfig
-from .dataset import R_ID, R_MS, R_SESSION, R_TS, R_TYPE, TYPES, Dataset, View
+from .dataset import R_ID, R_SESSION, R_TS, R_TYPE, TYPES, Dataset, View, event_ms
 from .expected import Expected
 from .limits import FixedWindowLimiter, TokenBucketLimiter, Verdict
 from .pages import EPOCH_MS, MIXED, envelope, event_items
+from .readahead import ReadAhead
 from .stats import Stats
 from .submissions import SubmissionError, SubmissionStore, answer, parse_ids
 from .timefmt import iso_ms
@@ -111,6 +112,7 @@ class App:
         self.expected = Expected()
         self.submissions = SubmissionStore()
         self.issued = cursors.IssuedCursors()
+        self.readahead = ReadAhead()
         self._clock = clock
         self._wall_ms = wall_ms
         self._windows = FixedWindowLimiter(cfg.window_s, cfg.penalize_early_retries, clock)
@@ -266,6 +268,8 @@ class App:
         if session_id is None and etype is None:
             end = min(start + limit, stop)
             recs = view.records(start, end)
+            if end < stop:
+                self.readahead.hint(view, end, min(end + limit, stop))
             return recs, recs, end < stop
         if etype is not None and etype not in TYPES:
             return [], [], False
@@ -390,7 +394,7 @@ class App:
             resp.headers = rate
             return resp
         rec = view.record(pos)
-        body = b'{"data":' + rec[R_MS] + b"}"
+        body = b'{"data":' + event_ms(rec) + b"}"
         resp = Response(200, body, [("X-Request-ID", str(uuid.uuid4())), *rate], endpoint="event", events=1,
                         head_only=req.method == "HEAD")
         return self._finish(resp, plan, 1)
@@ -418,7 +422,7 @@ class App:
                 key = self.ds.key_of_id(eid)
                 pos = view.position_of_key(key) if key is not None and key < view.total else None
                 if pos is not None:
-                    found.append(view.record(pos)[R_MS])
+                    found.append(event_ms(view.record(pos)))
             meta = orjson.dumps({"requested": len(ids), "found": len(found), "requestId": str(uuid.uuid4())})
             resp = Response(200, b'{"data":[' + b",".join(found) + b'],"meta":' + meta + b"}",
                             endpoint="bulk", events=len(found))

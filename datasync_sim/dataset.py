@@ -19,16 +19,18 @@ from __future__ import annotations
 import functools
 import random
 import threading
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import orjson
 
 from .config import SimConfig
 from .ids import UuidBatch, UuidMixer
-from .timefmt import iso_ms
+from .timefmt import iso_json
 
 BLOCK = 64  # positions per block; one block is generated at a time (~0.3 ms)
-BLOCK_CACHE = 1024  # blocks; ~64K events, ~60 MB at most, enough for 8 parallel readers
+BLOCK_CACHE = 2048  # blocks; ~130K events, ~70 MB at most: 8 parallel readers and their read-ahead
 WINDOW = 1000  # slots per session window
 SESSIONS_PER_WINDOW = 20
 USERS = 3000
@@ -45,34 +47,61 @@ _FORMS = ("signup", "login", "contact", "newsletter", "checkout")
 _ERRORS = ("TypeError", "NetworkError", "TimeoutError", "ReferenceError")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _B36_PAIRS = [a + b for a in _B36 for b in _B36]
-# type index by (random 16 bits % 100): the contract's proportions, in percent
-_TYPE_TABLE = [k for k, pct in enumerate((35, 25, 10, 10, 5, 5, 5, 5)) for _ in range(pct)]
+# record fields: a record is a tuple, for speed. An event's JSON is HEAD + timestamp value + TAIL.
+R_TS, R_ID, R_HEAD, R_TAIL, R_TYPE, R_SESSION, R_SERVED_ID = range(7)
 
-# record fields: a record is a tuple, for speed
-R_TS, R_ID, R_MS, R_ISO, R_TYPE, R_SESSION, R_SERVED_ID = range(7)
+MIDDLES = 65_536  # distinct (type, name, properties) pieces; an event draws one with 16 random bits
+PERMUTATIONS = 32  # fixed shuffles of a session window, one drawn per window
 
 
-def _property_pool(kind: int) -> tuple[str, ...]:
-    """64 `properties` objects (JSON text) for events of type index `kind`."""
-    rng = random.Random(kind)
+def _property(kind: int, rng: random.Random) -> dict:
+    page = rng.choice(_PAGES)
+    return [
+        {"page": page},
+        {"element": rng.choice(_ELEMENTS), "page": page},
+        {"endpoint": rng.choice(_ENDPOINTS), "method": rng.choice(("GET", "GET", "POST"))},
+        {"formId": rng.choice(_FORMS)},
+        {"depth": rng.choice((25, 50, 75, 100))},
+        {"amount": rng.randrange(500, 50_000) / 100, "currency": "USD"},
+        {"message": rng.choice(_ERRORS), "page": page},
+        {"videoId": f"vid_{rng.randrange(10_000):04d}"},
+    ][kind]
+
+
+@functools.cache
+def _middles() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """`"type":…,"name":…,"properties":…,"timestamp":` pieces and their type index, exactly in the
+    contract's proportions (35/25/10/10/5/5/5/5 %). Built on first use (~0.2 s), not at startup."""
+    rng = random.Random(20260127)
+    kinds = [k for k, pct in enumerate((35, 25, 10, 10, 5, 5, 5, 5)) for _ in range(MIDDLES * pct // 100)]
+    kinds += [0] * (MIDDLES - len(kinds))
+    rng.shuffle(kinds)
     out = []
-    for _ in range(64):
-        page = rng.choice(_PAGES)
-        value: dict = [
-            {"page": page},
-            {"element": rng.choice(_ELEMENTS), "page": page},
-            {"endpoint": rng.choice(_ENDPOINTS), "method": rng.choice(("GET", "GET", "POST"))},
-            {"formId": rng.choice(_FORMS)},
-            {"depth": rng.choice((25, 50, 75, 100))},
-            {"amount": rng.randrange(500, 50_000) / 100, "currency": "USD"},
-            {"message": rng.choice(_ERRORS), "page": page},
-            {"videoId": f"vid_{rng.randrange(10_000):04d}"},
-        ][kind]
-        out.append(orjson.dumps(value).decode())
+    for kind in kinds:
+        name = "".join(rng.choice(_B36) for _ in range(6))
+        props = orjson.dumps(_property(kind, rng)).decode()
+        out.append(f'"type":"{TYPES[kind]}","name":"event_{name}","properties":{props},"timestamp":')
+    return tuple(out), tuple(kinds)
+
+
+@functools.cache
+def _permutations() -> tuple[tuple[int, ...], ...]:
+    out = []
+    for i in range(PERMUTATIONS):
+        perm = list(range(WINDOW))
+        random.Random(i).shuffle(perm)
+        out.append(tuple(perm))
     return tuple(out)
 
 
-_PROPS = tuple(_property_pool(k) for k in range(len(TYPES)))
+def event_ms(rec: tuple) -> bytes:
+    """The event's JSON with its timestamp as epoch ms."""
+    return rec[R_HEAD] + b"%d" % rec[R_TS] + rec[R_TAIL]
+
+
+def event_iso(rec: tuple) -> bytes:
+    """The event's JSON with its timestamp as an ISO-8601 string."""
+    return rec[R_HEAD] + iso_json(rec[R_TS]) + rec[R_TAIL]
 
 
 @dataclass(frozen=True)
@@ -82,8 +111,8 @@ class SessionInfo:
     user_id: str
     device: str
     browser: str
-    pair: str  # `"sessionId":"…","userId":"…"`
-    tail: str  # `,"session":{"id":…,"deviceType":…,"browser":…}}`: the end of an event
+    pair: str  # `"sessionId":"…","userId":"…",`
+    tail: bytes  # `,"session":{"id":…,"deviceType":…,"browser":…}}`: the end of an event
 
 
 class Dataset:
@@ -106,7 +135,7 @@ class Dataset:
         self._lock = threading.Lock()
         self.grown = 0
         self.damaged = self._damaged_slots()
-        self.base_block = functools.lru_cache(maxsize=BLOCK_CACHE)(self._make_base_block)
+        self.base_block = BlockCache(self._make_base_block, BLOCK_CACHE)
         self.grown_block = functools.lru_cache(maxsize=64)(self._make_grown_block)
         self.window = functools.lru_cache(maxsize=256)(self._make_window)
 
@@ -155,7 +184,7 @@ class Dataset:
         for pair in range(SESSIONS_PER_WINDOW // 2):
             s = rng.randint(35, 65)
             labels += [2 * pair] * s + [2 * pair + 1] * (100 - s)
-        rng.shuffle(labels)
+        perm = _permutations()[rng.randrange(PERMUTATIONS)]
         sessions = []
         for local in range(SESSIONS_PER_WINDOW):
             si = w * SESSIONS_PER_WINDOW + local
@@ -164,9 +193,9 @@ class Dataset:
             device = rng.choice(_DEVICES)
             browser = rng.choice(_BROWSERS)
             sessions.append(SessionInfo(
-                si, sid, uid, device, browser, f'"sessionId":"{sid}","userId":"{uid}"',
-                f',"session":{{"id":"{sid}","deviceType":"{device}","browser":"{browser}"}}}}'))
-        return tuple(labels), tuple(sessions)
+                si, sid, uid, device, browser, f'"sessionId":"{sid}","userId":"{uid}",',
+                f',"session":{{"id":"{sid}","deviceType":"{device}","browser":"{browser}"}}}}'.encode()))
+        return tuple([labels[i] for i in perm]), tuple(sessions)
 
     def session(self, si: int) -> SessionInfo:
         w, local = divmod(si, SESSIONS_PER_WINDOW)
@@ -175,28 +204,21 @@ class Dataset:
     def _records(self, rng: random.Random, pairs: list[tuple[int, str]], first_slot: int,
                  first_window: int, damaged: frozenset[int]) -> tuple[tuple, ...]:
         """Records for the (ts, id) `pairs` filling slots first_slot, first_slot+1, … in order."""
+        middles, kinds = _middles()
+        draws = array("H", rng.getrandbits(16 * len(pairs)).to_bytes(2 * len(pairs), "little"))
         out = []
-        getrandbits = rng.getrandbits
-        w_cur = -1
-        perm: tuple[int, ...] = ()
-        sessions: tuple[SessionInfo, ...] = ()
-        b36 = _B36_PAIRS
+        w, local = divmod(first_slot, WINDOW)
+        perm, sessions = self.window(first_window + w)
         for r, (ts, eid) in enumerate(pairs):
-            slot = first_slot + r
-            w, local = divmod(slot, WINDOW)
-            if w != w_cur:
+            if local == WINDOW:
+                w, local = w + 1, 0
                 perm, sessions = self.window(first_window + w)
-                w_cur = w
             sess = sessions[perm[local]]
-            bits = getrandbits(64)
-            kind = _TYPE_TABLE[(bits & 0xFFFF) % 100]
-            n1, rest = divmod((bits >> 16) & 0x7FFF_FFFF, 1296 * 1296)
-            n2, n3 = divmod(rest, 1296)
-            served = _damage(eid, slot) if slot in damaged else eid
-            head = (f'{{"id":"{served}",{sess.pair},"type":"{TYPES[kind]}","name":"event_'
-                    f'{b36[n1]}{b36[n2]}{b36[n3]}","properties":{_PROPS[kind][bits >> 58]},"timestamp":')
-            out.append((ts, eid, f"{head}{ts}{sess.tail}".encode(),
-                        f'{head}"{iso_ms(ts)}"{sess.tail}'.encode(), kind, sess.index, served))
+            m = draws[r]
+            served = _damage(eid, first_slot + r) if damaged and first_slot + r in damaged else eid
+            out.append((ts, eid, f'{{"id":"{served}",{sess.pair}{middles[m]}'.encode(), sess.tail,
+                        kinds[m], sess.index, served))
+            local += 1
         return tuple(out)
 
     def _make_base_block(self, k: int) -> tuple[tuple, ...]:
@@ -227,6 +249,43 @@ class Dataset:
         ids = self._batch.uuids(self.n + first, BLOCK)
         pairs = [(self.newest + (first + j + 1) * self.gap, ids[j]) for j in range(BLOCK)]
         return self._records(rng, pairs, first, self.base_windows, frozenset())
+
+
+class BlockCache:
+    """LRU cache of blocks that builds each block once even when several threads want it at once
+    (the read-ahead thread and a request often do): latecomers wait for the first builder."""
+
+    def __init__(self, build, size: int) -> None:
+        self._build = build
+        self._size = size
+        self._ready: OrderedDict[int, tuple] = OrderedDict()
+        self._building: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, k: int) -> tuple:
+        while True:
+            with self._lock:
+                block = self._ready.get(k)
+                if block is not None:
+                    self._ready.move_to_end(k)
+                    return block
+                pending = self._building.get(k)
+                if pending is None:
+                    self._building[k] = threading.Event()
+                    break
+            pending.wait()
+        block = None
+        try:
+            block = self._build(k)
+        finally:
+            with self._lock:
+                done = self._building.pop(k)
+                if block is not None:
+                    self._ready[k] = block
+                    if len(self._ready) > self._size:
+                        self._ready.popitem(last=False)
+            done.set()
+        return block
 
 
 def _damage(eid: str, slot: int) -> str:

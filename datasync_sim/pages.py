@@ -7,31 +7,22 @@ Nothing here goes through a generic JSON encoder per event: an event is two preb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 
 from .chaos import EVENT_FIELDS, VARIANTS, Plan, affected, pick
-from .dataset import R_ISO, R_MS, R_TS
+from .dataset import R_TS, event_iso, event_ms
 from .timefmt import variant_json
 
 MIXED = "mixed"  # /api/v1/events: items 0, 3, 6, … epoch ms, the others ISO strings
 EPOCH_MS = "ms"  # the feed: every timestamp epoch ms
 
 
-@dataclass(frozen=True)
-class PageBody:
-    body: bytes
-    returned: int
-    missing_fields: bool  # X-Chaos-Applied: missingFields
-
-
 def event_items(records: list[tuple], form: str, plan: Plan | None) -> tuple[list[bytes], bool]:
     """The JSON bytes of each record in page order; returns (items, missing fields applied)."""
     if form == MIXED:
-        items = [rec[R_MS] if i % 3 == 0 else rec[R_ISO] for i, rec in enumerate(records)]
+        items = [event_iso(rec) if i % 3 else event_ms(rec) for i, rec in enumerate(records)]
     else:
-        items = [rec[R_MS] for rec in records]
+        items = [event_ms(rec) for rec in records]
     missing = False
     if plan is not None and records:
         if plan.ts_variant:
@@ -39,7 +30,7 @@ def event_items(records: list[tuple], form: str, plan: Plan | None) -> tuple[lis
                 ts = records[i][R_TS]
                 value = variant_json(ts, pick(VARIANTS, plan, i, 1))
                 if value is not None:
-                    items[i] = records[i][R_MS].replace(b'"timestamp":%d,' % ts, b'"timestamp":' + value + b",", 1)
+                    items[i] = event_ms(records[i]).replace(b'"timestamp":%d,' % ts, b'"timestamp":' + value + b",", 1)
         if plan.missing_fields:
             for i in affected(len(records), plan, 2):
                 event = orjson.loads(items[i])

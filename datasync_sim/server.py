@@ -151,6 +151,7 @@ class SimServer:
             self._thread.join(timeout=5)
         self._httpd.server_close()
         self._httpd.close_connections()
+        self.app.readahead.close()
 
     def add_events(self, count: int) -> int:
         """Add `count` events newer than the newest; returns the new total."""

@@ -20,6 +20,22 @@ def iso_ms(ts: int) -> str:
     return prefix + _IN_MINUTE[rem]
 
 
+_days_json: dict[int, bytes] = {}  # day number -> b'"2026-01-27T'
+_HM_JSON = [f"{h:02d}:{m:02d}:".encode() for h in range(24) for m in range(60)]
+_SM_JSON = [(t + '"').encode() for t in _IN_MINUTE]  # b'13.629Z"'
+
+
+def iso_json(ts: int) -> bytes:
+    """`ts` as the JSON string `"2026-01-27T19:19:13.629Z"` (bytes, quotes included)."""
+    minute, rem = divmod(ts, _MINUTE_MS)
+    day, minute_of_day = divmod(minute, 1440)
+    prefix = _days_json.get(day)
+    if prefix is None:
+        prefix = b'"' + (_EPOCH + dt.timedelta(days=day)).strftime("%Y-%m-%dT").encode()
+        _days_json[day] = prefix
+    return prefix + _HM_JSON[minute_of_day] + _SM_JSON[rem]
+
+
 def iso_offset(ts: int, offset_minutes: int) -> str:
     """`ts` as ISO-8601 in a `+hh:mm`/`-hh:mm` offset zone, milliseconds kept; the same instant."""
     tz = dt.timezone(dt.timedelta(minutes=offset_minutes))
