@@ -1,0 +1,80 @@
+"""Helpers for the simulator tests: start an in-process server, read pages, build cursors."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections.abc import Iterator
+
+import requests
+
+from datasync_sim import SimServer, profile_config
+
+KEY = "ds_0123456789abcdef0123456789abcdef"
+OTHER_KEY = "ds_fedcba9876543210fedcba9876543210"
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+
+
+@contextlib.contextmanager
+def running(profile: str = "fast", **overrides) -> Iterator[SimServer]:
+    overrides.setdefault("events", 2_000)
+    overrides.setdefault("seed", 7)
+    with SimServer(profile_config(profile, **overrides)) as sim:
+        yield sim
+
+
+def client(key: str = KEY) -> requests.Session:
+    s = requests.Session()
+    s.headers["X-API-Key"] = key
+    return s
+
+
+def events_page(s: requests.Session, url: str, **params) -> dict:
+    r = s.get(url + "/api/v1/events", params=params, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def read_all(s: requests.Session, url: str, path: str = "/api/v1/events", limit: int = 500,
+             headers: dict | None = None, **params) -> list[dict]:
+    """Every event of a listing, following nextCursor to the end."""
+    out: list[dict] = []
+    cursor = None
+    while True:
+        q = {"limit": limit, **params}
+        if cursor:
+            q["cursor"] = cursor
+        r = s.get(url + path, params=q, headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        out += page["data"]
+        cursor = page["pagination"]["nextCursor"]
+        if not page["pagination"]["hasMore"]:
+            assert cursor is None
+            return out
+
+
+def cursor(ts: int, eid: str, exp: int = 4_102_444_800_000) -> str:
+    """A forged cursor continuing after (ts, eid); expires in 2100 by default."""
+    raw = json.dumps({"id": eid, "ts": ts, "v": 2, "exp": exp}, separators=(",", ":"))
+    return base64.b64encode(raw.encode()).decode()
+
+
+def decode_cursor(text: str) -> dict:
+    return json.loads(base64.b64decode(text))
+
+
+def ts_ms(value) -> int:
+    """Epoch ms of an event timestamp in either captured form."""
+    import datetime as dt
+
+    if isinstance(value, int):
+        return value
+    return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def stream_token(s: requests.Session, url: str) -> dict:
+    r = s.post(url + "/internal/dashboard/stream-access", headers={"User-Agent": BROWSER_UA}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["streamAccess"]
