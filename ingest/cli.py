@@ -123,7 +123,7 @@ def _verify(settings: Settings) -> int:
         result = verify(conn, total)
     for day, count in result.per_day:
         print(f"  {day}: {count:,}")
-    print(f"API total: {result.api_total if result.api_total is not None else 'unknown'};"
+    print(f"API total: {f'{result.api_total:,}' if result.api_total is not None else 'unknown'};"
           f" stored: {result.stored:,}; duplicate ids: {result.duplicate_ids}; quarantined: {result.quarantined:,}")
     print("verify: complete" if result.complete else "verify: INCOMPLETE")
     return EXIT_OK if result.complete else EXIT_INCOMPLETE

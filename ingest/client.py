@@ -7,7 +7,7 @@ the retry loop (fetch.py) goes through the shared limiter.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -86,7 +86,7 @@ class ApiClient:
 
     def request(
         self, method: str, path: str, *, params: Mapping | None = None, headers: Mapping | None = None,
-        data: bytes | None = None,
+        data: bytes | Iterable[bytes] | None = None,
     ) -> requests.Response:
         """Send one request; return a 2xx response or raise our error for anything else."""
         try:
@@ -136,7 +136,7 @@ class ApiClient:
         if status == 401:
             return FatalApiError(f"the API rejected the key (HTTP 401): check API_KEY. {message or ''}".strip())
         if status == 403:
-            return FatalApiError(f"the API refused access (HTTP 403{' ' + code if code else ''}): check API_KEY")
+            return FatalApiError(f"the API refused access ({detail}): check API_KEY and its rights")
         if status == 404:
             return FatalApiError(f"{detail} at {response.request.path_url.split('?')[0]}: check API_BASE_URL")
         return FatalApiError(detail)

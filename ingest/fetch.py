@@ -42,7 +42,9 @@ class Source(Protocol):
     name: str
     windowed: bool
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None) -> EventsPage: ...
+    def page(
+        self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None
+    ) -> EventsPage: ...
 
 
 class Requester:

@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
-SPEEDUP_AFTER = 4  # consecutive successes before the spacing shrinks
-SPEEDUP_FACTOR = 0.93  # spacing × this after such a run: ~7% faster, slow enough not to storm
-SLOWDOWN_FACTOR = 1.25  # spacing × this after a 429 (never below the Retry-After it came with)
+# Erring fast is cheap: a 429 costs no token of the server's bucket, and tokens keep accruing while we
+# pause; erring slow wastes capacity for good. So the spacing probes down quickly and backs off gently.
+SPEEDUP_AFTER = 3  # consecutive successes before the spacing shrinks
+SPEEDUP_FACTOR = 0.9  # spacing × this after such a run
+SLOWDOWN_FACTOR = 1.15  # spacing × this after a 429; the first 429 starts from its Retry-After
 MIN_SPACING_S = 0.05  # s; below this the pacer switches itself off again (no limit in sight)
 SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a stop request is seen
 
@@ -61,6 +63,8 @@ class Pacer:
         """A 429: lengthen the spacing; the next request starts no earlier than `resume_at` (monotonic)."""
         with self._lock:
             self._successes = 0
-            floor = retry_after_s if retry_after_s else MIN_SPACING_S * 4
-            self._spacing = max(floor, self._spacing * SLOWDOWN_FACTOR)
+            if self._spacing:
+                self._spacing *= SLOWDOWN_FACTOR
+            else:
+                self._spacing = retry_after_s if retry_after_s else MIN_SPACING_S * 4
             self._next_at = max(self._next_at, resume_at)

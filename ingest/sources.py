@@ -29,8 +29,8 @@ class DocumentedSource:
         self._client = client
         self._page_size = page_size
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None) -> EventsPage:
-        params: dict[str, object] = {"limit": self._page_size}
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> EventsPage:
+        params: dict[str, object] = {"limit": limit or self._page_size}
         if cursor:
             params["cursor"] = cursor
         return self._client.events_page(EVENTS_PATH, params)
@@ -77,9 +77,9 @@ class FeedSource:
         self._tokens = tokens
         self._page_size = page_size
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None) -> EventsPage:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> EventsPage:
         grant = self._tokens.current()
-        params: dict[str, object] = {"limit": self._page_size}
+        params: dict[str, object] = {"limit": limit or self._page_size}
         if cursor:
             params["cursor"] = cursor
         if lo_ms is not None:

@@ -1,6 +1,6 @@
 import threading
 
-from ingest.pacer import SPEEDUP_AFTER, SPEEDUP_FACTOR, Pacer
+from ingest.pacer import SLOWDOWN_FACTOR, SPEEDUP_AFTER, SPEEDUP_FACTOR, Pacer
 
 
 class FakeClock:
@@ -43,7 +43,7 @@ def test_success_runs_shorten_and_429s_lengthen_the_spacing() -> None:
         pacer.on_success()
     assert round(pacer.spacing_s, 6) == round(2.0 * SPEEDUP_FACTOR, 6)
     pacer.on_throttled(1.0, resume_at=clock.now)
-    assert round(pacer.spacing_s, 6) == round(2.0 * SPEEDUP_FACTOR * 1.25, 6)
+    assert round(pacer.spacing_s, 6) == round(2.0 * SPEEDUP_FACTOR * SLOWDOWN_FACTOR, 6)
 
 
 def test_stop_ends_the_wait_without_a_turn() -> None:

@@ -95,8 +95,7 @@ def test_verify_passes_when_complete_and_fails_after_rows_are_deleted(
         per_day = [re.fullmatch(r"  (\d{4}-\d\d-\d\d): ([\d,]+)", line) for line in lines[:-2]]
         assert all(per_day), lines
         assert sum(int(m.group(2).replace(",", "")) for m in per_day) == stored
-        # verify prints the API total without thousands separators, the stored count with them.
-        assert lines[-2:] == [f"API total: {EVENTS}; stored: {stored:,}; duplicate ids: 0; quarantined: 0",
+        assert lines[-2:] == [f"API total: {EVENTS:,}; stored: {stored:,}; duplicate ids: 0; quarantined: 0",
                               f"verify: {verdict}"]
     assert (complete[0], incomplete[0]) == (0, 1)
 
@@ -111,7 +110,7 @@ def test_verify_fails_when_the_api_has_new_events_and_passes_after_the_rerun(
         assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
         caught_up = command(server.url, database_url, "verify", capsys)
     assert (behind[0], behind[1][-2:]) == (1, [
-        f"API total: {EVENTS + 250}; stored: {EVENTS:,}; duplicate ids: 0; quarantined: 0", "verify: INCOMPLETE"])
+        f"API total: {EVENTS + 250:,}; stored: {EVENTS:,}; duplicate ids: 0; quarantined: 0", "verify: INCOMPLETE"])
     assert (caught_up[0], caught_up[1][-1]) == (0, "verify: complete")
 
 
