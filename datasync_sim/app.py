@@ -10,8 +10,10 @@ bound (ts < until), both epoch ms, so day partitions [d, d+1) tile the data with
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
+import random
 import re
 import secrets
 import threading
@@ -26,18 +28,19 @@ import orjson
 from . import cursor as cursors
 from .chaos import Chaos, Plan
 from .config import SimConfig
-from .dataset import R_ID, R_SESSION, R_TS, R_TYPE, TYPES, Dataset, View, event_ms
+from .dataset import R_ID, R_TS, R_TYPE, TYPES, Dataset, View, event_ms
 from .expected import Expected
 from .limits import FixedWindowLimiter, TokenBucketLimiter, Verdict
 from .pages import EPOCH_MS, MIXED, envelope, event_items
 from .readahead import ReadAhead
 from .stats import Stats
-from .submissions import SubmissionError, SubmissionStore, answer, parse_ids
+from .submissions import MAX_SUBMISSIONS, SubmissionError, SubmissionStore, answer, parse_ids
 from .timefmt import iso_ms
 
 KEY_RE = re.compile(r"ds_[0-9a-f]{32}")
 BULK_MAX = 100
 CACHE_KEYS_MAX = 10_000  # remembered URLs for X-Cache: HIT
+SCAN_CHUNK = 4096  # positions per step of a type-filtered scan
 JSON = "application/json; charset=utf-8"
 MANIFEST = orjson.dumps({
     "name": "DataSync Analytics API", "version": "v1",
@@ -259,43 +262,38 @@ class App:
             self.stats.add("cursors_issued")
         return {"limit": limit, "hasMore": has_more, "nextCursor": next_cursor, "cursorExpiresIn": ttl}
 
-    def _page(self, view: View, start: int, limit: int, req: Request,
-              stop: int | None = None) -> tuple[list[tuple], list[tuple], bool]:
-        """(new records, replay-free list is the same), has_more for an unfiltered or filtered page."""
+    def _page(self, view: View, start: int, limit: int, req: Request, stop: int) -> tuple[list[tuple], bool]:
+        """The records of one page from position `start` (before `stop`), and whether more follow.
+
+        Unfiltered pages are a slice. A `sessionId` filter looks only at that session's ~50
+        positions; a `type` filter alone scans forward from `start` (O(N) at worst, bounded memory).
+        """
         session_id = req.query.get("sessionId")
         etype = req.query.get("type")
-        stop = view.total if stop is None else stop
         if session_id is None and etype is None:
             end = min(start + limit, stop)
-            recs = view.records(start, end)
             if end < stop:
                 self.readahead.hint(view, end, min(end + limit, stop))
-            return recs, recs, end < stop
+            return view.records(start, end), end < stop
         if etype is not None and etype not in TYPES:
-            return [], [], False
+            return [], False
         kind = TYPES.index(etype) if etype is not None else None
         if session_id is not None:
             si = self.ds.session_index(session_id)
             positions = [p for p in view.session_positions(si) if start <= p < stop] if si is not None else []
-            recs = [view.record(p) for p in positions]
-            if si is not None:
-                recs = [r for r in recs if r[R_SESSION] == si]
-            matches = [r for r in recs if kind is None or r[R_TYPE] == kind]
-            return matches[:limit], matches[:limit], len(matches) > limit
+            matches = [r for r in map(view.record, positions) if kind is None or r[R_TYPE] == kind]
+            return matches[:limit], len(matches) > limit
         matches = []
         p = start
-        chunk = 4096
         while p < stop and len(matches) <= limit:
-            for rec in view.records(p, min(p + chunk, stop)):
-                if rec[R_TYPE] == kind:
-                    matches.append(rec)
-            p += chunk
-        return matches[:limit], matches[:limit], len(matches) > limit
+            matches += [r for r in view.records(p, min(p + SCAN_CHUNK, stop)) if r[R_TYPE] == kind]
+            p += SCAN_CHUNK
+        return matches[:limit], len(matches) > limit
 
     def _listing(self, req: Request, view: View, endpoint: str, form: str, plan: Plan,
                  start: int, stop: int | None, headers: list[tuple[str, str]]) -> Response:
         limit = self._limit_param(req)
-        recs, _, has_more = self._page(view, start, limit, req, stop)
+        recs, has_more = self._page(view, start, limit, req, view.total if stop is None else stop)
         shown = recs
         filtered = "sessionId" in req.query or "type" in req.query
         if plan.replay and not filtered and start > 0:
@@ -403,7 +401,7 @@ class App:
         auth = self._auth(req, "bulk")
         rate = self._limit(auth, "bulk", self.cfg.bulk_limit, "bulk")
         plan = self._plan("bulk", data=False)
-        if self.chaos_draw(plan, 3) < self.cfg.p_bulk_500:
+        if random.Random(plan.rng_seed * 17 + 3).random() < self.cfg.p_bulk_500:
             resp = error(500, "Internal Server Error", "Bulk lookup failed", "INTERNAL_ERROR", "bulk")
             resp.headers = rate
             return resp
@@ -429,12 +427,6 @@ class App:
         resp.headers = rate + resp.headers
         return self._finish(resp, plan, 0)
 
-    @staticmethod
-    def chaos_draw(plan: Plan, salt: int) -> float:
-        import random
-
-        return random.Random(plan.rng_seed * 17 + salt).random()
-
     def _sessions(self, req: Request) -> Response:
         auth = self._auth(req, "sessions")
         rate = self._limit(auth, "sessions", self.cfg.sessions_limit, "sessions")
@@ -451,8 +443,6 @@ class App:
             si = self.ds.session_index(cur.id)
             if si is None:
                 return error(400, "Bad Request", "Invalid cursor format", "CURSOR_INVALID_FORMAT", "sessions")
-            import bisect
-
             start = bisect.bisect_right(indexes, si)
         limit = self._limit_param(req)
         page = indexes[start:start + limit]
@@ -514,18 +504,18 @@ class App:
         if req.method == "GET":
             subs = self.submissions.of_key(auth.key)
             body = orjson.dumps({"success": True, "data": [s.public() for s in subs],
-                                 "meta": {"total": len(subs), "remainingSubmissions": 5 - len(subs)}})
+                                 "meta": {"total": len(subs), "remainingSubmissions": MAX_SUBMISSIONS - len(subs)}})
             return Response(200, body, endpoint="submissions")
-        lines, repo = parse_ids(req.body, req.headers.get("content-type", "text/plain"),
-                                req.query.get("github_repo"))
         try:
+            lines, repo = parse_ids(req.body, req.headers.get("content-type", "text/plain"),
+                                    req.query.get("github_repo"))
             with self._lock:
                 first_wall = self._first_use[auth.key][1]
             sub = self.submissions.submit(auth.key, lines, repo, first_wall)
         except SubmissionError as exc:
             return error(exc.status, "Forbidden" if exc.status == 403 else "Bad Request", exc.message, exc.code,
                          "submissions")
-        return Response(201 if False else 200, orjson.dumps(answer(sub)), endpoint="submissions")
+        return Response(200, orjson.dumps(answer(sub)), endpoint="submissions")
 
     # ---- introspection ------------------------------------------------------------------------
     def _introspect(self, req: Request, path: str) -> Response:
