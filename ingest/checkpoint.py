@@ -80,11 +80,14 @@ def start_run(conn: psycopg.Connection, strategy: str) -> int:
 
 
 def end_run(
-    conn: psycopg.Connection, run_id: int, outcome: str, stored: int, duplicates: int, quarantined: int
+    conn: psycopg.Connection, run_id: int, outcome: str, strategy: str, stored: int, duplicates: int,
+    quarantined: int,
 ) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()  # a failed statement of this run must not swallow its record
     with conn.transaction():
         conn.execute(
-            "UPDATE ingest_runs SET ended_at = now(), outcome = %s, events_stored = %s, duplicates = %s,"
-            " quarantined = %s WHERE run_id = %s",
-            (outcome, stored, duplicates, quarantined, run_id),
+            "UPDATE ingest_runs SET ended_at = now(), outcome = %s, strategy = %s, events_stored = %s,"
+            " duplicates = %s, quarantined = %s WHERE run_id = %s",
+            (outcome, strategy, stored, duplicates, quarantined, run_id),
         )

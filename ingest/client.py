@@ -15,6 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ingest.errors import (
+    AuthenticationFailed,
     CursorExpired,
     CursorRejected,
     FatalApiError,
@@ -134,7 +135,7 @@ class ApiClient:
         if code == "DASHBOARD_REQUIRED":
             return StreamAccessDenied(detail)
         if status == 401:
-            return FatalApiError(f"the API rejected the key (HTTP 401): check API_KEY. {message or ''}".strip())
+            return AuthenticationFailed(f"the API rejected the key (HTTP 401): check API_KEY. {message or ''}".strip())
         if status == 403:
             return FatalApiError(f"the API refused access ({detail}): check API_KEY and its rights")
         if status == 404:

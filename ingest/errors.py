@@ -38,6 +38,14 @@ class FatalApiError(IngestError):
     """The API refused us for good (bad key, forbidden, retries exhausted): stop the run."""
 
 
+class AuthenticationFailed(FatalApiError):
+    """The API rejected the key (401): nothing will work until API_KEY is fixed."""
+
+
+class RetriesExhausted(FatalApiError):
+    """A request failed every attempt it had: the API is down or unreachable; rerun later to resume."""
+
+
 class CursorExpired(IngestError):
     """The cursor is past its lifetime: rebuild it from the last committed position."""
 

@@ -19,6 +19,7 @@ from ingest.errors import (
     FatalApiError,
     RateLimited,
     RepeatedCursor,
+    RetriesExhausted,
     RetryableApiError,
     Stopped,
     StreamTokenInvalid,
@@ -91,7 +92,7 @@ class Requester:
             except RetryableApiError as exc:
                 self.stats.count(requests=1, retries=1, throttled=isinstance(exc, RateLimited))
                 if self.policy.gives_up(attempt):
-                    raise FatalApiError(f"{what}: gave up after {attempt} attempts: {exc}") from exc
+                    raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {exc}") from exc
                 self._wait_after(exc, attempt, what)
 
     def _wait_after(self, exc: RetryableApiError, attempt: int, what: str) -> None:

@@ -16,7 +16,15 @@ from ingest.client import ApiClient
 from ingest.concurrency import AdaptiveConcurrency
 from ingest.config import Settings
 from ingest.database import connect, embedded_database_url
-from ingest.errors import DatabaseError, FatalApiError, IngestError, Stopped, StreamAccessDenied
+from ingest.errors import (
+    AuthenticationFailed,
+    DatabaseError,
+    FatalApiError,
+    IngestError,
+    RetriesExhausted,
+    Stopped,
+    StreamAccessDenied,
+)
 from ingest.fetch import PartitionFetcher, Requester, Source
 from ingest.limiter import RateLimiter
 from ingest.lock import acquire_run_lock
@@ -79,13 +87,14 @@ def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: St
     policy = RetryPolicy(max_attempts=settings.max_attempts)
     client = ApiClient(settings.base_url, settings.api_key, limiter, settings.request_timeout_s, policy)
     requester = Requester(limiter, policy, stats, stop.event)
-    source = _choose_source(settings, client, requester)
-    if source.windowed:
-        requester.gate = AdaptiveConcurrency(settings.concurrency)
-        requester.pacer = Pacer()
-    run_id = checkpoint.start_run(conn, source.name)
-    outcome = "failed"
+    run_id = checkpoint.start_run(conn, settings.strategy)
+    outcome, strategy = "failed", settings.strategy
     try:
+        source = _choose_source(settings, client, requester)
+        strategy = source.name
+        if source.windowed:
+            requester.gate = AdaptiveConcurrency(settings.concurrency)
+            requester.pacer = Pacer()
         plan = _resume_or_plan(conn, source, requester, settings)
         (already,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
         conn.commit()
@@ -94,13 +103,13 @@ def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: St
         (in_table,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
         conn.commit()
         outcome = "complete"
-        return Outcome(stats, in_table, True, source.name)
+        return Outcome(stats, in_table, True, strategy)
     except Stopped:
         outcome = "stopped"
         raise Stopped(stop.signum) from None
     finally:
         try:
-            checkpoint.end_run(conn, run_id, outcome, stats.stored, stats.duplicates, stats.quarantined)
+            checkpoint.end_run(conn, run_id, outcome, strategy, stats.stored, stats.duplicates, stats.quarantined)
         except psycopg.Error:
             logger.warning("could not record the end of run {} (database unavailable)", run_id)
 
@@ -111,6 +120,8 @@ def _choose_source(settings: Settings, client: ApiClient, requester: Requester) 
         return documented
     try:
         grant = requester.call(client.stream_access, "stream-access")
+    except (AuthenticationFailed, RetriesExhausted):
+        raise  # the documented endpoint would fail the same way
     except (StreamAccessDenied, FatalApiError) as exc:
         if settings.strategy == "feed":
             raise FatalApiError(f"strategy feed: stream-access refused: {exc}") from exc

@@ -7,6 +7,7 @@ import responses
 
 from ingest.client import ApiClient, parse_envelope
 from ingest.errors import (
+    AuthenticationFailed,
     CursorExpired,
     CursorRejected,
     FatalApiError,
@@ -42,7 +43,7 @@ def envelope(data, has_more=True, cursor="abc", total=3):
         (400, {"code": "CURSOR_EXPIRED", "message": "Cursor expired 3 minute(s) ago"}, {}, CursorExpired),
         (400, {"code": "CURSOR_INVALID_FORMAT"}, {}, CursorRejected),
         (400, {"code": "SOMETHING_ELSE"}, {}, FatalApiError),
-        (401, {"error": "Unauthorized"}, {}, FatalApiError),
+        (401, {"error": "Unauthorized"}, {}, AuthenticationFailed),
         (403, {"code": "INVALID_STREAM_TOKEN"}, {}, StreamTokenInvalid),
         (403, {"code": "DASHBOARD_REQUIRED"}, {}, StreamAccessDenied),
         (403, {"code": "FORBIDDEN"}, {}, FatalApiError),
