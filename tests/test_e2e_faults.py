@@ -163,3 +163,21 @@ def test_bad_key_is_fatal_at_once_with_exit_1_and_no_damage(database_url: str) -
     assert sum(n for by_status in statuses.values() for n in by_status.values()) <= 2  # no retries of a 401
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("strategy", ["feed", "documented"])
+def test_refused_rebuilt_cursors_restart_the_partition_from_its_upper_bound(database_url: str, strategy: str) -> None:
+    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=6, latency_ms_per_event=0.02),
+                              cursor_ttl_s=1.0, reject_forged_cursors=True)
+    with SimServer(cfg) as server:
+        child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
+        wait_for_rows(database_url, 8_000)
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=15)
+        time.sleep(1.5)  # every stored cursor has expired; rebuilt ones are refused
+        child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
+        out, _ = child.communicate(timeout=120)
+        result = exactness(server.url, database_url)
+    assert child.returncode == 0, out
+    assert "restarting from its upper bound" in out
+    assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
