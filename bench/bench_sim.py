@@ -65,6 +65,17 @@ def run(url: str, limit: int, raw: bool) -> tuple[int, int, int, float]:
     return events, pages, nbytes, time.perf_counter() - t0
 
 
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=3_000_000)
@@ -82,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         url = parent_end.recv()
     try:
         events, pages, nbytes, secs = run(url, args.limit, args.raw)
+        rss = _peak_rss_mb(child.pid) if child is not None else None
     finally:
         if child is not None:
             parent_end.send("stop")
@@ -90,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_sim: {events:,} events in {pages:,} pages of {args.limit} ({mode}) in {secs:.2f} s")
     print(f"  {events / secs:,.0f} events/s   {pages / secs:,.1f} pages/s   {nbytes / secs / 1e6:,.1f} MB/s"
           f"   {nbytes / max(events, 1):.0f} bytes/event")
+    if rss is not None:
+        print(f"  server peak RSS {rss:.0f} MB")
     return 0
 
 
