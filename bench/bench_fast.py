@@ -89,7 +89,7 @@ def main() -> int:
                   f" bound {bounds[-1]:,.0f} rows/s; stored {r['stored']} of {r['expected']}"
                   f" ({'exact' if r['exact'] else 'NOT EXACT'}), exit {run.exit_code}")
             if not ok:
-                print("\n".join("  | " + line for line in run.log_tail))
+                print("\n".join("  | " + line for line in run.tail()))
 
     ratio = median(rates) / median(bounds)
     print(f"median of {args.repeat}: wall {median(walls):.1f} s for {args.events:,} events,"

@@ -69,7 +69,7 @@ def main() -> int:
                 print(f"run {i + 1}, {n:,} events: {run.wall_s:.1f} s, {run.wall_s / (n / 1e6):.1f} s per M events,"
                       f" peak RSS {run.peak_rss_mb:.0f} MB, {'exact' if ok else 'FAILED'} (exit {run.exit_code})")
                 if not ok:
-                    print("\n".join("  | " + line for line in run.log_tail))
+                    print("\n".join("  | " + line for line in run.tail()))
 
     millions = [n / 1e6 for n in args.sizes]
     times = [median(walls[n]) for n in args.sizes]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -83,26 +82,27 @@ def peak_rss_mb(children: bool = False) -> float:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-_COMPLETE = re.compile(r"ingestion complete: ([\d,]+) events in the table")
 
 
 @dataclass(frozen=True)
-class IngestRun:
-    """One `python ingest.py` child: its exit code and its own resource usage (not the simulator's)."""
+class MeasuredRun:
+    """One child process (the ingester, or dlt): its exit code and its own resource usage."""
 
     exit_code: int
     wall_s: float  # from spawn to exit, interpreter start-up included (and the ~20 ms launcher)
-    cpu_s: float  # user + system seconds of the ingester process (and any child it waited for)
-    peak_rss_mb: float  # ru_maxrss of the ingester process
-    in_table: int | None  # from its "ingestion complete" line
-    log_tail: list[str]
+    cpu_s: float  # user + system seconds of the process (and of any child it waited for)
+    peak_rss_mb: float  # ru_maxrss of the process
+    output: str  # its stdout and stderr, interleaved
+
+    def tail(self, lines: int = 5) -> list[str]:
+        return self.output.strip().splitlines()[-lines:]
 
 
 # Runs a command as a forked child of this small process and writes the child's rusage to argv[1].
 # Why not os.wait4 on our own child: subprocess starts children with vfork, and on Linux a process's
 # ru_maxrss keeps the high-water mark of the memory it had before execve, i.e. the parent's, so the
 # ingester would be charged for the bench process's own RSS (verified: 810 MB reported for `python -c
-# pass` started by an 800 MB parent). Forked from this ~10 MB launcher, only the ingester's counts.
+# pass` started by an 800 MB parent). Forked from this ~10 MB launcher, only the child's own counts.
 _LAUNCHER = """
 import json, os, sys
 pid = os.fork()
@@ -115,26 +115,28 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run_ingester(api_url: str, api_key: str, database_url: str, *extra: str) -> IngestRun:
-    """Run `python ingest.py` against `api_url` into `database_url`, measuring its own CPU and peak RSS.
+def run_measured(command: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> MeasuredRun:
+    """Run `command` (command[0] an absolute path) to completion, measuring its wall time, CPU and peak RSS.
 
-    Its log (stderr) goes to a temporary file, so a chatty run cannot block on a full pipe.
+    Its output goes to a temporary file, so a chatty child cannot block on a full pipe.
     """
-    command = [sys.executable, str(ROOT / "ingest.py"), "--api-base-url", api_url, "--api-key", api_key,
-               "--database-url", database_url, "--env-file", os.devnull, *extra]
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         usage_path = Path(tmp) / "rusage.json"
-        with open(Path(tmp) / "log", "w+") as log:
+        with open(Path(tmp) / "output", "w+") as out:
             started = time.perf_counter()
-            code = subprocess.run([sys.executable, "-c", _LAUNCHER, str(usage_path), *command], cwd=ROOT,
-                                  stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+            code = subprocess.run([sys.executable, "-c", _LAUNCHER, str(usage_path), *command], cwd=cwd, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, check=False).returncode
             wall = time.perf_counter() - started
-            log.seek(0)
-            text = log.read()
+            out.seek(0)
+            text = out.read()
         usage = orjson.loads(usage_path.read_bytes())
-    found = _COMPLETE.findall(text)
-    return IngestRun(code, wall, usage["utime"] + usage["stime"], usage["maxrss_kb"] / 1024,
-                     int(found[-1].replace(",", "")) if found else None, text.strip().splitlines()[-5:])
+    return MeasuredRun(code, wall, usage["utime"] + usage["stime"], usage["maxrss_kb"] / 1024, text)
+
+
+def run_ingester(api_url: str, api_key: str, database_url: str, *extra: str) -> MeasuredRun:
+    """Run `python ingest.py` against `api_url` into `database_url` (extra: more CLI options)."""
+    return run_measured([sys.executable, str(ROOT / "ingest.py"), "--api-base-url", api_url, "--api-key", api_key,
+                         "--database-url", database_url, "--env-file", os.devnull, *extra])
 
 
 def expected_truth(api_url: str) -> dict:
