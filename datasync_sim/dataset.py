@@ -228,6 +228,8 @@ class Dataset:
         rng = random.Random(self._seed * 1_000_003 + k)
         rnd = rng.random
         offsets = sorted([int(rnd() * span) for _ in range(count)])
+        if k == 0:
+            offsets[0] = 0  # the newest event is exactly at `newest`
         rate = self.cfg.tie_group_rate
         j = 0
         while j < count:

@@ -57,10 +57,13 @@ def time_to_submit(ms: int) -> dict:
 
 
 _LINE = re.compile(r"[^\n]+")
+_LINE_BYTES = re.compile(rb"[^\n]+")
 
 
-def _lines(text: str) -> Iterator[str]:
+def _lines(text: str | bytes) -> Iterator[str]:
     # one line at a time: a list of 3M line strings would cost ~250 MB
+    if isinstance(text, bytes):
+        return (m.group().decode("utf-8", "replace") for m in _LINE_BYTES.finditer(text))
     return (m.group() for m in _LINE.finditer(text))
 
 
@@ -79,7 +82,7 @@ def parse_ids(body: bytes, content_type: str, query_repo: str | None) -> tuple[I
         else:
             raise SubmissionError(400, "INVALID_REQUEST", "Field 'ids' must be a string of ids joined by \\n")
         return lines, obj.get("githubRepoUrl") or query_repo
-    return _lines(body.decode("utf-8", "replace")), query_repo
+    return _lines(body), query_repo
 
 
 class SubmissionStore:
