@@ -156,11 +156,12 @@ class PartitionFetcher:
             # Read the bound again: a split while the request was in flight raised it.
             lo = self.plan.lower_bound(pid)
             last, out, pos = self._process(pid, page, lo, hi, cursor, pos)
+            del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
             self._put(out)
             self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id)
             if last:
                 return
-            cursor, built = page.next_cursor, False
+            cursor, built = out.next_cursor, False
             seen.add(cursor)
 
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
