@@ -82,8 +82,11 @@ def main() -> int:
         print(f"  {n:>10,} events: {t:7.1f} s, {t / m:5.1f} s per M events, peak RSS {median(rss[n]):4.0f} MB;"
               f" fitted {fitted:.1f} s ({(t - fitted) / fitted:+.0%})")
     small, large = median(rss[args.sizes[0]]), median(rss[args.sizes[-1]])
-    print(f"time = {fixed:.1f} s + {per_m:.1f} s per M events; worst deviation from the line {worst:.0%}"
-          f" ({'linear' if worst <= LINEAR_TOLERANCE else 'NOT linear'}: tolerance {LINEAR_TOLERANCE:.0%})")
+    if len(args.sizes) < 3:
+        verdict = "two sizes always fit a line: give three or more to judge linearity"
+    else:
+        verdict = f"{'linear' if worst <= LINEAR_TOLERANCE else 'NOT linear'}: tolerance {LINEAR_TOLERANCE:.0%}"
+    print(f"time = {fixed:.1f} s + {per_m:.1f} s per M events; worst deviation from the line {worst:.0%} ({verdict})")
     print(f"peak RSS {small:.0f} MB at {args.sizes[0]:,} -> {large:.0f} MB at {args.sizes[-1]:,}"
           f" ({large / small - 1:+.0%}; {'flat' if large <= small * (1 + FLAT_TOLERANCE) else 'NOT flat'}:"
           f" tolerance {FLAT_TOLERANCE:.0%})")
