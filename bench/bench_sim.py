@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import pathlib
 import re
 import sys
@@ -65,6 +66,12 @@ def run(url: str, limit: int, raw: bool) -> tuple[int, int, int, float]:
     return events, pages, nbytes, time.perf_counter() - t0
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -92,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         child.start()
         url = parent_end.recv()
     try:
+        server_cpu0 = _cpu_seconds(child.pid) if child is not None else None
+        client_cpu0 = time.process_time()
         events, pages, nbytes, secs = run(url, args.limit, args.raw)
+        client_cpu = time.process_time() - client_cpu0
+        server_cpu = _cpu_seconds(child.pid) - server_cpu0 if child is not None else None
         rss = _peak_rss_mb(child.pid) if child is not None else None
     finally:
         if child is not None:
@@ -102,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_sim: {events:,} events in {pages:,} pages of {args.limit} ({mode}) in {secs:.2f} s")
     print(f"  {events / secs:,.0f} events/s   {pages / secs:,.1f} pages/s   {nbytes / secs / 1e6:,.1f} MB/s"
           f"   {nbytes / max(events, 1):.0f} bytes/event")
-    if rss is not None:
+    print(f"  client CPU {client_cpu:.1f} s ({events / client_cpu:,.0f} events per client CPU second)")
+    if server_cpu is not None:
+        # on a busy machine wall time includes waiting for a core; CPU time does not
+        print(f"  server CPU {server_cpu:.1f} s ({events / server_cpu:,.0f} events per server CPU second);"
+              f" with a core each: {events / max(server_cpu, client_cpu):,.0f} events/s (pipelined),"
+              f" {events / (server_cpu + client_cpu):,.0f} events/s (no overlap)")
         print(f"  server peak RSS {rss:.0f} MB")
     return 0
 

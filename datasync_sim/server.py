@@ -76,8 +76,6 @@ class _Handler(BaseHTTPRequestHandler):
                  f"Content-Type: {resp.content_type}",
                  f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in resp.headers]
-        if resp.truncate_to is not None:
-            self.close_connection = True
         lines.append("Connection: close" if self.close_connection else "Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         out = head if resp.head_only else head + body
