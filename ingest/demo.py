@@ -20,11 +20,14 @@ _LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 @contextlib.contextmanager
-def simulator(profile: str, events: int, seed: int = 1) -> Iterator[tuple[str, str]]:
-    """Start `python -m datasync_sim` on a free port; yield (base URL, API key); always stop it."""
+def simulator(profile: str, events: int, seed: int = 1, knobs: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """Start `python -m datasync_sim` on a free port; yield (base URL, API key); always stop it.
+
+    `knobs` are extra simulator flags (e.g. `--p-5xx 0`), for benchmarks.
+    """
     api_key = "ds_" + secrets.token_hex(16)
     command = [sys.executable, "-m", "datasync_sim", "--host", "127.0.0.1", "--port", "0",
-               "--profile", profile, "--events", str(events), "--seed", str(seed), "--api-key", api_key]
+               "--profile", profile, "--events", str(events), "--seed", str(seed), "--api-key", api_key, *knobs]
     root = Path(__file__).resolve().parent.parent
     child = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})

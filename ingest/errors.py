@@ -54,6 +54,10 @@ class CursorRejected(IngestError):
     """The API does not accept this cursor at all: restart the partition from a bound it accepts."""
 
 
+class BuiltCursorsRefused(IngestError):
+    """The API refuses cursors we build, so a bounded partition cannot start: cover it from the top."""
+
+
 class StreamTokenInvalid(IngestError):
     """The feed token expired or was revoked: get a new one and send again."""
 

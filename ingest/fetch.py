@@ -14,6 +14,7 @@ from ingest.client import EventsPage
 from ingest.concurrency import AdaptiveConcurrency
 from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
 from ingest.errors import (
+    BuiltCursorsRefused,
     CursorExpired,
     CursorRejected,
     FatalApiError,
@@ -130,7 +131,7 @@ class PartitionFetcher:
         seen: set[str] = set()
         while True:
             lo = self.plan.lower_bound(pid)
-            if pos is not None and lo is not None and pos[0] < lo:
+            if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_finish(pid, lo):
                 self._put(Page(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
                 return
             try:
@@ -145,17 +146,21 @@ class PartitionFetcher:
                 if self.source.windowed or hi is None:
                     logger.warning("partition {}: rebuilt cursor refused; restarting from its upper bound", pid)
                     cursor, built, pos = None, False, None
+                    seen.clear()  # the chain starts over: its cursors may legitimately come again
                     continue
-                raise FatalApiError(
-                    f"partition {pid}: the API refuses built cursors; rerun with --strategy documented"
-                ) from None
+                raise BuiltCursorsRefused(f"partition {pid}: the API refuses built cursors") from None
             if page.next_cursor is not None and page.next_cursor in seen:
                 raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
             if page.total is not None:
                 self.requester.stats.total_hint = page.total
-            # Read the bound again: a split while the request was in flight raised it.
-            lo = self.plan.lower_bound(pid)
-            last, out, pos = self._process(pid, page, lo, hi, cursor, pos)
+            while True:
+                # Read the bound again: a split while the request was in flight raised it, and a
+                # fallback may lower it before the partition is claimed done.
+                lo = self.plan.lower_bound(pid)
+                last, out, new_pos = self._process(pid, page, lo, hi, cursor, pos)
+                if not last or self.plan.claim_finish(pid, lo):
+                    break
+            pos = new_pos
             del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
             self._put(out)
             self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id)

@@ -23,11 +23,9 @@ class Page:
 
 
 @dataclass(frozen=True)
-class PartitionSplit:
-    """A partition was narrowed and a new one created; persist both in one transaction."""
+class PlanChange:
+    """Partition bounds changed (a split, or a fallback to server cursors); persisted with the next batch."""
 
-    narrowed_id: int
-    narrowed_lo_ms: int | None
-    new_id: int
-    new_lo_ms: int | None
-    new_hi_ms: int | None
+    set_lower: tuple[tuple[int, int | None], ...] = ()  # (partition_id, new lo_ms)
+    create: tuple[tuple[int, int | None, int | None], ...] = ()  # (partition_id, lo_ms, hi_ms)
+    finish: tuple[int, ...] = ()  # partitions whose range another partition now covers

@@ -42,6 +42,7 @@ class Plan:
         self.partitions = {p.partition_id: p for p in partitions}
         self.oldest_ms = oldest_ms
         self.min_split_ms = min_split_ms  # ms of range holding MIN_SPLIT_PAGES pages (0: split freely)
+        self.splittable = True  # False once the API refused built cursors: new partitions need them
 
     def lower_bound(self, partition_id: int) -> int | None:
         with self._lock:
@@ -57,6 +58,18 @@ class Plan:
         with self._lock:
             self.partitions[partition_id].done = True
 
+    def claim_finish(self, partition_id: int, lower_bound_used: int | None) -> bool:
+        """Mark a partition done if its lower bound is still the one its last page was cut at.
+
+        False when a split or a fallback moved the bound meanwhile: the page must be cut again.
+        """
+        with self._lock:
+            part = self.partitions[partition_id]
+            if part.lo_ms != lower_bound_used:
+                return False
+            part.done = True
+            return True
+
     def pending(self) -> list[Partition]:
         with self._lock:
             return [p for p in self.partitions.values() if not p.done]
@@ -69,7 +82,7 @@ class Plan:
         """
         with self._lock:
             candidates = [self.partitions[i] for i in running if not self.partitions[i].done]
-            if not candidates:
+            if not candidates or not self.splittable:
                 return None
             widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
             width = widest.remaining_ms(self.oldest_ms)
@@ -82,6 +95,28 @@ class Plan:
             widest.lo_ms = middle
             self.partitions[new.partition_id] = new
             return widest, new
+
+
+    def cover_with_server_cursors(self, refused_id: int) -> tuple[Partition | None, Partition | None]:
+        """The API refused a built start cursor for `refused_id`: fold its range into a chain of server cursors.
+
+        The top partition (no upper bound, started without a cursor) is extended to the oldest event, or,
+        if it is already done, a new unbounded partition is created. Returns (extended, created), one of
+        them set; the refused partition is marked done. Overlap with other partitions is absorbed by the
+        upsert.
+        """
+        with self._lock:
+            self.splittable = False
+            self.partitions[refused_id].done = True
+            top = next((p for p in self.partitions.values() if p.hi_ms is None and not p.done), None)
+            if top is not None:
+                if top.lo_ms is None:
+                    return None, None
+                top.lo_ms = None
+                return top, None
+            created = Partition(max(self.partitions) + 1, None, None)
+            self.partitions[created.partition_id] = created
+            return None, created
 
 
 def even_partitions(newest_ms: int, oldest_ms: int, count: int) -> list[Partition]:

@@ -18,6 +18,7 @@ from ingest.config import Settings
 from ingest.database import connect, embedded_database_url
 from ingest.errors import (
     AuthenticationFailed,
+    BuiltCursorsRefused,
     DatabaseError,
     FatalApiError,
     IngestError,
@@ -29,7 +30,7 @@ from ingest.fetch import PartitionFetcher, Requester, Source
 from ingest.limiter import RateLimiter
 from ingest.lock import acquire_run_lock
 from ingest.pacer import Pacer
-from ingest.pages import PartitionSplit
+from ingest.pages import PlanChange
 from ingest.partitions import Partition, Plan, even_partitions, min_split_ms
 from ingest.progress import Progress
 from ingest.retry import RetryPolicy
@@ -153,8 +154,12 @@ def _resume_or_plan(conn: psycopg.Connection, source: Source, requester: Request
 def _plan_full_pass(
     source: Source, requester: Requester, settings: Settings
 ) -> tuple[list[Partition], int | None, int]:
-    """Split the time range evenly for a windowed source; one chain otherwise."""
-    if not source.windowed or settings.concurrency == 1:
+    """Split the time range evenly into one partition per fetcher (a single chain for concurrency 1).
+
+    Feed partitions are cut by since/until; documented ones start from built cursors at their upper
+    bound, as public clients did (the fallback when the API refuses those is to cover from the top).
+    """
+    if settings.concurrency == 1:
         return [Partition(1, None, None)], None, 0
     from ingest.transform import parse_timestamps
 
@@ -177,7 +182,7 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
     writer.start()
     fetcher = PartitionFetcher(source, requester, plan, pages, writer.is_alive)
     progress = Progress(stats, limiter, pages, settings.progress_interval_s, already)
-    workers = settings.concurrency if source.windowed else 1
+    workers = settings.concurrency
     error: BaseException | None = None
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
     running: dict[Future, int] = {}
@@ -199,6 +204,8 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
                 exc = future.exception()
                 if exc is None:
                     plan.finish(pid)
+                elif isinstance(exc, BuiltCursorsRefused):
+                    _cover_with_server_cursors(plan, pid, todo, pages)
                 elif not isinstance(exc, Stopped) and error is None:
                     error = exc
                     stop.event.set()
@@ -224,9 +231,24 @@ def _split_for_idle_worker(plan: Plan, running: dict[Future, int], todo: deque, 
     if split is None:
         return
     narrowed, new = split
-    pages.put(PartitionSplit(narrowed.partition_id, narrowed.lo_ms, new.partition_id, new.lo_ms, new.hi_ms))
+    pages.put(PlanChange(set_lower=((narrowed.partition_id, narrowed.lo_ms),),
+                         create=((new.partition_id, new.lo_ms, new.hi_ms),)))
     todo.append(new)
     logger.debug("split partition {} at {}; new partition {}", narrowed.partition_id, new.hi_ms, new.partition_id)
+
+
+def _cover_with_server_cursors(plan: Plan, refused_id: int, todo: deque, pages: queue.Queue) -> None:
+    extended, created = plan.cover_with_server_cursors(refused_id)
+    logger.warning("partition {}: the API refuses built cursors; its range is fetched from the top instead",
+                   refused_id)
+    change = PlanChange(
+        set_lower=((extended.partition_id, None),) if extended else (),
+        create=((created.partition_id, None, None),) if created else (),
+        finish=(refused_id,),
+    )
+    pages.put(change)
+    if created is not None:
+        todo.append(created)
 
 
 def _finish_writer(writer: Writer, pages: queue.Queue) -> None:

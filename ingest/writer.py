@@ -11,7 +11,7 @@ import psycopg
 from loguru import logger
 
 from ingest.errors import DatabaseError
-from ingest.pages import Page, PartitionSplit
+from ingest.pages import Page, PlanChange
 from ingest.stats import Stats
 
 # Rows per transaction. Larger batches amortise the upsert's per-statement cost; 20,000 rows of
@@ -67,7 +67,7 @@ class Writer(threading.Thread):
             self._drain()
 
     def _consume(self, conn: psycopg.Connection) -> None:
-        batch: list[Page | PartitionSplit] = []
+        batch: list[Page | PlanChange] = []
         rows = 0
         first_at = 0.0
         while True:
@@ -99,7 +99,7 @@ class Writer(threading.Thread):
                 continue
 
 
-def commit_batch(conn: psycopg.Connection, batch: list[Page | PartitionSplit], stats: Stats) -> None:
+def commit_batch(conn: psycopg.Connection, batch: list[Page | PlanChange], stats: Stats) -> None:
     """Write a batch and its checkpoints in one transaction; nothing of it is visible on failure."""
     if not batch:
         return
@@ -137,17 +137,15 @@ def _quarantine(cur: psycopg.Cursor, pages: Iterable[Page]) -> int:
     return len(records)
 
 
-def _checkpoint(cur: psycopg.Cursor, batch: list[Page | PartitionSplit]) -> None:
+def _checkpoint(cur: psycopg.Cursor, batch: list[Page | PlanChange]) -> None:
     for item in batch:
-        if isinstance(item, PartitionSplit):
-            cur.execute(
-                "UPDATE ingest_partitions SET lo_ms = %s WHERE partition_id = %s",
-                (item.narrowed_lo_ms, item.narrowed_id),
-            )
-            cur.execute(
-                "INSERT INTO ingest_partitions (partition_id, lo_ms, hi_ms) VALUES (%s, %s, %s)",
-                (item.new_id, item.new_lo_ms, item.new_hi_ms),
-            )
+        if isinstance(item, PlanChange):
+            cur.executemany("UPDATE ingest_partitions SET lo_ms = %s WHERE partition_id = %s",
+                            [(lo, pid) for pid, lo in item.set_lower])
+            cur.executemany("INSERT INTO ingest_partitions (partition_id, lo_ms, hi_ms) VALUES (%s, %s, %s)",
+                            list(item.create))
+            cur.executemany("UPDATE ingest_partitions SET done = true WHERE partition_id = %s",
+                            [(pid,) for pid in item.finish])
         else:
             cur.execute(
                 CHECKPOINT,

@@ -167,13 +167,15 @@ def test_bad_key_is_fatal_at_once_with_exit_1_and_no_damage(database_url: str) -
 
 @pytest.mark.parametrize("strategy", ["feed", "documented"])
 def test_refused_rebuilt_cursors_restart_the_partition_from_its_upper_bound(database_url: str, strategy: str) -> None:
-    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=6, latency_ms_per_event=0.02),
+    # 0.1 ms per event: a 1000-event page takes 0.1 s, so the first run is surely stopped mid-way.
+    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=6, latency_ms_per_event=0.1),
                               cursor_ttl_s=1.0, reject_forged_cursors=True)
     with SimServer(cfg) as server:
         child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
         wait_for_rows(database_url, 8_000)
         child.send_signal(signal.SIGTERM)
-        child.communicate(timeout=15)
+        first, _ = child.communicate(timeout=15)
+        assert child.returncode == 143, first
         time.sleep(1.5)  # every stored cursor has expired; rebuilt ones are refused
         child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
         out, _ = child.communicate(timeout=120)

@@ -59,3 +59,13 @@ def test_chaos_profile_ends_exact(database_url: str, strategy: str) -> None:
         result = exactness(server.url, database_url)
     assert code == 0
     assert result["stored"] == result["expected"] and result["identical"]
+
+
+def test_documented_partitions_fall_back_to_one_chain_when_built_cursors_are_refused(database_url: str) -> None:
+    with sim(reject_forged_cursors=True) as server:
+        code = run_ingest(server.url, database_url, "--strategy", "documented", "--page-size", "1000")
+        result = exactness(server.url, database_url)
+    with psycopg.connect(database_url) as conn:
+        runs = conn.execute("SELECT strategy, outcome FROM ingest_runs").fetchall()
+    assert (code, runs) == (0, [("documented", "complete")])
+    assert result == {"expected": 30_000, "stored": 30_000, "identical": True}

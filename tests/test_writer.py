@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from ingest import checkpoint
-from ingest.pages import Page, PartitionSplit
+from ingest.pages import Page, PlanChange
 from ingest.partitions import Partition
 from ingest.stats import Stats
 from ingest.transform import parse_timestamps, transform_events
@@ -88,9 +88,10 @@ def test_a_failed_batch_leaves_neither_rows_nor_checkpoint(conn) -> None:
 
 
 def test_split_is_persisted_with_the_batch(conn) -> None:
-    commit_batch(conn, [PartitionSplit(2, 50, 3, 0, 50)], Stats())
-    rows = conn.execute("SELECT partition_id, lo_ms, hi_ms FROM ingest_partitions ORDER BY 1").fetchall()
-    assert rows == [(1, None, None), (2, 50, 100), (3, 0, 50)]
+    commit_batch(conn, [PlanChange(set_lower=((2, 50),), create=((3, 0, 50),))], Stats())
+    commit_batch(conn, [PlanChange(set_lower=((1, None),), finish=(2,))], Stats())
+    rows = conn.execute("SELECT partition_id, lo_ms, hi_ms, done FROM ingest_partitions ORDER BY 1").fetchall()
+    assert rows == [(1, None, None, False), (2, 50, 100, True), (3, 0, 50, False)]
 
 
 def test_writer_thread_commits_everything_before_the_sentinel(database_url: str, conn) -> None:
