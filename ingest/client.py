@@ -107,8 +107,8 @@ class ApiClient:
 
     def _observe_limits(self, response: requests.Response) -> None:
         headers = response.headers
-        limit = _int(headers.get("X-RateLimit-Limit"))
-        remaining = _int(headers.get("X-RateLimit-Remaining"))
+        limit = int_or_none(headers.get("X-RateLimit-Limit"))
+        remaining = int_or_none(headers.get("X-RateLimit-Remaining"))
         reset = _float(headers.get("X-RateLimit-Reset"))
         if limit is not None or remaining is not None or reset is not None:
             self._limiter.observe(limit, remaining, reset)
@@ -185,7 +185,7 @@ def parse_envelope(content: bytes) -> EventsPage:
     if pagination["hasMore"] and not (isinstance(next_cursor, str) and next_cursor):
         raise RetryableApiError("hasMore is true but nextCursor is missing")
     meta = body.get("meta")
-    total = _int(meta.get("total")) if isinstance(meta, dict) else None
+    total = int_or_none(meta.get("total")) if isinstance(meta, dict) else None
     return EventsPage(
         body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total
     )
@@ -198,7 +198,8 @@ def _json_or_none(content: bytes) -> object:
         return None
 
 
-def _int(value: object) -> int | None:
+def int_or_none(value: object) -> int | None:
+    """An int from a header or JSON value, or None when absent or not a number."""
     try:
         return int(value) if value is not None else None  # type: ignore[arg-type]
     except (TypeError, ValueError):

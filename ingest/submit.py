@@ -13,7 +13,7 @@ from loguru import logger
 from psycopg.types.json import Jsonb
 
 from ingest.checkpoint import create_schema
-from ingest.client import ApiClient
+from ingest.client import ApiClient, int_or_none
 from ingest.config import Settings
 from ingest.database import connect, embedded_database_url
 from ingest.errors import ConfigError, DatabaseError, FatalApiError, IngestError, RateLimited, RetryableApiError
@@ -219,8 +219,9 @@ def _record(conn: psycopg.Connection, data: dict, answer: object, sent: int, rep
         "INSERT INTO ingest_submissions (submission_id, event_count, ids_sent, submission_number, remaining,"
         " repo, submitted_at, answer) VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s)"
         " ON CONFLICT (submission_id) DO NOTHING",
-        (str(data["submissionId"]), _int(data.get("eventCount")) or 0, sent, _int(data.get("submissionNumber")),
-         _int(data.get("remainingSubmissions")), repo, _when(data.get("submittedAt")), Jsonb(answer)),
+        (str(data["submissionId"]), int_or_none(data.get("eventCount")) or 0, sent,
+         int_or_none(data.get("submissionNumber")), int_or_none(data.get("remainingSubmissions")), repo,
+         _when(data.get("submittedAt")), Jsonb(answer)),
     )
 
 
@@ -228,13 +229,6 @@ def _when(text: object) -> datetime | None:
     try:
         return datetime.fromisoformat(str(text)) if text else None
     except ValueError:
-        return None
-
-
-def _int(value: object) -> int | None:
-    try:
-        return int(value) if value is not None else None  # type: ignore[arg-type]
-    except (TypeError, ValueError):
         return None
 
 
