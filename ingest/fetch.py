@@ -73,6 +73,7 @@ class Requester:
             if self.stop.is_set():
                 raise Stopped(0)
             attempt += 1
+            logger.debug("{}: request (attempt {})", what, attempt)
             try:
                 if self.gate is None:
                     result = send()
@@ -129,6 +130,7 @@ class PartitionFetcher:
         cursor, built = self._start_cursor(partition)
         pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None else None
         seen: set[str] = set()
+        first_page = True
         while True:
             lo = self.plan.lower_bound(pid)
             if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_finish(pid, lo):
@@ -160,6 +162,9 @@ class PartitionFetcher:
                 last, out, new_pos = self._process(pid, page, lo, hi, cursor, pos)
                 if not last or self.plan.claim_finish(pid, lo):
                     break
+            if first_page:
+                self._learn_density(page, at_top=pos is None and hi is None)
+                first_page = False
             pos = new_pos
             del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
             self._put(out)
@@ -168,6 +173,12 @@ class PartitionFetcher:
                 return
             cursor, built = out.next_cursor, False
             seen.add(cursor)
+
+    def _learn_density(self, page: EventsPage, *, at_top: bool) -> None:
+        stamps = [ts for ts in parse_timestamps(page.events) if ts is not None]
+        if stamps:
+            self.plan.learn_density(max(stamps), min(stamps), len(stamps), page.total, len(page.events),
+                                    at_top=at_top)
 
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
         if partition.cursor:

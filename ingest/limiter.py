@@ -43,10 +43,24 @@ class RateLimiter:
         self._window = 0  # counts windows, to recognise responses to requests sent in an older one
         self._window_end: float | None = None  # monotonic s; None: the next request opens a window
         self._window_end_guessed = False  # the end was estimated at opening, not announced yet
+        self._trust_guess = True  # send-anchored window ends are trusted until a 429 says otherwise
         self._window_s = 0.0  # longest Reset seen: the estimate of a window's length
         self._paused_until = float("-inf")
         self._waited_s = 0.0
         self._sent_in = threading.local()  # .window: the window this thread's last token came from
+
+    @property
+    def engaged(self) -> bool:
+        """True once the API has announced a limit: from then on every request spends its budget."""
+        with self._lock:
+            return self._engaged
+
+    def spare_tokens(self) -> int:
+        """Requests the current announced window still allows (0 when none is open or none is known)."""
+        with self._lock:
+            if not self._engaged or self._window_end is None or self._clock() >= self._window_end:
+                return 0
+            return max(0, self._tokens)
 
     @property
     def waited_seconds(self) -> float:
@@ -94,6 +108,11 @@ class RateLimiter:
             self._limit = limit if limit is not None and limit > 0 else max(self._limit, remaining, 1)
             self._window_s = max(self._window_s, reset)
             end = self._clock() + reset + self._margin
+            sent_at = getattr(self._sent_in, "at", None)
+            if self._trust_guess and sent_at is not None:
+                # Anchored at the send time instead: right when the server counts Reset from the
+                # request's arrival, which a slow page (3.5 s on the live API) makes far from its answer.
+                end = min(end, sent_at + reset + self._margin)
             if not self._engaged:
                 # requests in flight that are not answered yet will lower this as their answers arrive
                 self._engaged = True
@@ -102,8 +121,13 @@ class RateLimiter:
             if getattr(self._sent_in, "window", self._window) < self._window:
                 return  # sent in a window that has since rolled: its numbers are about that window
             self._tokens = min(self._tokens, remaining)
-            if self._window_end is None or self._window_end_guessed:
+            if self._window_end is None:
                 self._window_end, self._window_end_guessed = end, False
+            elif self._window_end_guessed:
+                # The guess is anchored at the send time of the request that opened the window; trust the
+                # earlier of it and the answer until a 429 shows that guesses can be early.
+                self._window_end = min(self._window_end, end) if self._trust_guess else end
+                self._window_end_guessed = False
             else:
                 # answers arrive late and out of order, and lateness only pushes `end` later
                 self._window_end = min(self._window_end, end)
@@ -111,6 +135,7 @@ class RateLimiter:
     def pause_until(self, monotonic_deadline: float) -> None:
         """After a 429: no thread returns from `acquire` before this instant. Never shortens a pause."""
         with self._lock:
+            self._trust_guess = False
             self._paused_until = max(self._paused_until, monotonic_deadline)
 
     def pause_for(self, seconds: float) -> None:
@@ -133,4 +158,5 @@ class RateLimiter:
                 # this request opens the window on the server; its response will say when it ends
                 self._window_end, self._window_end_guessed = now + self._window_s + self._margin, True
         self._sent_in.window = self._window
+        self._sent_in.at = now
         return 0.0

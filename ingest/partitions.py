@@ -41,8 +41,24 @@ class Plan:
         self._lock = threading.Lock()
         self.partitions = {p.partition_id: p for p in partitions}
         self.oldest_ms = oldest_ms
-        self.min_split_ms = min_split_ms  # ms of range holding MIN_SPLIT_PAGES pages (0: split freely)
+        self.min_split_ms = min_split_ms  # ms of range holding MIN_SPLIT_PAGES pages (0: unknown, no splits)
         self.splittable = True  # False once the API refused built cursors: new partitions need them
+
+    def learn_density(self, first_ms: int, last_ms: int, events: int, total: int | None, page_size: int,
+                      *, at_top: bool) -> None:
+        """Learn how dense events are from one page, when the plan was made without a probe (or resumed).
+
+        Sets the narrowest range worth splitting; from a page at the very top (newest events) with
+        meta.total, also the estimated oldest timestamp that open-ended partitions are split against.
+        """
+        with self._lock:
+            if events < 2 or first_ms <= last_ms:
+                return
+            per_event_ms = (first_ms - last_ms) / (events - 1)
+            if not self.min_split_ms:
+                self.min_split_ms = max(1, int(MIN_SPLIT_PAGES * page_size * per_event_ms))
+            if at_top and self.oldest_ms is None and total:
+                self.oldest_ms = int(first_ms - total * per_event_ms)
 
     def lower_bound(self, partition_id: int) -> int | None:
         with self._lock:
@@ -74,6 +90,14 @@ class Plan:
         with self._lock:
             return [p for p in self.partitions.values() if not p.done]
 
+    def remaining_pages(self, running: set[int]) -> float | None:
+        """Estimated pages still to fetch in the running partitions (None while the density is unknown)."""
+        with self._lock:
+            if not self.min_split_ms:
+                return None
+            page_ms = self.min_split_ms / MIN_SPLIT_PAGES
+            return sum(self.partitions[i].remaining_ms(self.oldest_ms) for i in running) / page_ms
+
     def split_largest(self, running: set[int]) -> tuple[Partition, Partition] | None:
         """Halve the running partition with the most range left; return (narrowed, new) or None.
 
@@ -86,7 +110,7 @@ class Plan:
                 return None
             widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
             width = widest.remaining_ms(self.oldest_ms)
-            if width <= 0 or width < 2 * self.min_split_ms:
+            if width <= 0 or not self.min_split_ms or width < 2 * self.min_split_ms:
                 return None
             top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms
             assert top is not None  # width > 0 implies a known top

@@ -156,10 +156,14 @@ def _plan_full_pass(
 ) -> tuple[list[Partition], int | None, int]:
     """Split the time range evenly into one partition per fetcher (a single chain for concurrency 1).
 
-    Feed partitions are cut by since/until; documented ones start from built cursors at their upper
-    bound, as public clients did (the fallback when the API refuses those is to cover from the top).
+    Feed partitions are cut by since/until after a small probe request. The documented endpoint gets
+    no probe (under its 10-per-window budget one request more can cost a whole window): its single
+    chain is split later, with built cursors, as public clients did (falling back to covering from the
+    top when the API refuses those).
     """
-    if settings.concurrency == 1:
+    if settings.concurrency == 1 or not source.windowed:
+        # One chain from the top; once its first page shows how dense events are, idle workers split
+        # it (only while the API announces no budget: each split costs a partial page of requests).
         return [Partition(1, None, None)], None, 0
     from ingest.transform import parse_timestamps
 
@@ -212,7 +216,7 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
             if stop.event.is_set():
                 wait(running, timeout=STOP_GRACE_S)
                 break
-            if not todo and len(running) < workers:
+            if not todo and len(running) < workers and _split_is_free(plan, running, limiter, requester):
                 _split_for_idle_worker(plan, running, todo, pages)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -224,6 +228,22 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
     if stop.event.is_set():
         raise Stopped(stop.signum)
     progress.maybe_log()
+
+
+def _split_is_free(plan: Plan, running: dict[Future, int], limiter: RateLimiter, requester: Requester) -> bool:
+    """Whether splitting for an idle worker saves time without spending budget the run needs later.
+
+    A split costs an extra partial page. Free when the API rations nothing; under announced windows
+    only when the current window has tokens left for all remaining pages plus that extra one (the last
+    window: its pages then go out in parallel instead of one after another). Never while the feed's
+    429s pace us.
+    """
+    if requester.pacer is not None and requester.pacer.spacing_s > 0:
+        return False
+    if not limiter.engaged:
+        return True
+    remaining = plan.remaining_pages(set(running.values()))
+    return remaining is not None and remaining + 1 <= limiter.spare_tokens()
 
 
 def _split_for_idle_worker(plan: Plan, running: dict[Future, int], todo: deque, pages: queue.Queue) -> None:
