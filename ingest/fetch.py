@@ -67,24 +67,26 @@ class Requester:
     def call(self, send: Callable[[], T], what: str) -> T:
         attempt = 0
         while True:
+            # Read once per attempt: a switch of source mid-run replaces them while requests are in flight.
+            gate, pacer = self.gate, self.pacer
             self.limiter.acquire(self.stop)
-            if self.pacer is not None:
-                self.pacer.acquire(self.stop)
+            if pacer is not None:
+                pacer.acquire(self.stop)
             if self.stop.is_set():
                 raise Stopped(0)
             attempt += 1
             logger.debug("{}: request (attempt {})", what, attempt)
             try:
-                if self.gate is None:
+                if gate is None:
                     result = send()
                 else:
-                    with self.gate.slot(self.stop) as admitted:
+                    with gate.slot(self.stop) as admitted:
                         if not admitted:
                             raise Stopped(0)
                         result = send()
-                    self.gate.on_success()
-                if self.pacer is not None:
-                    self.pacer.on_success()
+                    gate.on_success()
+                if pacer is not None:
+                    pacer.on_success()
                 self.stats.count(requests=1)
                 return result
             except StreamTokenInvalid:
@@ -95,19 +97,20 @@ class Requester:
                 self.stats.count(requests=1, retries=1, throttled=isinstance(exc, RateLimited))
                 if self.policy.gives_up(attempt):
                     raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {exc}") from exc
-                self._wait_after(exc, attempt, what)
+                self._wait_after(exc, attempt, what, gate, pacer)
 
-    def _wait_after(self, exc: RetryableApiError, attempt: int, what: str) -> None:
+    def _wait_after(self, exc: RetryableApiError, attempt: int, what: str,
+                    gate: AdaptiveConcurrency | None, pacer: Pacer | None) -> None:
         delay = self.policy.backoff(attempt)
         if isinstance(exc, RateLimited):
-            if self.gate is not None:
-                self.gate.on_throttled()
+            if gate is not None:
+                gate.on_throttled()
             if exc.retry_after is not None:
                 # Every fetcher waits the full Retry-After: an early retry extends the lockout.
                 delay = exc.retry_after + RETRY_AFTER_MARGIN_S
             self.limiter.pause_for(delay)
-            if self.pacer is not None:
-                self.pacer.on_throttled(exc.retry_after, time.monotonic() + delay)
+            if pacer is not None:
+                pacer.on_throttled(exc.retry_after, time.monotonic() + delay)
             logger.warning("{}: rate limited, all fetchers wait {:.1f} s (attempt {})", what, delay, attempt)
             return
         logger.warning("{}: {} — retry {} in {:.2f} s", what, exc, attempt, delay)
@@ -118,8 +121,10 @@ class PartitionFetcher:
     """Follows one partition's cursor chain to its lower bound, putting Pages on the queue."""
 
     def __init__(self, source: Source, requester: Requester, plan: Plan, pages: queue.Queue,
-                 writer_alive: Callable[[], bool]) -> None:
+                 writer_alive: Callable[[], bool], *, trust_stored_cursors: bool = True) -> None:
         self.source = source
+        # False after a switch of source: a cursor issued by the other endpoint is rebuilt from its position.
+        self.trust_stored_cursors = trust_stored_cursors
         self.requester = requester
         self.plan = plan
         self.pages = pages
@@ -181,7 +186,7 @@ class PartitionFetcher:
                                     at_top=at_top)
 
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
-        if partition.cursor:
+        if partition.cursor and self.trust_stored_cursors:
             return partition.cursor, False
         if partition.pos_ms is not None and partition.pos_id is not None:
             return build_cursor(partition.pos_ms, partition.pos_id), True

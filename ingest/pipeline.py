@@ -99,7 +99,10 @@ def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: St
         plan = _resume_or_plan(conn, source, requester, settings)
         (already,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
         conn.commit()
-        _execute(settings, url, plan, source, requester, limiter, stats, stop, already)
+        fallback = None
+        if settings.strategy == "auto" and source.windowed:
+            fallback = DocumentedSource(client, settings.page_size)
+        strategy = _execute(settings, url, plan, source, requester, limiter, stats, stop, already, fallback)
         checkpoint.finish_pass(conn)
         (in_table,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
         conn.commit()
@@ -180,7 +183,8 @@ def _plan_full_pass(
 
 
 def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester: Requester,
-             limiter: RateLimiter, stats: Stats, stop: StopFlag, already: int) -> None:
+             limiter: RateLimiter, stats: Stats, stop: StopFlag, already: int, fallback: Source | None) -> str:
+    """Fetch every pending partition and write it; returns the strategy the run ended on."""
     pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
     writer = Writer(url, pages, stats)
     writer.start()
@@ -210,6 +214,14 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
                     plan.finish(pid)
                 elif isinstance(exc, BuiltCursorsRefused):
                     _cover_with_server_cursors(plan, pid, todo, pages)
+                elif isinstance(exc, StreamAccessDenied) and fallback is not None:
+                    if fetcher.source is not fallback:
+                        logger.warning("stream-access refused mid-run ({}); continuing on the documented"
+                                       " /api/v1/events from each partition's last position", exc)
+                        fetcher = PartitionFetcher(fallback, requester, plan, pages, writer.is_alive,
+                                                   trust_stored_cursors=False)
+                        requester.gate = requester.pacer = None
+                    todo.append(plan.partitions[pid])
                 elif not isinstance(exc, Stopped) and error is None:
                     error = exc
                     stop.event.set()
@@ -228,6 +240,7 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
     if stop.event.is_set():
         raise Stopped(stop.signum)
     progress.maybe_log()
+    return fetcher.source.name
 
 
 def _split_is_free(plan: Plan, running: dict[Future, int], limiter: RateLimiter, requester: Requester) -> bool:

@@ -17,7 +17,8 @@ from ingest.client import ApiClient, EventsPage, StreamGrant
 from ingest.errors import StreamTokenInvalid
 
 EVENTS_PATH = "/api/v1/events"
-# Renew a feed token this long before it expires, so no request goes out with a dying token.
+# Renew a feed token this long before it expires (or at three quarters of a shorter life), so no
+# request goes out with a dying token.
 TOKEN_RENEW_BEFORE_S = 30.0
 
 
@@ -44,11 +45,11 @@ class StreamTokens:
         self._clock = clock
         self._lock = threading.Lock()
         self._grant = first
-        self._expires_at = clock() + first.expires_in_s
+        self._renew_at = clock() + _renew_after(first)
 
     def current(self) -> StreamGrant:
         with self._lock:
-            if self._clock() < self._expires_at - TOKEN_RENEW_BEFORE_S:
+            if self._clock() < self._renew_at:
                 return self._grant
         return self.renew(stale=None)
 
@@ -57,15 +58,18 @@ class StreamTokens:
         with self._lock:
             if stale is not None and self._grant is not stale:
                 return self._grant
-            fresh_enough = self._clock() < self._expires_at - TOKEN_RENEW_BEFORE_S
-            if stale is None and fresh_enough:
+            if stale is None and self._clock() < self._renew_at:
                 return self._grant
             # Holding the lock over this request is deliberate: concurrent fetchers must wait for the
             # one new token rather than each ask stream-access (which has its own rate limit).
             grant = self._client.stream_access()
-            self._grant, self._expires_at = grant, self._clock() + grant.expires_in_s
+            self._grant, self._renew_at = grant, self._clock() + _renew_after(grant)
             logger.info("stream token renewed (valid {:.0f} s)", grant.expires_in_s)
             return grant
+
+
+def _renew_after(grant: StreamGrant) -> float:
+    return max(grant.expires_in_s - TOKEN_RENEW_BEFORE_S, grant.expires_in_s * 0.75)
 
 
 class FeedSource:

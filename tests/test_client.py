@@ -136,3 +136,28 @@ def test_damaged_envelopes_are_retryable_never_the_end(content: bytes) -> None:
 def test_end_of_data_envelope() -> None:
     page = parse_envelope(orjson.dumps(envelope([{"id": "x"}], has_more=False, cursor=None)))
     assert (page.events, page.has_more, page.next_cursor, page.total) == ([{"id": "x"}], False, None, 3)
+
+
+@responses.activate
+def test_invalid_stream_token_renews_the_token_and_the_request_is_sent_again() -> None:
+    import threading
+
+    from ingest.fetch import Requester
+    from ingest.sources import FeedSource, StreamTokens
+    from ingest.stats import Stats
+
+    grant = {"endpoint": "/feed", "expiresIn": 300, "tokenHeader": "X-Stream-Token"}
+    responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {**grant, "token": "b" * 64}})
+    responses.get(f"{BASE}/feed", status=403, json={"code": "INVALID_STREAM_TOKEN"})
+    responses.get(f"{BASE}/feed", json=envelope([{"id": "x"}], has_more=False, cursor=None))
+    client = make_client()
+    first = client.stream_access()
+    responses.calls.reset()
+    source = FeedSource(client, StreamTokens(client, first), 5000)
+    requester = Requester(RateLimiter(), RetryPolicy(), Stats(), threading.Event())
+    page = requester.call(lambda: source.page(None, None, None), "feed")
+    tokens_sent = [c.request.headers.get("X-Stream-Token") for c in responses.calls if "/feed" in c.request.url]
+    assert page.events == [{"id": "x"}]
+    assert tokens_sent == ["b" * 64, "b" * 64]  # the second token is the renewed one (same text here)
+    assert [c.request.url.rsplit("/", 1)[-1] for c in responses.calls] == ["feed?limit=5000", "stream-access",
+                                                                          "feed?limit=5000"]

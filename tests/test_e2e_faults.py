@@ -185,3 +185,32 @@ def test_refused_rebuilt_cursors_restart_the_partition_from_its_upper_bound(data
     assert child.returncode == 0, out
     assert "restarting from its upper bound" in out
     assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
+
+
+def test_stream_tokens_expiring_mid_run_are_renewed(database_url: str) -> None:
+    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=8, latency_ms_per_event=0.1),
+                              token_ttl_s=1.0)
+    with SimServer(cfg) as server:
+        code = run_ingest(server.url, database_url, "--strategy", "feed", "--page-size", "1000")
+        stats = sim_stats(server.url)
+        result = exactness(server.url, database_url)
+    assert code == 0
+    assert stats["tokens_issued"] >= 3  # the run outlived several token lifetimes
+    assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
+
+
+def test_stream_access_refused_mid_run_falls_back_to_the_documented_endpoint(database_url: str) -> None:
+    # 0.5 ms per event and 4 fetchers: the run lasts ~5 s and needs a new token every ~0.75 s.
+    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=8, latency_ms_per_event=0.5),
+                              token_ttl_s=1.0)
+    with SimServer(cfg) as server:
+        child = spawn_ingest(server.url, database_url, "--page-size", "1000", "--concurrency", "4")
+        wait_for_rows(database_url, 5_000)
+        server.app.cfg = dataclasses.replace(server.app.cfg, stream_access_enabled=False)
+        out, _ = child.communicate(timeout=120)
+        stats = sim_stats(server.url)
+        result = exactness(server.url, database_url)
+    assert child.returncode == 0, out
+    assert "stream-access refused mid-run" in out
+    assert stats["requests"]["events"]["200"] >= 1
+    assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
