@@ -26,7 +26,7 @@ class Settings:
     concurrency: int = 8  # fetcher threads (feed partitions fetched at once)
     page_size: int = MAX_PAGE_SIZE
     # s; a 5000-event page takes ~3.5-4 s on the live API, so 15 s is generous, and a stalled answer
-    # (seen at 35 s) costs a single chain 15 s instead of 30.
+    # (the simulator's live profile stalls 1% of answers for 35 s) costs a single chain 15 s, not 30.
     request_timeout_s: float = 15.0
     max_attempts: int = 8
     progress_interval_s: float = 5.0
