@@ -32,8 +32,9 @@ def wait_for_rows(database_url: str, at_least: int, timeout_s: float = 30.0) -> 
 
 
 def slow_sim(events: int = 60_000, **knobs) -> SimServer:
-    # ~0.02 ms per event: a 1000-event page takes ~20 ms, so a run lasts a few seconds and can be hit.
-    cfg = profile_config("fast", events=events, seed=3, latency_ms_per_event=0.02, **knobs)
+    # 0.1 ms per event: a 1000-event page takes 0.1 s, so a run lasts a few seconds and can be hit
+    # (signals, kills, locks) even on a loaded machine.
+    cfg = profile_config("fast", events=events, seed=3, latency_ms_per_event=0.1, **knobs)
     return SimServer(cfg)
 
 
@@ -133,7 +134,7 @@ def test_tight_limits_no_request_before_retry_after(database_url: str, strategy:
 
 
 def test_expired_cursors_are_rebuilt_from_the_checkpoint_not_restarted(database_url: str) -> None:
-    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=4, latency_ms_per_event=0.02),
+    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=4, latency_ms_per_event=0.1),
                               cursor_ttl_s=1.0)
     with SimServer(cfg) as server:
         child = spawn_ingest(server.url, database_url, "--strategy", "documented", "--page-size", "1000")
@@ -188,10 +189,12 @@ def test_refused_rebuilt_cursors_restart_the_partition_from_its_upper_bound(data
 
 
 def test_stream_tokens_expiring_mid_run_are_renewed(database_url: str) -> None:
-    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=8, latency_ms_per_event=0.1),
+    # 0.5 ms per event and 4 fetchers: the run lasts ~5 s, several lifetimes of a 1 s token.
+    cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=8, latency_ms_per_event=0.5),
                               token_ttl_s=1.0)
     with SimServer(cfg) as server:
-        code = run_ingest(server.url, database_url, "--strategy", "feed", "--page-size", "1000")
+        code = run_ingest(server.url, database_url, "--strategy", "feed", "--page-size", "1000",
+                          "--concurrency", "4")
         stats = sim_stats(server.url)
         result = exactness(server.url, database_url)
     assert code == 0
