@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {name: getattr(args, name) for name in ENV_SETTINGS}
     try:
         env = environment_with_dotenv(Path(args.env_file))
+        _early_logging(overrides.get("LOG_LEVEL") or env.get("LOG_LEVEL"))
         if args.command == "status":
             return _status(env, overrides)
         if args.demo:
@@ -56,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("{}", exc)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _early_logging(level: str | None) -> None:
+    """Our log format from the first line on; the validated level takes over once settings are built."""
+    from ingest.config import LOG_LEVELS
+    from ingest.logs import configure_logging
+
+    wanted = (level or "INFO").strip().upper()
+    configure_logging(wanted if wanted in LOG_LEVELS else "INFO")
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -17,12 +18,15 @@ CONNECT_TIMEOUT_S = 10  # s; a database that does not answer by then is down for
 
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL whose files live in data_dir/pg; its URL."""
-    import pgserver
-
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # platformdirs warns about XDG_RUNTIME_DIR on servers and in containers: noise for our users.
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:  # pgserver raises plain exceptions of several kinds
         raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     url = server.get_uri()
