@@ -78,25 +78,17 @@ class UuidBatch:
 
     def uuids(self, first: int, count: int) -> list[str]:
         """UUIDs of ordinals first, first+1, …, first+count-1 (count <= lanes)."""
-        m = self._m
-        # big-endian lanes: ordinal first+i sits in lane (lanes-1-i), i.e. hex [64 i, 64 i + 64)
-        x = int.from_bytes(b"".join((first + i).to_bytes(32) for i in range(count))) << (
-            self.LANE * (self._lanes - count))
-        mask = self._mask
-        x = (x + self._k) & mask
-        x = (x ^ (x >> 61)) & mask
-        x = (x * m._a1) & mask
-        x = (x ^ (x >> 62)) & mask
-        x = (x * m._a2) & mask
-        x = (x ^ (x >> 61)) & mask
-        u = (((x >> 74) & (0xFFFF_FFFF_FFFF * self._rep)) << 80) | (((x >> 62) & self._fff) << 64)
-        u |= (x & self._lo) | self._v
-        h = u.to_bytes(self._lanes * self.LANE // 8).hex()
+        h = self._mixed(first, count).hex()
         return [f"{h[a:a + 8]}-{h[a + 8:a + 12]}-{h[a + 12:a + 16]}-{h[a + 16:a + 20]}-{h[a + 20:a + 32]}"
                 for a in range(32, 64 * count, 64)]
 
     def raw(self, first: int, count: int) -> list[bytes]:
         """The 16 raw bytes of each UUID of ordinals first … first+count-1 (big-endian)."""
+        b = self._mixed(first, count)
+        return [b[a:a + 16] for a in range(16, 32 * count, 32)]
+
+    def _mixed(self, first: int, count: int) -> bytes:
+        """All lanes mixed at once; ordinal first+i sits in lane (lanes-1-i), i.e. hex [64 i, 64 i + 64)."""
         m = self._m
         x = int.from_bytes(b"".join((first + i).to_bytes(32) for i in range(count))) << (
             self.LANE * (self._lanes - count))
@@ -109,8 +101,7 @@ class UuidBatch:
         x = (x ^ (x >> 61)) & mask
         u = (((x >> 74) & (0xFFFF_FFFF_FFFF * self._rep)) << 80) | (((x >> 62) & self._fff) << 64)
         u |= (x & self._lo) | self._v
-        b = u.to_bytes(self._lanes * self.LANE // 8)
-        return [b[a:a + 16] for a in range(16, 32 * count, 32)]
+        return u.to_bytes(self._lanes * self.LANE // 8)
 
 
 def format_raw(raw: bytes) -> str:
