@@ -107,6 +107,12 @@ class _HTTPServer(ThreadingHTTPServer):
             else:
                 self._conns.discard(conn)
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that vanished mid-request (killed, timed out) is normal here, not a traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         with self._conns_lock:
             conns = list(self._conns)
