@@ -42,10 +42,11 @@ def slow_sim(events: int = 60_000, **knobs) -> SimServer:
 def test_resumes_after_repeated_sigkill_without_loss_or_duplicates(database_url: str, strategy: str) -> None:
     rng = random.Random(1234)
     kills = 0
-    with slow_sim() as server:
+    # 300,000 events: each killed run commits only part of them, so all five runs are still busy when hit.
+    with slow_sim(events=300_000) as server:
         for _ in range(5):
             child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
-            time.sleep(rng.uniform(0.3, 1.6))
+            time.sleep(rng.uniform(0.5, 1.5))
             if child.poll() is None:
                 child.kill()
                 kills += 1
@@ -56,7 +57,7 @@ def test_resumes_after_repeated_sigkill_without_loss_or_duplicates(database_url:
     assert kills >= 4, "the runs ended before they could be killed: make the simulator slower"
     assert final.returncode == 0, out
     assert "ingestion complete" in out
-    assert result == {"expected": 60_000, "stored": 60_000, "identical": True}
+    assert result == {"expected": 300_000, "stored": 300_000, "identical": True}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
