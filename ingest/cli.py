@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from ingest.errors import IngestError
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 COMMANDS = ("run", "status", "verify", "submit")
+DEMO_DATA_SUBDIR = "demo"  # under DATA_DIR: the demo's embedded store, apart from the live one
+DEMO_SEED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="start the bundled simulator on a free port and ingest from it")
     demo.add_argument("--demo-events", type=int, default=3_000_000, help="simulated events (default 3,000,000)")
     demo.add_argument("--demo-profile", default="fast", help="simulator profile: fast, live, chaos, tight")
+    parser.add_argument("--reset", action="store_true",
+                        help="run: erase a store that holds another API's events and start over")
     submit = parser.add_argument_group("submit")
     submit.add_argument("--repo", help="the repository URL to submit with the ids")
     submit.add_argument("--force", action="store_true", help="submit even when verify fails")
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             return _demo(args, env, overrides)
         settings = load_settings(env, overrides)
-        return _dispatch(args, settings)
+        return _dispatch(args, dataclasses.replace(settings, reset=args.reset))
     except IngestError as exc:
         logger.error("{}", exc)
         print(f"error: {exc}", file=sys.stderr)
@@ -88,13 +93,17 @@ def _run(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _frame: stop.trigger(s))
     outcome = run_ingestion(settings, stop)
-    s = outcome.stats
-    logger.info(
-        "ingestion complete: {:,} events in the table ({:,} new this run, {:,} duplicates skipped,"
-        " {:,} quarantined, {:,} with NULL fields) in {:.1f} s ({:,.0f} events/s, strategy {})",
-        outcome.in_table, s.stored, s.duplicates, s.quarantined, s.with_nulls, s.elapsed(), s.rate(),
-        outcome.strategy,
-    )
+    s, v = outcome.stats, outcome.verification
+    figures = (f"{v.stored:,} events in the table ({s.stored:,} new this run, {s.duplicates:,} duplicates skipped,"
+               f" {s.quarantined:,} quarantined, {s.with_nulls:,} with NULL fields) in {s.elapsed():.1f} s"
+               f" ({s.rate():,.0f} events/s, strategy {outcome.strategy}, passes: {', '.join(outcome.passes)})")
+    if not v.complete:
+        logger.error("ingestion INCOMPLETE: {}; {} (rerun to retry; `verify` explains)", v.problem, figures)
+        return EXIT_INCOMPLETE
+    if v.surplus:
+        logger.warning("{:,} events more than the API's meta.total of {:,} (kept: ids are unique)",
+                       v.surplus, v.api_total)
+    logger.info("ingestion complete: {}", figures)
     return EXIT_OK
 
 
@@ -102,8 +111,11 @@ def _demo(args: argparse.Namespace, env: dict, overrides: dict) -> int:
     from ingest.demo import simulator
 
     logger.info("demo: starting the simulator ({} profile, {:,} events)", args.demo_profile, args.demo_events)
-    with simulator(args.demo_profile, args.demo_events) as (url, key):
+    with simulator(args.demo_profile, args.demo_events, seed=DEMO_SEED) as (url, key):
         settings = load_settings(env, {**overrides, "API_BASE_URL": url, "API_KEY": key})
+        # The demo never shares the live store: its own directory, and its dataset recorded as the origin.
+        settings = dataclasses.replace(settings, data_dir=settings.data_dir / DEMO_DATA_SUBDIR, reset=args.reset,
+                                       demo_label=f"demo simulator ({args.demo_events:,} events, seed {DEMO_SEED})")
         code = _dispatch(argparse.Namespace(**{**vars(args), "command": "run"}), settings)
         return code if code != EXIT_OK else _verify(settings)
 
@@ -123,17 +135,21 @@ def _status(env: dict, overrides: dict) -> int:
 def _verify(settings: Settings) -> int:
     from ingest.checkpoint import create_schema
     from ingest.database import connect, embedded_database_url
-    from ingest.report import verify
-    from ingest.total import api_total
+    from ingest.total import verify_against_api
 
-    total = api_total(settings)
     url = settings.database_url or embedded_database_url(settings.data_dir)
     with connect(url, autocommit=True, role="verify") as conn:
         create_schema(conn)
-        result = verify(conn, total)
+        result = verify_against_api(conn, settings)
     for day, count in result.per_day:
         print(f"  {day}: {count:,}")
     print(f"API total: {f'{result.api_total:,}' if result.api_total is not None else 'unknown'};"
-          f" stored: {result.stored:,}; duplicate ids: {result.duplicate_ids}; quarantined: {result.quarantined:,}")
-    print("verify: complete" if result.complete else "verify: INCOMPLETE")
-    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+          f" stored: {result.stored:,}; quarantined (distinct, not stored): {result.quarantined:,};"
+          f" time range covered: {'yes' if result.coverage_gap is None else 'no'}")
+    if result.surplus:
+        print(f"warning: {result.surplus:,} events more than the API's meta.total")
+    if result.complete:
+        print("verify: complete")
+        return EXIT_OK
+    print(f"verify: INCOMPLETE: {result.problem}")
+    return EXIT_INCOMPLETE

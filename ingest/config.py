@@ -32,6 +32,9 @@ class Settings:
     progress_interval_s: float = 5.0
     log_level: str = "INFO"
     data_dir: Path = Path(".data")
+    # Not environment settings: set by the CLI.
+    demo_label: str | None = None  # the bundled simulator's dataset: recorded as the store's origin
+    reset: bool = False  # --reset: a store of another origin is emptied instead of refused
 
     def __post_init__(self) -> None:
         url = urlsplit(self.api_base_url)

@@ -15,6 +15,10 @@ class ConfigError(IngestError):
     exit_code = 2
 
 
+class OriginMismatch(ConfigError):
+    """The store holds another API's events: use another store for this API, or reset it explicitly."""
+
+
 class LockHeld(IngestError):
     """Another run holds the ingestion lock: this run must not start."""
 
@@ -68,10 +72,6 @@ class StreamAccessDenied(IngestError):
 
 class RepeatedCursor(FatalApiError):
     """The server returned a cursor it already returned: following it would loop forever."""
-
-
-class BadRecord(IngestError):
-    """One event cannot be stored (no usable id): quarantine it and carry on."""
 
 
 class DatabaseError(IngestError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -31,9 +32,12 @@ from ingest.pages import Page
 from ingest.partitions import Partition, Plan
 from ingest.retry import RetryPolicy
 from ingest.stats import Stats
-from ingest.transform import parse_timestamps, transform_events
+from ingest.transform import parse_timestamps, transform_events, usable_uuid
 
 T = TypeVar("T")
+# A server whose clock runs far ahead calls every cursor we rebuild expired; after this many in a row
+# the run stops with a clear error instead of spending budget on a loop.
+MAX_REBUILDS_IN_A_ROW = 3
 PUT_POLL_S = 0.5  # s; how often a fetcher blocked on a full queue checks that the writer is alive
 # Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
 # extends the lockout on the live API, so every 429 pause gets this much on top.
@@ -131,19 +135,34 @@ class PartitionFetcher:
         self.writer_alive = writer_alive
 
     def run(self, partition: Partition) -> None:
+        """Fetch `partition` to its lower bound; where it ends is decided by the API's own order.
+
+        A page's position is its next cursor's `(ts, id)`: the server's place in its order, not a parse
+        of one event's timestamp (a timestamp that parses wrong must not end the partition early). Every
+        event of a page is kept, including those of the last page that lie below the bound: the
+        partition below fetches them too, and the upsert absorbs the overlap.
+        """
         pid, hi = partition.partition_id, partition.hi_ms
         cursor, built = self._start_cursor(partition)
         pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None else None
         seen: set[str] = set()
         first_page = True
+        expired_in_a_row = 0
         while True:
             lo = self.plan.lower_bound(pid)
             if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_finish(pid, lo):
                 self._put(Page(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
                 return
+            at_top = cursor is None and pos is None and hi is None
             try:
                 page = self.requester.call(lambda c=cursor, lo=lo: self.source.page(c, lo, hi), f"partition {pid}")
             except CursorExpired:
+                expired_in_a_row += 1
+                if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:
+                    raise FatalApiError(
+                        f"partition {pid}: the API called {expired_in_a_row} cursors in a row expired, rebuilt"
+                        " ones included (is its clock far from ours?); rerun to resume"
+                    ) from None
                 cursor, built = self._rebuilt(pos, hi), True
                 logger.info("partition {}: cursor expired, rebuilt from the last position", pid)
                 continue
@@ -156,22 +175,26 @@ class PartitionFetcher:
                     seen.clear()  # the chain starts over: its cursors may legitimately come again
                     continue
                 raise BuiltCursorsRefused(f"partition {pid}: the API refuses built cursors") from None
+            expired_in_a_row = 0
             if page.next_cursor is not None and page.next_cursor in seen:
                 raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
             if page.total is not None:
                 self.requester.stats.total_hint = page.total
+            out = self._page_out(pid, page, cursor, pos, at_top=at_top)
             while True:
                 # Read the bound again: a split while the request was in flight raised it, and a
                 # fallback may lower it before the partition is claimed done.
                 lo = self.plan.lower_bound(pid)
-                last, out, new_pos = self._process(pid, page, lo, hi, cursor, pos)
+                last = not page.has_more or (lo is not None and out.pos_ms is not None and out.pos_ms < lo)
                 if not last or self.plan.claim_finish(pid, lo):
                     break
             if first_page:
-                self._learn_density(page, at_top=pos is None and hi is None)
+                self._learn_density(page, at_top=at_top)
                 first_page = False
-            pos = new_pos
+            if out.pos_ms is not None and out.pos_id is not None:
+                pos = (out.pos_ms, out.pos_id)
             del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
+            out = dataclasses.replace(out, last=last)
             self._put(out)
             self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id)
             if last:
@@ -201,33 +224,25 @@ class PartitionFetcher:
             return build_cursor(hi, ZERO_ID)
         return None
 
-    def _process(self, pid: int, page: EventsPage, lo: int | None, hi: int | None, cursor: str | None,
-                 pos: tuple[int, str] | None) -> tuple[bool, Page, tuple[int, str] | None]:
+    def _page_out(self, pid: int, page: EventsPage, cursor: str | None, pos: tuple[int, str] | None,
+                  *, at_top: bool) -> Page:
+        """The page's rows and where the partition stands after it (`last` is decided by the caller)."""
         events = page.events
         stamps = parse_timestamps(events)
-        cut = len(events)
-        if lo is not None:
-            cut = next((i for i, ts in enumerate(stamps) if ts is not None and ts < lo), len(events))
-        keep = [i for i in range(cut) if hi is None or stamps[i] is None or stamps[i] < hi]
-        if len(keep) != len(events):
-            events, stamps = [events[i] for i in keep], [stamps[i] for i in keep]
         rows = transform_events(events, stamps)
         new_pos = decode_cursor(page.next_cursor) or _last_position(events, stamps) or pos
-        last = (not page.has_more) or cut < len(page.events) or (
-            lo is not None and new_pos is not None and new_pos[0] < lo
-        )
-        out = Page(
+        return Page(
             partition_id=pid,
             next_cursor=page.next_cursor,
             pos_ms=new_pos[0] if new_pos else None,
             pos_id=new_pos[1] if new_pos else None,
-            last=last,
+            last=False,
             lines=tuple(rows.lines),
             quarantined=tuple(rows.quarantined),
             events_with_nulls=rows.events_with_nulls,
             source=f"{self.source.name} partition {pid} cursor {cursor or '(start)'}",
+            newest=_newest(events, stamps) if at_top else None,
         )
-        return last, out, new_pos
 
     def _put(self, page: Page) -> None:
         while True:
@@ -237,6 +252,13 @@ class PartitionFetcher:
             except queue.Full:
                 if not self.writer_alive():
                     raise Stopped(0) from None
+
+
+def _newest(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
+    """The newest (timestamp, id) of the page at the top of the API's order."""
+    placed = [(ts, usable_uuid(e.get("id"))) for e, ts in zip(events, stamps, strict=True)
+              if ts is not None and isinstance(e, dict)]
+    return max(((ts, eid) for ts, eid in placed if eid is not None), default=None)
 
 
 def _last_position(events: list, stamps: list[int | None]) -> tuple[int, str] | None:

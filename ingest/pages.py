@@ -20,12 +20,6 @@ class Page:
     quarantined: tuple[Quarantined, ...] = ()
     events_with_nulls: int = 0
     source: str = ""  # where the page came from, for quarantine records
-
-
-@dataclass(frozen=True)
-class PlanChange:
-    """Partition bounds changed (a split, or a fallback to server cursors); persisted with the next batch."""
-
-    set_lower: tuple[tuple[int, int | None], ...] = ()  # (partition_id, new lo_ms)
-    create: tuple[tuple[int, int | None, int | None], ...] = ()  # (partition_id, lo_ms, hi_ms)
-    finish: tuple[int, ...] = ()  # partitions whose range another partition now covers
+    # The API's newest event (timestamp, id), on the page that walked the top of the order: the pass's
+    # watermark and, on a store's first pass, its dataset identity.
+    newest: tuple[int, str] | None = None

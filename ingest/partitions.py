@@ -98,11 +98,11 @@ class Plan:
             page_ms = self.min_split_ms / MIN_SPLIT_PAGES
             return sum(self.partitions[i].remaining_ms(self.oldest_ms) for i in running) / page_ms
 
-    def split_largest(self, running: set[int]) -> tuple[Partition, Partition] | None:
-        """Halve the running partition with the most range left; return (narrowed, new) or None.
+    def propose_split(self, running: set[int]) -> tuple[int, int, Partition] | None:
+        """Halving of the running partition with the most range left: (its id, middle, new partition).
 
-        The running worker sees the raised lower bound on its next page and stops there; the new
-        partition takes [old lo, midpoint). Both are persisted by the caller.
+        Changes nothing: the caller persists the split, then applies it (`apply_split`), so no fetcher
+        acts on a bound the database does not hold yet.
         """
         with self._lock:
             candidates = [self.partitions[i] for i in running if not self.partitions[i].done]
@@ -115,11 +115,19 @@ class Plan:
             top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms
             assert top is not None  # width > 0 implies a known top
             middle = top - width // 2
-            new = Partition(max(self.partitions) + 1, widest.lo_ms, middle)
-            widest.lo_ms = middle
-            self.partitions[new.partition_id] = new
-            return widest, new
+            return widest.partition_id, middle, Partition(max(self.partitions) + 1, widest.lo_ms, middle)
 
+    def apply_split(self, narrowed_id: int, middle_ms: int, new: Partition) -> None:
+        """Apply a persisted split: the running fetcher sees the raised bound on its next page.
+
+        Should the narrowed partition have finished meanwhile, the new one still runs (it is persisted);
+        it fetches a range already covered, and the upsert absorbs it.
+        """
+        with self._lock:
+            narrowed = self.partitions[narrowed_id]
+            if not narrowed.done:
+                narrowed.lo_ms = middle_ms
+            self.partitions[new.partition_id] = new
 
     def cover_with_server_cursors(self, refused_id: int) -> tuple[Partition | None, Partition | None]:
         """The API refused a built start cursor for `refused_id`: fold its range into a chain of server cursors.

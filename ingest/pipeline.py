@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -29,13 +30,14 @@ from ingest.errors import (
 from ingest.fetch import PartitionFetcher, Requester, Source
 from ingest.limiter import RateLimiter
 from ingest.lock import acquire_run_lock
+from ingest.origin import check_origin, origin_for
 from ingest.pacer import Pacer
-from ingest.pages import PlanChange
 from ingest.partitions import Partition, Plan, even_partitions, min_split_ms
 from ingest.progress import Progress
-from ingest.retry import RetryPolicy
+from ingest.report import Verification, verify
 from ingest.sources import DocumentedSource, FeedSource, StreamTokens
 from ingest.stats import Stats
+from ingest.total import anchor_served, api_requests, api_total_via
 from ingest.writer import SENTINEL, Writer
 
 PAGE_QUEUE_MAX = 6  # pages; bounds memory to ~6 × 2.7 MB of rows while the writer is behind
@@ -43,6 +45,9 @@ WAIT_SLICE_S = 0.25  # s; the coordinator wakes this often to log progress and s
 # The planning probe only measures how dense events are; a small page keeps its latency off the run
 # (server time grows with page size: ~0.35 s for 500 events on the live API instead of ~3.5 s).
 PLAN_PROBE_EVENTS = 500
+# Late events within this much of the newest event are re-read by every incremental pass: about one
+# page at the API's ~100,000 events a day, so a rerun with nothing new costs a request or two.
+LOOKBACK_MS = 3_600_000  # ms
 STOP_GRACE_S = 6.0  # s; on a signal, how long in-flight requests may finish before we commit and go
 WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
 
@@ -50,9 +55,9 @@ WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
 @dataclass(frozen=True)
 class Outcome:
     stats: Stats
-    in_table: int
-    complete: bool
+    verification: Verification  # what the store proves after the run: `complete` only when it is
     strategy: str
+    passes: tuple[str, ...]  # kinds of the passes this run walked, in order
 
 
 class StopFlag:
@@ -84,30 +89,45 @@ def run_ingestion(settings: Settings, stop: StopFlag) -> Outcome:
 
 def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: StopFlag) -> Outcome:
     stats = Stats()
-    limiter = RateLimiter()
-    policy = RetryPolicy(max_attempts=settings.max_attempts)
-    client = ApiClient(settings.base_url, settings.api_key, limiter, settings.request_timeout_s, policy)
-    requester = Requester(limiter, policy, stats, stop.event)
+    with api_requests(settings, stats, stop.event) as (client, requester):
+        return _run_with_api(settings, url, conn, stop, stats, client, requester)
+
+
+def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: StopFlag, stats: Stats,
+                  client: ApiClient, requester: Requester) -> Outcome:
+    limiter = requester.limiter
     run_id = checkpoint.start_run(conn, settings.strategy)
     outcome, strategy = "failed", settings.strategy
     try:
+        ours = origin_for(settings.base_url, settings.api_key, settings.demo_label)
+        check_origin(conn, ours, lambda anchor: anchor_served(client, requester, anchor), record=True,
+                     reset=settings.reset)
         source = _choose_source(settings, client, requester)
         strategy = source.name
         if source.windowed:
             requester.gate = AdaptiveConcurrency(settings.concurrency)
             requester.pacer = Pacer()
-        plan = _resume_or_plan(conn, source, requester, settings)
-        (already,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-        conn.commit()
         fallback = None
         if settings.strategy == "auto" and source.windowed:
             fallback = DocumentedSource(client, settings.page_size)
-        strategy = _execute(settings, url, plan, source, requester, limiter, stats, stop, already, fallback)
-        checkpoint.finish_pass(conn)
-        (in_table,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-        conn.commit()
-        outcome = "complete"
-        return Outcome(stats, in_table, True, strategy)
+        walked: list[str] = []
+        wanted: str | None = None
+        while True:
+            pass_id, kind, plan = _resume_or_plan(conn, source, requester, settings, wanted)
+            (already,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+            conn.commit()
+            strategy = _execute(settings, url, conn, pass_id, plan, source, requester, limiter, stats, stop,
+                                already, fallback)
+            walked.append(kind)
+            total = stats.total_hint if stats.total_hint is not None else api_total_via(client, requester)
+            checkpoint.close_pass(conn, pass_id, total, int(time.time() * 1000))
+            result = verify(conn, total, per_day=False)
+            wanted = _next_pass(walked, result)
+            if wanted is None:
+                break
+            logger.warning("{} pass done but {}: starting a {} pass", kind, result.problem, wanted)
+        outcome = "complete" if result.complete else "incomplete"
+        return Outcome(stats, result, strategy, tuple(walked))
     except Stopped:
         outcome = "stopped"
         raise Stopped(stop.signum) from None
@@ -116,6 +136,22 @@ def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: St
             checkpoint.end_run(conn, run_id, outcome, strategy, stats.stored, stats.duplicates, stats.quarantined)
         except psycopg.Error:
             logger.warning("could not record the end of run {} (database unavailable)", run_id)
+
+
+def _next_pass(walked: list[str], result: Verification) -> str | None:
+    """The pass that can still reconcile the store with the API, or None (complete, or nothing cheap left).
+
+    Late events near the top are re-read by an incremental pass (its lookback window); anything else
+    (late events in the middle of the range, a gap) needs a full pass. At most one of each per run after
+    the first, so a rerun never costs more than one extra full pass.
+    """
+    if result.complete:
+        return None
+    if walked[-1] == checkpoint.FULL and checkpoint.INCREMENTAL not in walked:
+        return checkpoint.INCREMENTAL  # events that arrived at the top while the full pass walked down
+    if checkpoint.FULL not in walked:
+        return checkpoint.FULL
+    return None
 
 
 def _choose_source(settings: Settings, client: ApiClient, requester: Requester) -> Source:
@@ -135,23 +171,27 @@ def _choose_source(settings: Settings, client: ApiClient, requester: Requester) 
     return FeedSource(client, StreamTokens(client, grant), settings.page_size)
 
 
-def _resume_or_plan(conn: psycopg.Connection, source: Source, requester: Requester, settings: Settings) -> Plan:
+def _resume_or_plan(conn: psycopg.Connection, source: Source, requester: Requester, settings: Settings,
+                    wanted: str | None) -> tuple[int, str, Plan]:
+    """The open pass, or a new one: `wanted`, else incremental after a complete pass, else full."""
     state = checkpoint.load_state(conn)
-    if state.partitions and all(p.done for p in state.partitions):
-        checkpoint.finish_pass(conn)
-        state = checkpoint.load_state(conn)
-    if state.partitions:
+    if state.pass_id is not None and state.kind is not None:
         pending = [p for p in state.partitions if not p.done]
-        logger.info("resuming: {} of {} partitions unfinished", len(pending), len(state.partitions))
-        return Plan(state.partitions, state.oldest_ms, state.min_split_ms)
-    if state.watermark_ms is not None:
-        logger.info("previous pass complete; fetching only events at or after {} ms", state.watermark_ms)
-        parts, oldest, min_split = [Partition(1, state.watermark_ms, None)], state.watermark_ms, 0
+        logger.info("resuming a {} pass: {} of {} partitions unfinished", state.kind, len(pending),
+                    len(state.partitions))
+        return state.pass_id, state.kind, Plan(state.partitions, state.oldest_ms, state.min_split_ms)
+    kind = wanted or (checkpoint.INCREMENTAL if state.watermark_ms is not None else checkpoint.FULL)
+    if kind == checkpoint.INCREMENTAL and state.watermark_ms is not None:
+        floor = state.watermark_ms - LOOKBACK_MS
+        logger.info("previous pass complete; fetching events at or after {} ms (watermark minus {} s)",
+                    floor, LOOKBACK_MS // 1000)
+        parts, oldest, min_split = [Partition(1, floor, None)], floor, 0
     else:
+        kind = checkpoint.FULL
         parts, oldest, min_split = _plan_full_pass(source, requester, settings)
-    checkpoint.start_pass(conn, parts, oldest, min_split)
-    logger.info("planned a pass of {} partition(s)", len(parts))
-    return Plan(parts, oldest, min_split)
+    pass_id, parts = checkpoint.start_pass(conn, kind, parts, oldest, min_split)
+    logger.info("planned a {} pass of {} partition(s)", kind, len(parts))
+    return pass_id, kind, Plan(parts, oldest, min_split)
 
 
 def _plan_full_pass(
@@ -182,8 +222,9 @@ def _plan_full_pass(
     return even_partitions(newest, oldest, settings.concurrency), oldest, min_split
 
 
-def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester: Requester,
-             limiter: RateLimiter, stats: Stats, stop: StopFlag, already: int, fallback: Source | None) -> str:
+def _execute(settings: Settings, url: str, conn: psycopg.Connection, pass_id: int, plan: Plan, source: Source,
+             requester: Requester, limiter: RateLimiter, stats: Stats, stop: StopFlag, already: int,
+             fallback: Source | None) -> str:
     """Fetch every pending partition and write it; returns the strategy the run ended on."""
     pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
     writer = Writer(url, pages, stats)
@@ -213,7 +254,7 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
                 if exc is None:
                     plan.finish(pid)
                 elif isinstance(exc, BuiltCursorsRefused):
-                    _cover_with_server_cursors(plan, pid, todo, pages)
+                    _cover_with_server_cursors(conn, pass_id, plan, pid, todo)
                 elif isinstance(exc, StreamAccessDenied) and fallback is not None:
                     if fetcher.source is not fallback:
                         logger.warning("stream-access refused mid-run ({}); continuing on the documented"
@@ -229,7 +270,7 @@ def _execute(settings: Settings, url: str, plan: Plan, source: Source, requester
                 wait(running, timeout=STOP_GRACE_S)
                 break
             if not todo and len(running) < workers and _split_is_free(plan, running, limiter, requester):
-                _split_for_idle_worker(plan, running, todo, pages)
+                _split_for_idle_worker(conn, pass_id, plan, running, todo)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         _finish_writer(writer, pages)
@@ -259,27 +300,24 @@ def _split_is_free(plan: Plan, running: dict[Future, int], limiter: RateLimiter,
     return remaining is not None and remaining + 1 <= limiter.spare_tokens()
 
 
-def _split_for_idle_worker(plan: Plan, running: dict[Future, int], todo: deque, pages: queue.Queue) -> None:
-    split = plan.split_largest(set(running.values()))
-    if split is None:
+def _split_for_idle_worker(conn: psycopg.Connection, pass_id: int, plan: Plan, running: dict[Future, int],
+                           todo: deque) -> None:
+    proposal = plan.propose_split(set(running.values()))
+    if proposal is None:
         return
-    narrowed, new = split
-    pages.put(PlanChange(set_lower=((narrowed.partition_id, narrowed.lo_ms),),
-                         create=((new.partition_id, new.lo_ms, new.hi_ms),)))
+    narrowed_id, middle, new = proposal
+    checkpoint.persist_split(conn, pass_id, narrowed_id, middle, new)
+    plan.apply_split(narrowed_id, middle, new)
     todo.append(new)
-    logger.debug("split partition {} at {}; new partition {}", narrowed.partition_id, new.hi_ms, new.partition_id)
+    logger.debug("split partition {} at {}; new partition {}", narrowed_id, middle, new.partition_id)
 
 
-def _cover_with_server_cursors(plan: Plan, refused_id: int, todo: deque, pages: queue.Queue) -> None:
+def _cover_with_server_cursors(conn: psycopg.Connection, pass_id: int, plan: Plan, refused_id: int,
+                               todo: deque) -> None:
     extended, created = plan.cover_with_server_cursors(refused_id)
     logger.warning("partition {}: the API refuses built cursors; its range is fetched from the top instead",
                    refused_id)
-    change = PlanChange(
-        set_lower=((extended.partition_id, None),) if extended else (),
-        create=((created.partition_id, None, None),) if created else (),
-        finish=(refused_id,),
-    )
-    pages.put(change)
+    checkpoint.persist_cover(conn, pass_id, refused_id, extended, created)
     if created is not None:
         todo.append(created)
 

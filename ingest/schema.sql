@@ -18,9 +18,31 @@ CREATE TABLE IF NOT EXISTS ingest_quarantine (
     source         text NOT NULL,           -- partition and cursor it came from
     quarantined_at timestamptz NOT NULL DEFAULT now()
 );
+-- The event's id when it is a usable UUID (stored elsewhere, a damaged copy does not count as missing).
+ALTER TABLE ingest_quarantine ADD COLUMN IF NOT EXISTS event_id uuid;
+-- One row per distinct payload: a re-pass meets the same damaged event again. Stores made before this
+-- index may hold repeats; they are folded first (a no-op once the index exists).
+DELETE FROM ingest_quarantine a USING ingest_quarantine b
+    WHERE md5(a.payload) = md5(b.payload) AND a.quarantine_id > b.quarantine_id
+      AND to_regclass('ingest_quarantine_payload') IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS ingest_quarantine_payload ON ingest_quarantine (md5(payload));
 
--- One row per partition of the current pass; a pass is complete when every row is done.
--- A partition holds events with lo_ms <= timestamp < hi_ms (NULL: unbounded on that side).
+-- One row per pass over the API: `full` walks the whole time range, `incremental` walks from the
+-- watermark minus a lookback window up to the newest event. At most one pass is open (completed_at NULL).
+CREATE TABLE IF NOT EXISTS ingest_passes (
+    pass_id      bigserial PRIMARY KEY,
+    kind         text NOT NULL CHECK (kind IN ('full', 'incremental')),
+    floor_ms     bigint,                    -- oldest timestamp the pass covers (NULL: everything)
+    newest_ms    bigint,                    -- the API's newest event when the pass walked the top
+    api_total    bigint,                    -- meta.total when the pass ended
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz
+);
+
+-- The partitions of the open pass and of the last complete full pass (kept: `verify` proves from them
+-- that the time range was covered without a gap). A pass is complete when every row of it is done.
+-- A partition holds events with lo_ms <= timestamp < hi_ms (NULL: unbounded on that side), bounds
+-- taken in the API's own (timestamp, id) order.
 CREATE TABLE IF NOT EXISTS ingest_partitions (
     partition_id integer PRIMARY KEY,
     lo_ms        bigint,
@@ -32,11 +54,22 @@ CREATE TABLE IF NOT EXISTS ingest_partitions (
     events       bigint NOT NULL DEFAULT 0, -- rows received for this partition
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE ingest_partitions ADD COLUMN IF NOT EXISTS pass_id bigint REFERENCES ingest_passes;
+
+-- Which API this store holds; a run, verify or submit against another refuses (exit 2).
+CREATE TABLE IF NOT EXISTS ingest_origin (
+    singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    base_url        text NOT NULL,          -- API_BASE_URL, or `demo` for the bundled simulator
+    key_fingerprint text NOT NULL,          -- sha256 of a prefix and API_KEY, shortened: not the key
+    anchor_ms       bigint,                 -- dataset identity: the newest event the API served
+    anchor_id       uuid,                   --   on the first pass, (timestamp, id)
+    recorded_at     timestamptz NOT NULL DEFAULT now()
+);
 
 -- The one row of pass-level state: what the last complete pass covered.
 CREATE TABLE IF NOT EXISTS ingest_state (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    watermark_ms  bigint,                   -- newest stored timestamp when the last pass completed
+    watermark_ms  bigint,                   -- the API's newest event when the last complete pass began
     oldest_ms     bigint,                   -- oldest timestamp estimated when the pass was planned
     min_split_ms  bigint NOT NULL DEFAULT 0, -- narrowest range worth splitting for an idle worker
     completed_at  timestamptz

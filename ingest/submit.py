@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -18,12 +17,9 @@ from ingest.config import Settings
 from ingest.database import connect, embedded_database_url
 from ingest.errors import ConfigError, DatabaseError, FatalApiError, IngestError, RateLimited, RetryableApiError
 from ingest.fetch import Requester
-from ingest.limiter import RateLimiter
 from ingest.lock import describe_holder
-from ingest.report import Verification, verify
-from ingest.retry import RetryPolicy
-from ingest.stats import Stats
-from ingest.total import api_total
+from ingest.report import Verification
+from ingest.total import api_requests, verify_against_api
 
 SUBMISSIONS_PATH = "/api/v1/submissions"
 MAX_SUBMISSIONS = 5  # per API key (contract §7); why we confirm before sending
@@ -40,13 +36,13 @@ def submit_command(settings: Settings, repo: str | None, *, force: bool, assume_
     asks on stdin unless `assume_yes` (no answer or EOF: exit 1, nothing sent).
     """
     repo = _checked_repo(repo)
-    total = api_total(settings)
     url = settings.database_url or embedded_database_url(settings.data_dir)
     with connect(url, autocommit=True, role="submit") as conn:
         create_schema(conn)
-        result = verify(conn, total)
+        # Only ids of the API we submit to: a store of another origin is refused, --force or not.
+        result = verify_against_api(conn, settings, per_day=False)
         print(f"verify: API total {_or_unknown(result.api_total)}; stored {result.stored:,};"
-              f" duplicate ids {result.duplicate_ids}; quarantined {result.quarantined:,}")
+              f" quarantined {result.quarantined:,}")
         problem = _why_not_ready(result, conn)
         if result.stored == 0:
             raise IngestError("nothing to submit: no events are stored")
@@ -82,12 +78,8 @@ def _checked_repo(repo: str | None) -> str:
 
 def _why_not_ready(result: Verification, conn: psycopg.Connection) -> str | None:
     """Why the stored ids are not the full set to hand in, or None when they are."""
-    if result.api_total is None:
-        return "the API did not report meta.total, so completeness is unknown"
-    if result.duplicate_ids:
-        return f"{result.duplicate_ids:,} duplicate ids are stored"
-    if not result.complete:
-        return f"the database is incomplete: {result.stored:,} of {result.api_total:,} events stored"
+    if result.problem is not None:
+        return f"verify fails: {result.problem}"
     holder = describe_holder(conn)
     if holder:
         return f"a run is ingesting now ({holder})"
@@ -144,10 +136,11 @@ class IdLines:
 
 def _send(settings: Settings, conn: psycopg.Connection, repo: str) -> tuple[object, int]:
     """POST the ids once; the parsed answer and how many ids were sent."""
-    limiter = RateLimiter()
-    policy = RetryPolicy(max_attempts=settings.max_attempts)
-    client = ApiClient(settings.base_url, settings.api_key, limiter, settings.request_timeout_s, policy)
-    requester = Requester(limiter, policy, Stats(), threading.Event())
+    with api_requests(settings) as (client, requester):
+        return _send_with(client, requester, conn, repo)
+
+
+def _send_with(client: ApiClient, requester: Requester, conn: psycopg.Connection, repo: str) -> tuple[object, int]:
     body: IdLines | None = None
 
     def post() -> object:
@@ -163,13 +156,11 @@ def _send(settings: Settings, conn: psycopg.Connection, repo: str) -> tuple[obje
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             (count,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-            logger.info("submitting {:,} ids to {}{}", count, settings.base_url, SUBMISSIONS_PATH)
+            logger.info("submitting {:,} ids to {}{}", count, client.base_url, SUBMISSIONS_PATH)
             answer = requester.call(post, "submission")
     except psycopg.Error as exc:
         after = " after the body had started: check GET /api/v1/submissions" if body and body.started else ""
         raise DatabaseError(f"reading the ids failed{after}: {str(exc).strip()}") from exc
-    finally:
-        client.close()
     return answer, count
 
 

@@ -1,24 +1,63 @@
-"""meta.total from the documented endpoint: one request of limit 1, through limiter and retries."""
+"""One-request questions to the API outside a pass: its meta.total, and whether it still serves an event."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+
+import psycopg
 
 from ingest.client import ApiClient
 from ingest.config import Settings
+from ingest.cursors import ZERO_ID, build_cursor
+from ingest.errors import CursorRejected
 from ingest.fetch import Requester
 from ingest.limiter import RateLimiter
+from ingest.origin import Anchor, check_origin, origin_for
+from ingest.report import Verification, verify
 from ingest.retry import RetryPolicy
 from ingest.sources import EVENTS_PATH
 from ingest.stats import Stats
+from ingest.transform import usable_uuid
+
+# Events asked for around an anchor: enough to find it among events tied at its timestamp.
+ANCHOR_PROBE_EVENTS = 50
 
 
-def api_total(settings: Settings) -> int | None:
+@contextlib.contextmanager
+def api_requests(settings: Settings, stats: Stats | None = None,
+                 stop: threading.Event | None = None) -> Iterator[tuple[ApiClient, Requester]]:
+    """A client and its retry loop sharing one limiter: the wiring every command uses; closed after."""
     limiter = RateLimiter()
     policy = RetryPolicy(max_attempts=settings.max_attempts)
     client = ApiClient(settings.base_url, settings.api_key, limiter, settings.request_timeout_s, policy)
-    requester = Requester(limiter, policy, Stats(), threading.Event())
     try:
-        return requester.call(lambda: client.events_page(EVENTS_PATH, {"limit": 1}), "meta.total").total
+        yield client, Requester(limiter, policy, stats or Stats(), stop or threading.Event())
     finally:
         client.close()
+
+
+def api_total_via(client: ApiClient, requester: Requester) -> int | None:
+    """meta.total from one documented request of limit 1."""
+    return requester.call(lambda: client.events_page(EVENTS_PATH, {"limit": 1}), "meta.total").total
+
+
+def anchor_served(client: ApiClient, requester: Requester, anchor: Anchor) -> bool | None:
+    """Whether the API serves `anchor` at its place in the order (None: it refuses the cursor to ask)."""
+    params = {"limit": ANCHOR_PROBE_EVENTS, "cursor": build_cursor(anchor.ts_ms + 1, ZERO_ID)}
+    try:
+        page = requester.call(lambda: client.events_page(EVENTS_PATH, params), "dataset identity")
+    except CursorRejected:
+        return None
+    return any(isinstance(e, dict) and usable_uuid(e.get("id")) == anchor.event_id for e in page.events)
+
+
+
+
+def verify_against_api(conn: psycopg.Connection, settings: Settings, *, per_day: bool = True) -> Verification:
+    """`verify` for a store: refused (OriginMismatch) when it holds another API's events; creates no rows."""
+    with api_requests(settings) as (client, requester):
+        ours = origin_for(settings.base_url, settings.api_key, settings.demo_label)
+        check_origin(conn, ours, lambda anchor: anchor_served(client, requester, anchor), record=False)
+        return verify(conn, api_total_via(client, requester), per_day=per_day)

@@ -27,6 +27,7 @@ class Quarantined:
 
     payload: bytes
     reason: str
+    event_id: str | None = None  # its id when usable: a copy stored elsewhere means nothing is missing
 
 
 @dataclass
@@ -85,7 +86,7 @@ def transform_events(events: list, timestamps_ms: list[int | None]) -> Transform
             continue
         line, reason, has_null = event_line(event, ts_ms)
         if line is None:
-            page.quarantined.append(Quarantined(orjson.dumps(event), reason or "unknown"))
+            page.quarantined.append(Quarantined(orjson.dumps(event), reason or "unknown", usable_uuid(event.get("id"))))
             continue
         page.lines.append(line)
         page.events_with_nulls += has_null

@@ -11,7 +11,7 @@ import psycopg
 from loguru import logger
 
 from ingest.errors import DatabaseError
-from ingest.pages import Page, PlanChange
+from ingest.pages import Page
 from ingest.stats import Stats
 
 # Rows per transaction. Larger batches amortise the upsert's per-statement cost; 20,000 rows of
@@ -36,8 +36,19 @@ CHECKPOINT = (
     "UPDATE ingest_partitions SET cursor = %s, pos_ms = %s, pos_id = %s, done = done OR %s,"
     " events = events + %s, updated_at = now() WHERE partition_id = %s"
 )
+QUARANTINE = (
+    "INSERT INTO ingest_quarantine (payload, reason, source, event_id) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT ((md5(payload))) DO NOTHING"
+)
+# The top of the API's order, seen by a pass: its watermark, and the store's dataset identity the first time.
+PASS_NEWEST = (
+    "UPDATE ingest_passes SET newest_ms = GREATEST(newest_ms, %s)"
+    " WHERE pass_id = (SELECT pass_id FROM ingest_partitions WHERE partition_id = %s)"
+)
+ORIGIN_ANCHOR = "UPDATE ingest_origin SET anchor_ms = %s, anchor_id = %s WHERE anchor_ms IS NULL"
 
 SENTINEL = None  # put on the queue after the last page: the writer commits what it holds and stops
+_IDLE = object()  # no page arrived within QUEUE_POLL_S: time to look at the batch's age
 
 
 class Writer(threading.Thread):
@@ -67,22 +78,22 @@ class Writer(threading.Thread):
             self._drain()
 
     def _consume(self, conn: psycopg.Connection) -> None:
-        batch: list[Page | PlanChange] = []
+        batch: list[Page] = []
         rows = 0
         first_at = 0.0
         while True:
             try:
                 item = self._pages.get(timeout=QUEUE_POLL_S)
             except queue.Empty:
-                item = ...
+                item = _IDLE
             if item is SENTINEL:
                 commit_batch(conn, batch, self._stats)
                 return
-            if item is not ...:
+            if isinstance(item, Page):
                 if not batch:
                     first_at = time.monotonic()
                 batch.append(item)
-                rows += len(item.lines) if isinstance(item, Page) else 0
+                rows += len(item.lines)
             if batch and (rows >= BATCH_ROWS or time.monotonic() - first_at >= BATCH_MAX_AGE_S):
                 commit_batch(conn, batch, self._stats)
                 batch, rows = [], 0
@@ -99,11 +110,10 @@ class Writer(threading.Thread):
                 continue
 
 
-def commit_batch(conn: psycopg.Connection, batch: list[Page | PlanChange], stats: Stats) -> None:
+def commit_batch(conn: psycopg.Connection, pages: list[Page], stats: Stats) -> None:
     """Write a batch and its checkpoints in one transaction; nothing of it is visible on failure."""
-    if not batch:
+    if not pages:
         return
-    pages = [item for item in batch if isinstance(item, Page)]
     staged = sum(len(p.lines) for p in pages)
     with conn.transaction(), conn.cursor() as cur:
         if staged:
@@ -117,7 +127,7 @@ def commit_batch(conn: psycopg.Connection, batch: list[Page | PlanChange], stats
         else:
             inserted = 0
         quarantined = _quarantine(cur, pages)
-        _checkpoint(cur, batch)
+        _checkpoint(cur, pages)
     stats.committed(
         stored=inserted,
         duplicates=staged - inserted,
@@ -129,25 +139,20 @@ def commit_batch(conn: psycopg.Connection, batch: list[Page | PlanChange], stats
 
 
 def _quarantine(cur: psycopg.Cursor, pages: Iterable[Page]) -> int:
-    records = [(q.payload, q.reason, p.source) for p in pages for q in p.quarantined]
-    if records:
-        cur.executemany(
-            "INSERT INTO ingest_quarantine (payload, reason, source) VALUES (%s, %s, %s)", records
-        )
-    return len(records)
+    """Insert what cannot be stored; the number of new quarantine rows (a payload seen before is skipped)."""
+    records = [(q.payload, q.reason, p.source, q.event_id) for p in pages for q in p.quarantined]
+    if not records:
+        return 0
+    cur.executemany(QUARANTINE, records)
+    return cur.rowcount
 
 
-def _checkpoint(cur: psycopg.Cursor, batch: list[Page | PlanChange]) -> None:
-    for item in batch:
-        if isinstance(item, PlanChange):
-            cur.executemany("UPDATE ingest_partitions SET lo_ms = %s WHERE partition_id = %s",
-                            [(lo, pid) for pid, lo in item.set_lower])
-            cur.executemany("INSERT INTO ingest_partitions (partition_id, lo_ms, hi_ms) VALUES (%s, %s, %s)",
-                            list(item.create))
-            cur.executemany("UPDATE ingest_partitions SET done = true WHERE partition_id = %s",
-                            [(pid,) for pid in item.finish])
-        else:
-            cur.execute(
-                CHECKPOINT,
-                (item.next_cursor, item.pos_ms, item.pos_id, item.last, len(item.lines), item.partition_id),
-            )
+def _checkpoint(cur: psycopg.Cursor, pages: list[Page]) -> None:
+    cur.executemany(
+        CHECKPOINT,
+        [(p.next_cursor, p.pos_ms, p.pos_id, p.last, len(p.lines), p.partition_id) for p in pages],
+    )
+    for page in pages:
+        if page.newest is not None:
+            cur.execute(PASS_NEWEST, (page.newest[0], page.partition_id))
+            cur.execute(ORIGIN_ANCHOR, page.newest)

@@ -91,12 +91,15 @@ def test_verify_passes_when_complete_and_fails_after_rows_are_deleted(
             conn.execute("DELETE FROM ingested_events WHERE id IN (SELECT id FROM ingested_events LIMIT 7)")
         incomplete = command(server.url, database_url, "verify", capsys)
 
-    for (_, lines), stored, verdict in ((complete, EVENTS, "complete"), (incomplete, EVENTS - 7, "INCOMPLETE")):
+    missing = "verify: INCOMPLETE: 7 events missing: 4,993 accounted for (4,993 stored + 0 quarantined) of 5,000"
+    for (_, lines), stored, verdict in ((complete, EVENTS, "verify: complete"), (incomplete, EVENTS - 7, missing)):
         per_day = [re.fullmatch(r"  (\d{4}-\d\d-\d\d): ([\d,]+)", line) for line in lines[:-2]]
         assert all(per_day), lines
         assert sum(int(m.group(2).replace(",", "")) for m in per_day) == stored
-        assert lines[-2:] == [f"API total: {EVENTS:,}; stored: {stored:,}; duplicate ids: 0; quarantined: 0",
-                              f"verify: {verdict}"]
+        assert lines[-2:] == [
+            f"API total: {EVENTS:,}; stored: {stored:,}; quarantined (distinct, not stored): 0;"
+            " time range covered: yes",
+            verdict]
     assert (complete[0], incomplete[0]) == (0, 1)
 
 
@@ -110,7 +113,9 @@ def test_verify_fails_when_the_api_has_new_events_and_passes_after_the_rerun(
         assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
         caught_up = command(server.url, database_url, "verify", capsys)
     assert (behind[0], behind[1][-2:]) == (1, [
-        f"API total: {EVENTS + 250:,}; stored: {EVENTS:,}; duplicate ids: 0; quarantined: 0", "verify: INCOMPLETE"])
+        f"API total: {EVENTS + 250:,}; stored: {EVENTS:,}; quarantined (distinct, not stored): 0;"
+        " time range covered: yes",
+        "verify: INCOMPLETE: 250 events missing: 5,000 accounted for (5,000 stored + 0 quarantined) of 5,250"])
     assert (caught_up[0], caught_up[1][-1]) == (0, "verify: complete")
 
 

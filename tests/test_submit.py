@@ -67,7 +67,7 @@ def test_submit_hands_in_exactly_the_stored_ids_and_records_the_answer(
     (handed_in,) = sim_submissions(ingested)
     truth = stored_truth(database_url)
 
-    assert out[0] == f"verify: API total {EVENTS:,}; stored {EVENTS:,}; duplicate ids 0; quarantined 0"
+    assert out[0] == f"verify: API total {EVENTS:,}; stored {EVENTS:,}; quarantined 0"
     assert out[1] == (f"submission #1 accepted: {EVENTS:,} ids counted by the API ({EVENTS:,} sent);"
                       " 4 submissions remaining")
     assert out[2].startswith(f"submission id {listing['data'][0]['submissionId']}, submitted at ")
@@ -105,10 +105,10 @@ def test_incomplete_database_is_refused_and_nothing_is_sent(
 
     assert code == 1
     assert captured.out.splitlines() == [
-        f"verify: API total {EVENTS:,}; stored {EVENTS - 10:,}; duplicate ids 0; quarantined 0"]
+        f"verify: API total {EVENTS:,}; stored {EVENTS - 10:,}; quarantined 0"]
     assert captured.err.splitlines()[-1] == (
-        f"error: submit refused, nothing sent: the database is incomplete: {EVENTS - 10:,} of {EVENTS:,}"
-        " events stored (rerun the ingestion, or pass --force)")
+        "error: submit refused, nothing sent: verify fails: 10 events missing: 4,990 accounted for"
+        f" (4,990 stored + 0 quarantined) of {EVENTS:,} (rerun the ingestion, or pass --force)")
     assert posts_seen(ingested) == {}
     assert sim_submissions(ingested) == []
     assert recorded(database_url) == []
@@ -121,8 +121,8 @@ def test_force_submits_an_incomplete_database(ingested: str, database_url: str, 
     out = capsys.readouterr().out.splitlines()
 
     assert code == 0
-    assert out[1] == (f"submit: --force: submitting although the database is incomplete:"
-                      f" {EVENTS - 10:,} of {EVENTS:,} events stored")
+    assert out[1] == ("submit: --force: submitting although verify fails: 10 events missing: 4,990 accounted for"
+                      f" (4,990 stored + 0 quarantined) of {EVENTS:,}")
     assert [(s["eventCount"], s["sha256"]) for s in sim_submissions(ingested)] == [
         (EVENTS - 10, stored_truth(database_url)["sha256"])]
 

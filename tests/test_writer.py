@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from ingest import checkpoint
-from ingest.pages import Page, PlanChange
+from ingest.pages import Page
 from ingest.partitions import Partition
 from ingest.stats import Stats
 from ingest.transform import parse_timestamps, transform_events
@@ -33,7 +33,7 @@ def page_of(events: list, pid=1, cursor="c1", pos=(1769541612369, "x"), last=Fal
 def conn(database_url: str):
     with psycopg.connect(database_url) as c:
         checkpoint.create_schema(c)
-        checkpoint.start_pass(c, [Partition(1, None, None), Partition(2, 0, 100)], None)
+        checkpoint.start_pass(c, checkpoint.FULL, [Partition(1, None, None), Partition(2, 0, 100)], None)
         c.execute(STAGING_DDL)
         c.commit()
         yield c
@@ -87,11 +87,25 @@ def test_a_failed_batch_leaves_neither_rows_nor_checkpoint(conn) -> None:
     assert conn.execute("SELECT cursor FROM ingest_partitions WHERE partition_id = 1").fetchone() == (None,)
 
 
-def test_split_is_persisted_with_the_batch(conn) -> None:
-    commit_batch(conn, [PlanChange(set_lower=((2, 50),), create=((3, 0, 50),))], Stats())
-    commit_batch(conn, [PlanChange(set_lower=((1, None),), finish=(2,))], Stats())
-    rows = conn.execute("SELECT partition_id, lo_ms, hi_ms, done FROM ingest_partitions ORDER BY 1").fetchall()
-    assert rows == [(1, None, None, False), (2, 50, 100, True), (3, 0, 50, False)]
+def test_a_damaged_event_met_again_is_quarantined_once_with_its_id(conn) -> None:
+    stats = Stats()
+    nul = event(8, properties={"note": "a\u0000b"})
+    commit_batch(conn, [page_of([event(2, id="e1b2-broken"), nul])], stats)
+    commit_batch(conn, [page_of([event(2, id="e1b2-broken"), nul], cursor="c2")], stats)
+    rows = conn.execute("SELECT event_id::text, reason FROM ingest_quarantine ORDER BY quarantine_id").fetchall()
+    assert rows == [(None, "no usable id: 'e1b2-broken'"),
+                    (str(uuid.UUID(int=8)), "payload holds a NUL character, which jsonb cannot store")]
+    assert stats.quarantined == 2
+
+
+def test_the_top_page_records_the_pass_newest_event_and_the_store_anchor(conn) -> None:
+    conn.execute("INSERT INTO ingest_origin (base_url, key_fingerprint) VALUES ('http://api', 'f')")
+    conn.commit()
+    top = Page(1, "c1", 5, "x", False, (), newest=(1769541612369, str(uuid.UUID(int=1))))
+    commit_batch(conn, [top], Stats())
+    assert conn.execute("SELECT newest_ms FROM ingest_passes").fetchone() == (1769541612369,)
+    assert conn.execute("SELECT anchor_ms, anchor_id::text FROM ingest_origin").fetchone() == (
+        1769541612369, str(uuid.UUID(int=1)))
 
 
 def test_writer_thread_commits_everything_before_the_sentinel(database_url: str, conn) -> None:
