@@ -1,0 +1,175 @@
+"""`ingestion complete` and `verify: complete` are never printed over a wrong table.
+
+Real HTTP against the simulator, a real PostgreSQL, the CLI in this process.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from datasync_sim import SimServer, profile_config
+from ingest.cli import main
+from tests.fix_ingest import API_KEY, exactness, ingest_args, run_ingest, sim_stats
+
+EVENTS = 6_000
+OTHER_KEY = "ds_" + "fedcba9876543210" * 2
+
+
+def sim(seed: int = 31, events: int = EVENTS, **knobs) -> SimServer:
+    return SimServer(profile_config("fast", events=events, seed=seed, **knobs))
+
+
+def cli(sim_url: str, database_url: str, *extra: str, key: str = API_KEY) -> int:
+    args = ingest_args(sim_url, database_url, *extra)
+    args[args.index("--api-key") + 1] = key
+    return main(args)
+
+
+def requests_served(sim_url: str) -> int:
+    return sum(sum(codes.values()) for codes in sim_stats(sim_url)["requests"].values())
+
+
+def rows(database_url: str, sql: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_events_lost_in_the_middle_after_a_complete_pass_are_repaired_by_one_full_pass(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url, "--page-size", "500", "--log-level", "INFO") == 0
+        # A gap far below the watermark: an incremental pass cannot see it, only the count can.
+        with psycopg.connect(database_url) as conn:
+            conn.execute("DELETE FROM ingested_events WHERE id IN"
+                         " (SELECT id FROM ingested_events ORDER BY \"timestamp\" LIMIT 100 OFFSET 3000)")
+        capsys.readouterr()
+        assert run_ingest(server.url, database_url, "--page-size", "500", "--log-level", "INFO") == 0
+        log = capsys.readouterr().err
+        result = exactness(server.url, database_url)
+    kinds = rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id")
+    assert result == {"expected": EVENTS, "stored": EVENTS, "identical": True}
+    assert kinds == [("full",), ("incremental",), ("full",)]
+    assert "passes: incremental, full)" in log.splitlines()[-1] and "ingestion complete" in log.splitlines()[-1]
+
+
+def test_a_rerun_with_nothing_new_costs_one_request_on_the_documented_endpoint(database_url: str) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url, "--strategy", "documented") == 0
+        before = requests_served(server.url)
+        assert run_ingest(server.url, database_url, "--strategy", "documented") == 0
+        after = requests_served(server.url)
+    assert after - before == 1
+
+
+def test_new_events_at_the_top_are_fetched_by_an_incremental_pass(database_url: str) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url) == 0
+        server.add_events(700)
+        assert run_ingest(server.url, database_url) == 0
+        result = exactness(server.url, database_url)
+    assert result == {"expected": EVENTS + 700, "stored": EVENTS + 700, "identical": True}
+    assert rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id") == [("full",), ("incremental",)]
+
+
+def test_a_run_that_cannot_reach_the_total_says_incomplete_and_exits_1(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url) == 0
+        with psycopg.connect(database_url) as conn:
+            # Something below the ingester loses five events whatever it sends: no pass can reconcile.
+            lost = [row[0] for row in conn.execute("SELECT id FROM ingested_events ORDER BY id LIMIT 5")]
+            conn.execute("DELETE FROM ingested_events WHERE id = ANY(%s)", (lost,))
+            conn.execute(f"""CREATE FUNCTION drop_lost() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN IF NEW.id = ANY(ARRAY{[str(i) for i in lost]}::uuid[]) THEN RETURN NULL; END IF;
+                RETURN NEW; END $$""")
+            conn.execute("CREATE TRIGGER drop_lost BEFORE INSERT ON ingested_events"
+                         " FOR EACH ROW EXECUTE FUNCTION drop_lost()")
+        capsys.readouterr()
+        code = run_ingest(server.url, database_url, "--log-level", "INFO")
+        last = capsys.readouterr().err.splitlines()[-1]
+    assert code == 1
+    assert "ingestion INCOMPLETE: 5 events missing: 5,995 accounted for (5,995 stored + 0 quarantined)" in last
+    assert rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id") == [
+        ("full",), ("incremental",), ("full",)]
+
+
+def test_a_store_of_another_api_is_refused_by_run_verify_and_submit(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim(seed=31) as first, sim(seed=32) as second:
+        assert run_ingest(first.url, database_url) == 0
+        capsys.readouterr()
+        codes = [cli(second.url, database_url), cli(second.url, database_url, "verify"),
+                 cli(second.url, database_url, "submit", "--repo", "https://example.org/r", "--yes")]
+        errors = capsys.readouterr().err.splitlines()
+        served = sim_stats(second.url)["requests"]
+    assert codes == [2, 2, 2]
+    refusal = (f"error: this store holds events from {first.url}, not {second.url}: use another DATA_DIR or"
+               " DATABASE_URL for it, or rerun with --reset to erase this store and start over")
+    assert [line for line in errors if line.startswith("error:")] == [refusal] * 3
+    assert "submissions" not in served
+
+
+def test_reset_erases_a_store_of_another_api_and_ingests_the_new_one(database_url: str) -> None:
+    with sim(seed=31) as first, sim(seed=32, events=4_000) as second:
+        assert run_ingest(first.url, database_url) == 0
+        assert cli(second.url, database_url, "--reset") == 0
+        result = exactness(second.url, database_url)
+    assert result == {"expected": 4_000, "stored": 4_000, "identical": True}
+    assert rows(database_url, "SELECT base_url FROM ingest_origin") == [(second.url,)]
+
+
+def test_a_new_key_for_the_same_dataset_is_accepted(database_url: str) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url) == 0
+        assert cli(server.url, database_url, "verify", key=OTHER_KEY) == 0
+        assert cli(server.url, database_url, key=OTHER_KEY) == 0
+    (fingerprint,) = rows(database_url, "SELECT key_fingerprint FROM ingest_origin")[0]
+    assert OTHER_KEY not in fingerprint and len(fingerprint) == 16
+
+
+def test_demo_then_live_on_the_same_database_is_refused(database_url: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--demo", "--demo-events", "2000", "--database-url", database_url, "--env-file", "/dev/null",
+                 "--log-level", "WARNING"]) == 0
+    with sim() as live:
+        capsys.readouterr()
+        assert cli(live.url, database_url) == 2
+        err = capsys.readouterr().err
+    assert "this store holds events from demo simulator (2,000 events, seed 1)" in err
+
+
+def test_a_quarantined_copy_of_a_stored_event_does_not_stand_in_for_a_missing_one(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url) == 0
+        with psycopg.connect(database_url) as conn:
+            # Two events: one stored with a damaged copy in quarantine, one missing with its copy there.
+            kept, lost = conn.execute("SELECT id FROM ingested_events ORDER BY id LIMIT 2").fetchall()
+            conn.execute("DELETE FROM ingested_events WHERE id = %s", lost)
+            for n, (event_id,) in enumerate((kept, lost)):
+                conn.execute("INSERT INTO ingest_quarantine (payload, reason, source, event_id)"
+                             " VALUES (%s, 'test', 'test', %s)", (f"copy {n}".encode(), event_id))
+        capsys.readouterr()
+        code = cli(server.url, database_url, "verify")
+        out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[-2:] == [f"API total: {EVENTS:,}; stored: {EVENTS - 1:,}; quarantined (distinct, not stored): 1;"
+                        " time range covered: yes", "verify: complete"]
+
+
+def test_verify_fails_when_the_partitions_leave_a_gap(database_url: str, capsys: pytest.CaptureFixture) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url, "--strategy", "feed", "--concurrency", "4") == 0
+        with psycopg.connect(database_url) as conn:
+            (lo, hi) = conn.execute("DELETE FROM ingest_partitions WHERE lo_ms IS NOT NULL AND hi_ms IS NOT NULL"
+                                    " AND partition_id = (SELECT min(partition_id) FROM ingest_partitions"
+                                    " WHERE lo_ms IS NOT NULL AND hi_ms IS NOT NULL) RETURNING lo_ms, hi_ms").fetchone()
+        capsys.readouterr()
+        code = cli(server.url, database_url, "verify")
+        out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out[-1] == f"verify: INCOMPLETE: the last full pass left [{lo}, {hi}) ms uncovered: run the ingestion"
