@@ -250,8 +250,8 @@ class PartitionFetcher:
                 self.pages.put(page, timeout=PUT_POLL_S)
                 return
             except queue.Full:
-                if not self.writer_alive():
-                    raise Stopped(0) from None
+                if not self.writer_alive() or self.requester.stop.is_set():
+                    raise Stopped(0) from None  # on a stop the writer commits what it has; this page is fetched again
 
 
 def _newest(events: list, stamps: list[int | None]) -> tuple[int, str] | None:

@@ -48,7 +48,11 @@ PLAN_PROBE_EVENTS = 500
 # Late events within this much of the newest event are re-read by every incremental pass: about one
 # page at the API's ~100,000 events a day, so a rerun with nothing new costs a request or two.
 LOOKBACK_MS = 3_600_000  # ms
-STOP_GRACE_S = 6.0  # s; on a signal, how long in-flight requests may finish before we commit and go
+# On a signal the run must be gone within Docker's 10 s grace: in-flight requests get this long, then the
+# writer commits what it holds within WRITER_STOP_JOIN_S; requests still out are abandoned (a rerun
+# fetches their pages again).
+STOP_GRACE_S = 4.0  # s
+WRITER_STOP_JOIN_S = 3.0  # s
 WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
 
 
@@ -273,7 +277,7 @@ def _execute(settings: Settings, url: str, conn: psycopg.Connection, pass_id: in
                 _split_for_idle_worker(conn, pass_id, plan, running, todo)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        _finish_writer(writer, pages)
+        _finish_writer(writer, pages, WRITER_STOP_JOIN_S if stop.event.is_set() else WRITER_JOIN_S)
     if writer.error is not None:
         raise writer.error
     if error is not None:
@@ -322,14 +326,15 @@ def _cover_with_server_cursors(conn: psycopg.Connection, pass_id: int, plan: Pla
         todo.append(created)
 
 
-def _finish_writer(writer: Writer, pages: queue.Queue) -> None:
-    """Hand the writer its sentinel and wait for its last commit."""
-    while writer.is_alive():
+def _finish_writer(writer: Writer, pages: queue.Queue, within_s: float) -> None:
+    """Hand the writer its sentinel and wait for its last commit, `within_s` seconds at most."""
+    deadline = time.monotonic() + within_s
+    while writer.is_alive() and time.monotonic() < deadline:
         try:
             pages.put(SENTINEL, timeout=WAIT_SLICE_S)
             break
         except queue.Full:
             continue
-    writer.join(WRITER_JOIN_S)
+    writer.join(max(0.0, deadline - time.monotonic()))
     if writer.is_alive():
         writer.error = writer.error or DatabaseError("the writer did not finish its last commit in time")

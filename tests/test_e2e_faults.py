@@ -218,3 +218,33 @@ def test_stream_access_refused_mid_run_falls_back_to_the_documented_endpoint(dat
     assert "stream-access refused mid-run" in out
     assert stats["requests"]["events"]["200"] >= 1
     assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
+
+
+def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(database_url: str) -> None:
+    # A third of the answers stall for 20 s (past REQUEST_TIMEOUT), and every checkpoint takes 0.5 s in
+    # the database, so fetchers are blocked both on the network and on a full page queue when stopped.
+    cfg = dataclasses.replace(profile_config("fast", events=100_000, seed=12, latency_ms_per_event=0.05),
+                              p_slow=0.3, slow_seconds=20.0)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION slow_checkpoint() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$")
+    with SimServer(cfg) as server:
+        child = spawn_ingest(server.url, database_url, "--page-size", "1000", "--concurrency", "8")
+        wait_for_rows(database_url, 2_000)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("CREATE TRIGGER slow BEFORE UPDATE ON ingest_partitions"
+                         " FOR EACH ROW EXECUTE FUNCTION slow_checkpoint()")
+        time.sleep(0.5)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=30)
+        took = time.monotonic() - sent
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER slow ON ingest_partitions")
+        server.app.chaos.cfg = dataclasses.replace(server.app.chaos.cfg, p_slow=0.0)
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        result = exactness(server.url, database_url)
+    assert child.returncode == 143, out
+    assert took < 10, f"stopped after {took:.1f} s"
+    assert "Traceback" not in out
+    assert result == {"expected": 100_000, "stored": 100_000, "identical": True}
