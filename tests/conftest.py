@@ -23,3 +23,13 @@ def database_url(database_server: DatabaseServer) -> Iterator[str]:
     """A new empty database for one test."""
     with database_server.fresh_database() as url:
         yield url
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault suite's summary: expected / stored / missing / extra ids per scenario that ran."""
+    from tests.fix_faults import SUMMARY, summary_lines
+
+    if SUMMARY:
+        terminalreporter.section("fault suite: expected / stored / missing / extra ids")
+        for line in summary_lines():
+            terminalreporter.write_line(line)

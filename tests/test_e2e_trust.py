@@ -10,7 +10,8 @@ import pytest
 
 from datasync_sim import SimServer, profile_config
 from ingest.cli import main
-from tests.fix_ingest import API_KEY, exactness, ingest_args, run_ingest, sim_stats
+from tests.fix_faults import record
+from tests.fix_ingest import API_KEY, ingest_args, run_ingest, sim_stats
 
 EVENTS = 6_000
 OTHER_KEY = "ds_" + "fedcba9876543210" * 2
@@ -47,9 +48,9 @@ def test_events_lost_in_the_middle_after_a_complete_pass_are_repaired_by_one_ful
         capsys.readouterr()
         assert run_ingest(server.url, database_url, "--page-size", "500", "--log-level", "INFO") == 0
         log = capsys.readouterr().err
-        result = exactness(server.url, database_url)
+        result = record("gap in the middle after a complete pass", server.url, database_url, "exit 0, repaired")
     kinds = rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id")
-    assert result == {"expected": EVENTS, "stored": EVENTS, "identical": True}
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
     assert kinds == [("full",), ("incremental",), ("full",)]
     assert "passes: incremental, full)" in log.splitlines()[-1] and "ingestion complete" in log.splitlines()[-1]
 
@@ -68,8 +69,8 @@ def test_new_events_at_the_top_are_fetched_by_an_incremental_pass(database_url: 
         assert run_ingest(server.url, database_url) == 0
         server.add_events(700)
         assert run_ingest(server.url, database_url) == 0
-        result = exactness(server.url, database_url)
-    assert result == {"expected": EVENTS + 700, "stored": EVENTS + 700, "identical": True}
+        result = record("new events at the top, rerun", server.url, database_url, "exit 0, incremental")
+    assert result == {"expected": EVENTS + 700, "stored": EVENTS + 700, "missing": 0, "extra": 0}
     assert rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id") == [("full",), ("incremental",)]
 
 
@@ -90,6 +91,8 @@ def test_a_run_that_cannot_reach_the_total_says_incomplete_and_exits_1(
         capsys.readouterr()
         code = run_ingest(server.url, database_url, "--log-level", "INFO")
         last = capsys.readouterr().err.splitlines()[-1]
+        result = record("5 events lost below the ingester", server.url, database_url, f"exit {code}, INCOMPLETE")
+    assert result == {"expected": EVENTS, "stored": EVENTS - 5, "missing": 5, "extra": 0}
     assert code == 1
     assert "ingestion INCOMPLETE: 5 events missing: 5,995 accounted for (5,995 stored + 0 quarantined)" in last
     assert rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id") == [
@@ -106,6 +109,8 @@ def test_a_store_of_another_api_is_refused_by_run_verify_and_submit(
                  cli(second.url, database_url, "submit", "--repo", "https://example.org/r", "--yes")]
         errors = capsys.readouterr().err.splitlines()
         served = sim_stats(second.url)["requests"]
+        result = record("another API on the same store", first.url, database_url, f"exits {codes}, refused")
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
     assert codes == [2, 2, 2]
     refusal = (f"error: this store holds events from {first.url}, not {second.url}: use another DATA_DIR or"
                " DATABASE_URL for it, or rerun with --reset to erase this store and start over")
@@ -117,8 +122,8 @@ def test_reset_erases_a_store_of_another_api_and_ingests_the_new_one(database_ur
     with sim(seed=31) as first, sim(seed=32, events=4_000) as second:
         assert run_ingest(first.url, database_url) == 0
         assert cli(second.url, database_url, "--reset") == 0
-        result = exactness(second.url, database_url)
-    assert result == {"expected": 4_000, "stored": 4_000, "identical": True}
+        result = record("another API with --reset", second.url, database_url, "exit 0, store replaced")
+    assert result == {"expected": 4_000, "stored": 4_000, "missing": 0, "extra": 0}
     assert rows(database_url, "SELECT base_url FROM ingest_origin") == [(second.url,)]
 
 
@@ -134,10 +139,12 @@ def test_a_new_key_for_the_same_dataset_is_accepted(database_url: str) -> None:
 def test_demo_then_live_on_the_same_database_is_refused(database_url: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["--demo", "--demo-events", "2000", "--database-url", database_url, "--env-file", "/dev/null",
                  "--log-level", "WARNING"]) == 0
-    with sim() as live:
+    with sim(seed=1, events=2_000) as same_dataset, sim() as live:
         capsys.readouterr()
         assert cli(live.url, database_url) == 2
         err = capsys.readouterr().err
+        result = record("demo, then live on the same database", same_dataset.url, database_url, "exit 2, refused")
+    assert result == {"expected": 2_000, "stored": 2_000, "missing": 0, "extra": 0}
     assert "this store holds events from demo simulator (2,000 events, seed 1)" in err
 
 

@@ -1,0 +1,63 @@
+"""The fault suite's summary: for each scenario, expected / stored / missing / extra ids, printed at the end.
+
+Expected ids are what the simulator serves (walked over HTTP, valid UUIDs only), not its own count, so a
+scenario's figures hold whatever the simulator's internals do.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import requests
+
+from ingest.transform import usable_uuid
+from tests.fix_ingest import API_KEY
+
+SUMMARY: list[dict] = []  # one row per recorded scenario, printed by conftest's terminal summary
+WALK_ATTEMPTS = 5  # per page: the walk itself tolerates the simulator's chaos
+
+
+def served_ids(sim_url: str) -> set[str]:
+    """Every valid id the API lists now, walking /api/v1/events to its end."""
+    ids: set[str] = set()
+    cursor = None
+    with requests.Session() as session:
+        session.headers["X-API-Key"] = API_KEY
+        while True:
+            params = {"limit": 5000, **({"cursor": cursor} if cursor else {})}
+            body = _page(session, sim_url, params)
+            ids.update(i for i in (usable_uuid(e.get("id")) for e in body["data"] if isinstance(e, dict)) if i)
+            if not body["pagination"]["hasMore"]:
+                return ids
+            cursor = body["pagination"]["nextCursor"]
+
+
+def _page(session: requests.Session, sim_url: str, params: dict) -> dict:
+    for _ in range(WALK_ATTEMPTS):
+        response = session.get(sim_url + "/api/v1/events", params=params, timeout=30)
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("pagination"), dict):
+            return body
+    raise AssertionError(f"the simulator did not answer a page in {WALK_ATTEMPTS} attempts")
+
+
+def stored_ids(database_url: str) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        return {row[0] for row in conn.execute("SELECT id::text FROM ingested_events")}
+
+
+def record(scenario: str, sim_url: str, database_url: str, outcome: str) -> dict:
+    """Compare the table with the API's ids; keep the row for the summary; return the figures."""
+    want, got = served_ids(sim_url), stored_ids(database_url)
+    row = {"expected": len(want), "stored": len(got), "missing": len(want - got), "extra": len(got - want)}
+    SUMMARY.append({"scenario": scenario, **row, "outcome": outcome})
+    return row
+
+
+def summary_lines() -> list[str]:
+    head = f"{'scenario':<44} {'expected':>9} {'stored':>9} {'missing':>8} {'extra':>6}  outcome"
+    rows = [f"{r['scenario']:<44} {r['expected']:>9,} {r['stored']:>9,} {r['missing']:>8,} {r['extra']:>6,}"
+            f"  {r['outcome']}" for r in SUMMARY]
+    return [head, *rows]
