@@ -386,7 +386,7 @@ class App:
         plan = self._plan("event", data=False)
         view = self.ds.snapshot()
         key = self.ds.key_of_id(eid)
-        pos = view.position_of_key(key) if key is not None and key < view.total else None
+        pos = view.position_of_key(key) if key is not None else None
         if pos is None:
             resp = error(404, "Not Found", f"Event with id '{eid}' not found", "EVENT_NOT_FOUND", "event")
             resp.headers = rate
@@ -418,7 +418,7 @@ class App:
             found = []
             for eid in ids:
                 key = self.ds.key_of_id(eid)
-                pos = view.position_of_key(key) if key is not None and key < view.total else None
+                pos = view.position_of_key(key) if key is not None else None
                 if pos is not None:
                     found.append(event_ms(view.record(pos)))
             meta = orjson.dumps({"requested": len(ids), "found": len(found), "requestId": str(uuid.uuid4())})
@@ -518,6 +518,11 @@ class App:
         return Response(200, orjson.dumps(answer(sub)), endpoint="submissions")
 
     # ---- introspection ------------------------------------------------------------------------
+    def release_late(self) -> dict:
+        """Release every held-back event (late and new) at once; the answer of POST /__sim/release-late."""
+        late, new = self.ds.release()
+        return {"released": late + new, "late": late, "new": new, "total": self.ds.snapshot().total}
+
     def _introspect(self, req: Request, path: str) -> Response:
         if path == "/__sim/stats":
             return Response(200, orjson.dumps(self.stats.snapshot()), endpoint="__sim")
@@ -532,6 +537,8 @@ class App:
             except ValueError:
                 return error(400, "Bad Request", "count must be a non-negative integer", "INVALID_PARAMETER", "__sim")
             return Response(200, orjson.dumps({"added": count, "total": total}), endpoint="__sim")
+        if path == "/__sim/release-late" and req.method == "POST":
+            return Response(200, orjson.dumps(self.release_late()), endpoint="__sim")
         if path == "/__sim/submissions":
             exp = self.expected.get(self.ds.snapshot())
             body = [{"key": s.key[:6] + "…", "number": s.number, "eventCount": s.event_count,

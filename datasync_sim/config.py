@@ -15,6 +15,7 @@ NEWEST_TS_MS = 1769541612369  # 2026-01-27T19:20:12.369Z, the newest event seen 
 DEFAULT_EVENTS = 3_000_000
 FEED_PATH = "/api/v1/events/d4ta/x7k9/feed"
 FEED_THROTTLES = ("none", "soft", "shared")
+LATE_WHERE = ("top", "middle", "both")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class SimConfig:
     newest_ts: int = NEWEST_TS_MS
     span_days: float = 30.0
     tie_group_rate: float = 0.036  # P(a tie group starts at an event); ~10% of events end up in ties
+    # held back until POST /__sim/release-late: absent from listings, meta.total and /__sim/expected
+    late_events: int = 0  # at old timestamps (late_where); materialised on release, ~0.5 KB each
+    late_where: str = "top"  # top: last 30 min below the newest | middle: mid-range | both: half each
+    new_events: int = 0  # above the newest (the newest moves up on release)
     # paging
     default_limit: int = 100
     max_limit: int = 5000
@@ -74,6 +79,12 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.events < 0:
             raise ValueError(f"events must be >= 0, got {self.events}")
+        if self.late_events < 0 or self.new_events < 0:
+            raise ValueError("late_events and new_events must be >= 0")
+        if self.late_events and not self.events:
+            raise ValueError("late_events needs events > 0 (late events join base sessions)")
+        if self.late_where not in LATE_WHERE:
+            raise ValueError(f"late_where must be one of {LATE_WHERE}, got {self.late_where!r}")
         if self.feed_throttle not in FEED_THROTTLES:
             raise ValueError(f"feed_throttle must be one of {FEED_THROTTLES}, got {self.feed_throttle!r}")
         if not self.feed_path.startswith("/"):
