@@ -300,7 +300,7 @@ class App:
             k = min(plan.replay, start)
             shown = view.records(start - k, start) + recs
             self.stats.chaos_applied("replay")
-        items, missing = event_items(shown, form, plan)
+        items, missing = event_items(shown, form, plan, self.cfg.odd_timestamps)
         request_id = str(uuid.uuid4())
         pagination = self._pagination(limit, recs[-1] if recs else None, has_more)
         if plan.no_pagination:

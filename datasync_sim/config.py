@@ -16,6 +16,7 @@ DEFAULT_EVENTS = 3_000_000
 FEED_PATH = "/api/v1/events/d4ta/x7k9/feed"
 FEED_THROTTLES = ("none", "soft", "shared")
 LATE_WHERE = ("top", "middle", "both")
+_SHARES = ("odd_timestamps",)  # besides the p_ fields, knobs that must lie within [0, 1]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class SimConfig:
     p_no_pagination: float = 0.0
     p_missing_fields: float = 0.0
     p_ts_variant: float = 0.0
+    odd_timestamps: float = 0.0  # share of events whose /api/v1/events timestamp is odd (fixed per event)
     p_damaged_id: float = 0.0  # per dataset position, fixed for a seed; those ids are never valid
     p_replay: float = 0.0
     p_bulk_500: float = 0.0
@@ -94,7 +96,7 @@ class SimConfig:
         if self.bad_cursor_status not in (400, 502):
             raise ValueError(f"bad_cursor_status must be 400 or 502, got {self.bad_cursor_status}")
         for f in dataclasses.fields(self):
-            if f.name.startswith("p_") and not 0.0 <= getattr(self, f.name) <= 1.0:
+            if (f.name.startswith("p_") or f.name in _SHARES) and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
 
 
