@@ -31,7 +31,7 @@ from .config import SimConfig
 from .dataset import R_ID, R_TS, R_TYPE, TYPES, Dataset, View, event_ms
 from .expected import Expected
 from .limits import FixedWindowLimiter, TokenBucketLimiter, Verdict
-from .pages import EPOCH_MS, MIXED, envelope, event_items
+from .pages import EPOCH_MS, MIXED, envelope, event_items, poison
 from .readahead import ReadAhead
 from .stats import Stats
 from .submissions import MAX_SUBMISSIONS, SubmissionError, SubmissionStore, answer, parse_ids
@@ -301,6 +301,8 @@ class App:
             shown = view.records(start - k, start) + recs
             self.stats.chaos_applied("replay")
         items, missing = event_items(shown, form, plan, self.cfg.odd_timestamps)
+        if self.cfg.poison_rate and recs and poison(items, recs[0][R_ID], self.cfg.poison_rate, self.cfg.seed):
+            self.stats.chaos_applied("poison")
         request_id = str(uuid.uuid4())
         pagination = self._pagination(limit, recs[-1] if recs else None, has_more)
         if plan.no_pagination:

@@ -16,7 +16,7 @@ DEFAULT_EVENTS = 3_000_000
 FEED_PATH = "/api/v1/events/d4ta/x7k9/feed"
 FEED_THROTTLES = ("none", "soft", "shared")
 LATE_WHERE = ("top", "middle", "both")
-_SHARES = ("odd_timestamps",)  # besides the p_ fields, knobs that must lie within [0, 1]
+_SHARES = ("odd_timestamps", "poison_rate")  # besides the p_ fields, knobs that must lie within [0, 1]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class SimConfig:
     p_missing_fields: float = 0.0
     p_ts_variant: float = 0.0
     odd_timestamps: float = 0.0  # share of events whose /api/v1/events timestamp is odd (fixed per event)
+    poison_rate: float = 0.0  # share of listing pages with one event orjson refuses (fixed per page)
     p_damaged_id: float = 0.0  # per dataset position, fixed for a seed; those ids are never valid
     p_replay: float = 0.0
     p_bulk_500: float = 0.0
