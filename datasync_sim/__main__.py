@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=sorted(PROFILES), default="live")
     p.add_argument("--events", type=int, default=None, help="dataset size (default 3,000,000)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--api-key", default=None, help="the only valid key (default: any ds_<32 hex>)")
+    p.add_argument("--api-key", default=None,
+                   help="the only valid key, or several comma-separated (default: any ds_<32 hex>)")
     knobs = p.add_argument_group("knobs (override the profile)")
     for f in dataclasses.fields(SimConfig):
         if f.name in _SPECIAL:

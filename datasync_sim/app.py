@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import cursor as cursors
+from .bounds import bounds
 from .chaos import Chaos, Plan
 from .config import SimConfig
 from .dataset import R_ID, R_TS, R_TYPE, TYPES, Dataset, View, event_ms
@@ -125,6 +126,7 @@ class App:
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (key, expiry monotonic)
         self._first_use: dict[str, tuple[float, int]] = {}  # key -> (monotonic, wall ms)
         self._seen_urls: dict[str, float] = {}
+        self._keys = frozenset(cfg.api_keys())  # empty: any well-formed key is valid
 
     # ---- routing ------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
@@ -167,7 +169,7 @@ class App:
         if not key:
             raise _Refusal(error(401, "Unauthorized", "API key is required. Provide it in the X-API-Key header.",
                                  "MISSING_API_KEY", endpoint))
-        valid = key == self.cfg.api_key if self.cfg.api_key else KEY_RE.fullmatch(key) is not None
+        valid = key in self._keys if self._keys else KEY_RE.fullmatch(key) is not None
         if not valid:
             raise _Refusal(error(401, "Unauthorized", "Invalid API key", "INVALID_API_KEY", endpoint))
         now = self._clock()
@@ -553,26 +555,3 @@ class App:
                             endpoint="__sim")
         return error(404, "Not Found", "The requested endpoint does not exist", "ENDPOINT_NOT_FOUND", "__sim")
 
-
-def bounds(cfg: SimConfig, total: int) -> dict:
-    """Theoretical minimum seconds to fetch `total` events, from the config alone.
-
-    Pages of `max_limit`; unlimited parallelism (cursors can be forged at any point); the only
-    limits are the request budget and one page's server latency.
-    """
-    pages = -(-total // cfg.max_limit) if total else 0
-    page_latency = (cfg.latency_base_ms + cfg.latency_ms_per_event * min(cfg.max_limit, total)) / 1000.0
-
-    def windowed(limit: int) -> float:
-        return ((pages - 1) // limit) * cfg.window_s + page_latency if limit and pages else page_latency
-
-    events = windowed(cfg.events_limit)
-    if cfg.feed_throttle == "soft" and pages > cfg.feed_burst:
-        feed = (pages - cfg.feed_burst) / (cfg.feed_rpm / 60.0) + page_latency
-    elif cfg.feed_throttle == "shared":
-        feed = windowed(cfg.events_limit)
-    else:
-        feed = page_latency
-    return {"theoretical_min_seconds": {"events": round(events, 3), "feed": round(feed, 3)},
-            "pages": pages, "page_latency_seconds": round(page_latency, 3),
-            "assumptions": "pages of max_limit events, unlimited parallel partitions, no chaos"}

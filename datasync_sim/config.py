@@ -26,7 +26,8 @@ class SimConfig:
     profile: str = "fast"
     events: int = DEFAULT_EVENTS
     seed: int = 1
-    api_key: str | None = None  # None: any key `ds_` + 32 lowercase hex is valid
+    api_key: str | None = None  # the valid key(s), comma-separated, each with its own buckets; None: any `ds_<32 hex>`
+    keys: int = 1  # keys a client spreads its requests over, for /__sim/bounds' all_budgets
     key_ttl_s: float = 0.0  # key expires this long after its first use; 0 = never
     # dataset shape
     newest_ts: int = NEWEST_TS_MS
@@ -82,6 +83,10 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.events < 0:
             raise ValueError(f"events must be >= 0, got {self.events}")
+        if self.keys < 1:
+            raise ValueError(f"keys must be >= 1, got {self.keys}")
+        if self.api_key and len(self.api_keys()) < self.keys:
+            raise ValueError(f"keys is {self.keys} but api_key lists {len(self.api_keys())} valid key(s)")
         if self.late_events < 0 or self.new_events < 0:
             raise ValueError("late_events and new_events must be >= 0")
         if self.late_events and not self.events:
@@ -99,6 +104,10 @@ class SimConfig:
         for f in dataclasses.fields(self):
             if (f.name.startswith("p_") or f.name in _SHARES) and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
+
+    def api_keys(self) -> list[str]:
+        """The valid keys listed in `api_key`; empty when any well-formed key is valid."""
+        return [k for k in (self.api_key or "").split(",") if k]
 
 
 _LIGHT_CHAOS = dict(
