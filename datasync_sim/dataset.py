@@ -272,24 +272,27 @@ class Dataset:
         return self._records(rng, pairs, first, self.base_windows, frozenset())
 
     def _make_late(self) -> LateEvents:
-        """The `late_events` events (ordinals LATE_KEY0 + j), each in the session of a random base event."""
+        """The `late_events` events (ordinals LATE_KEY0 + j), each in the session of the base event
+        that follows it, so sessions stay local in time (and the session windows cached)."""
         cfg, count = self.cfg, self.cfg.late_events
         rng = random.Random(f"{self._seed}:late")
         stamps = late_timestamps(count, cfg.late_where, self.newest, int(cfg.span_days * DAY_MS), rng)
+        draws = [rng.getrandbits(16) for _ in range(count)]
+        ids = [eid for first in range(0, count, BLOCK)
+               for eid in self._batch.uuids(LATE_KEY0 + first, min(BLOCK, count - first))]
+        order = sorted(range(count), key=lambda j: (stamps[j], ids[j]), reverse=True)
         middles, kinds = _middles()
-        made = []
-        for j, ts in enumerate(stamps):
-            eid = self._ids.uuid(LATE_KEY0 + j)
-            slot = rng.randrange(self.n)
+        recs, base_pos = [], []
+        for j in order:
+            pb = self.base_seek(stamps[j], ids[j])
+            slot = min(pb, self.n - 1)
             perm, sessions = self.window(slot // WINDOW)
             sess = sessions[perm[slot % WINDOW]]
-            m = rng.getrandbits(16)
-            made.append((j, (ts, eid, f'{{"id":"{eid}",{sess.pair}{middles[m]}'.encode(), sess.tail,
-                             kinds[m], sess.index, eid)))
-        made.sort(key=lambda jr: (jr[1][R_TS], jr[1][R_ID]), reverse=True)
-        recs = [rec for _, rec in made]
-        return LateEvents(recs, [(r[R_TS], r[R_ID]) for r in recs], [self.base_seek(r[R_TS], r[R_ID]) for r in recs],
-                          [j for j, _ in made], [r[R_SESSION] for r in recs])
+            m = draws[j]
+            recs.append((stamps[j], ids[j], f'{{"id":"{ids[j]}",{sess.pair}{middles[m]}'.encode(), sess.tail,
+                         kinds[m], sess.index, ids[j]))
+            base_pos.append(pb)
+        return LateEvents(recs, [(r[R_TS], r[R_ID]) for r in recs], base_pos, order, [r[R_SESSION] for r in recs])
 
     # ---- base positions -----------------------------------------------------------------------
     def base_records(self, start: int, stop: int) -> list[tuple]:
