@@ -86,9 +86,3 @@ def release_late(url: str) -> dict:
     assert r.status_code == 200, r.text
     return r.json()
 
-
-def expected(url: str) -> dict:
-    """GET /__sim/expected: count, sha256, newest_ts and oldest_ts of the valid ids."""
-    r = requests.get(url + "/__sim/expected", timeout=60)
-    assert r.status_code == 200, r.text
-    return r.json()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+import requests
 
 from datasync_sim.config import NEWEST_TS_MS
-from tests.fix_sim import client, events_page, expected, read_all, release_late, running, stream_token, ts_ms
+from tests.fix_sim import client, events_page, read_all, release_late, running, stream_token, ts_ms
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -32,12 +33,12 @@ def test_late_events_are_hidden_everywhere_until_released_then_listed_at_their_o
         s = client()
         before = read_all(s, sim.url, limit=700)
         total_before = events_page(s, sim.url, limit=1)["meta"]["total"]
-        expected_before = expected(sim.url)
+        expected_before = requests.get(sim.url + "/__sim/expected", timeout=60).json()
         answer = release_late(sim.url)
         again = release_late(sim.url)
         after = read_all(s, sim.url, limit=700)
         total_after = events_page(s, sim.url, limit=1)["meta"]["total"]
-        expected_after = expected(sim.url)
+        expected_after = requests.get(sim.url + "/__sim/expected", timeout=60).json()
     late = {e["id"] for e in after} - {e["id"] for e in before}
     late_ts = sorted(ts for ts, eid in _keys(after) if eid in late)
     assert (answer, again) == ({"released": 40, "late": 40, "new": 0, "total": 3_040},
@@ -57,10 +58,10 @@ def test_new_events_appear_above_the_newest_on_release():
     with running(events=2_000, new_events=25) as sim:
         s = client()
         before = read_all(s, sim.url, limit=500)
-        newest_before = expected(sim.url)["newest_ts"]
+        newest_before = requests.get(sim.url + "/__sim/expected", timeout=60).json()["newest_ts"]
         answer = release_late(sim.url)
         after = read_all(s, sim.url, limit=500)
-        expected_after = expected(sim.url)
+        expected_after = requests.get(sim.url + "/__sim/expected", timeout=60).json()
     assert answer == {"released": 25, "late": 0, "new": 25, "total": 2_025}
     assert newest_before == ts_ms(before[0]["timestamp"]) == NEWEST_TS_MS
     assert [_plain(e) for e in after[25:]] == [_plain(e) for e in before]
