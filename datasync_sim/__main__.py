@@ -1,7 +1,8 @@
 """CLI: `python -m datasync_sim [--profile live] [--port 8080] [--events N] [--<knob> VALUE …]`.
 
 Every SimConfig field is a flag (underscores as dashes; booleans as --x / --no-x). Prints one line
-`datasync_sim listening on http://HOST:PORT (profile P, N events)` once listening; exits 0 on
+`datasync_sim listening on http://HOST:PORT (profile P, N events)` once listening (with
+`, K held back until POST /__sim/release-late` when late or new events wait); exits 0 on
 SIGTERM/SIGINT.
 """
 
@@ -26,9 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=sorted(PROFILES), default="live")
     p.add_argument("--events", type=int, default=None, help="dataset size (default 3,000,000)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--api-key", default=None, help="the only valid key (default: any ds_<32 hex>)")
-    p.add_argument("--new-events", type=int, default=0, metavar="K",
-                   help="add K events newer than the dataset's newest at startup (as POST /__sim/grow)")
+    p.add_argument("--api-key", default=None,
+                   help="the only valid key, or several comma-separated (default: any ds_<32 hex>)")
     knobs = p.add_argument_group("knobs (override the profile)")
     for f in dataclasses.fields(SimConfig):
         if f.name in _SPECIAL:
@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    total = sim.add_events(args.new_events) if args.new_events else cfg.events
     sim.start()
-    print(f"datasync_sim listening on {sim.url} (profile {cfg.profile}, {total} events)", flush=True)
+    held = cfg.late_events + cfg.new_events
+    more = f", {held} held back until POST /__sim/release-late" if held else ""
+    print(f"datasync_sim listening on {sim.url} (profile {cfg.profile}, {cfg.events} events{more})", flush=True)
     while not stop.wait(0.5):
         pass
     sim.stop()

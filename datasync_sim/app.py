@@ -26,12 +26,13 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import cursor as cursors
+from .bounds import bounds
 from .chaos import Chaos, Plan
 from .config import SimConfig
 from .dataset import R_ID, R_TS, R_TYPE, TYPES, Dataset, View, event_ms
 from .expected import Expected
 from .limits import FixedWindowLimiter, TokenBucketLimiter, Verdict
-from .pages import EPOCH_MS, MIXED, envelope, event_items
+from .pages import EPOCH_MS, MIXED, envelope, event_items, poison
 from .readahead import ReadAhead
 from .stats import Stats
 from .submissions import MAX_SUBMISSIONS, SubmissionError, SubmissionStore, answer, parse_ids
@@ -125,6 +126,7 @@ class App:
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (key, expiry monotonic)
         self._first_use: dict[str, tuple[float, int]] = {}  # key -> (monotonic, wall ms)
         self._seen_urls: dict[str, float] = {}
+        self._keys = frozenset(cfg.api_keys())  # empty: any well-formed key is valid
 
     # ---- routing ------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
@@ -167,7 +169,7 @@ class App:
         if not key:
             raise _Refusal(error(401, "Unauthorized", "API key is required. Provide it in the X-API-Key header.",
                                  "MISSING_API_KEY", endpoint))
-        valid = key == self.cfg.api_key if self.cfg.api_key else KEY_RE.fullmatch(key) is not None
+        valid = key in self._keys if self._keys else KEY_RE.fullmatch(key) is not None
         if not valid:
             raise _Refusal(error(401, "Unauthorized", "Invalid API key", "INVALID_API_KEY", endpoint))
         now = self._clock()
@@ -300,7 +302,9 @@ class App:
             k = min(plan.replay, start)
             shown = view.records(start - k, start) + recs
             self.stats.chaos_applied("replay")
-        items, missing = event_items(shown, form, plan)
+        items, missing = event_items(shown, form, plan, self.cfg.odd_timestamps)
+        if self.cfg.poison_rate and recs and poison(items, recs[0][R_ID], self.cfg.poison_rate, self.cfg.seed):
+            self.stats.chaos_applied("poison")
         request_id = str(uuid.uuid4())
         pagination = self._pagination(limit, recs[-1] if recs else None, has_more)
         if plan.no_pagination:
@@ -386,7 +390,7 @@ class App:
         plan = self._plan("event", data=False)
         view = self.ds.snapshot()
         key = self.ds.key_of_id(eid)
-        pos = view.position_of_key(key) if key is not None and key < view.total else None
+        pos = view.position_of_key(key) if key is not None else None
         if pos is None:
             resp = error(404, "Not Found", f"Event with id '{eid}' not found", "EVENT_NOT_FOUND", "event")
             resp.headers = rate
@@ -418,7 +422,7 @@ class App:
             found = []
             for eid in ids:
                 key = self.ds.key_of_id(eid)
-                pos = view.position_of_key(key) if key is not None and key < view.total else None
+                pos = view.position_of_key(key) if key is not None else None
                 if pos is not None:
                     found.append(event_ms(view.record(pos)))
             meta = orjson.dumps({"requested": len(ids), "found": len(found), "requestId": str(uuid.uuid4())})
@@ -518,6 +522,11 @@ class App:
         return Response(200, orjson.dumps(answer(sub)), endpoint="submissions")
 
     # ---- introspection ------------------------------------------------------------------------
+    def release_late(self) -> dict:
+        """Release every held-back event (late and new) at once; the answer of POST /__sim/release-late."""
+        late, new = self.ds.release()
+        return {"released": late + new, "late": late, "new": new, "total": self.ds.snapshot().total}
+
     def _introspect(self, req: Request, path: str) -> Response:
         if path == "/__sim/stats":
             return Response(200, orjson.dumps(self.stats.snapshot()), endpoint="__sim")
@@ -532,6 +541,8 @@ class App:
             except ValueError:
                 return error(400, "Bad Request", "count must be a non-negative integer", "INVALID_PARAMETER", "__sim")
             return Response(200, orjson.dumps({"added": count, "total": total}), endpoint="__sim")
+        if path == "/__sim/release-late" and req.method == "POST":
+            return Response(200, orjson.dumps(self.release_late()), endpoint="__sim")
         if path == "/__sim/submissions":
             exp = self.expected.get(self.ds.snapshot())
             body = [{"key": s.key[:6] + "…", "number": s.number, "eventCount": s.event_count,
@@ -544,26 +555,3 @@ class App:
                             endpoint="__sim")
         return error(404, "Not Found", "The requested endpoint does not exist", "ENDPOINT_NOT_FOUND", "__sim")
 
-
-def bounds(cfg: SimConfig, total: int) -> dict:
-    """Theoretical minimum seconds to fetch `total` events, from the config alone.
-
-    Pages of `max_limit`; unlimited parallelism (cursors can be forged at any point); the only
-    limits are the request budget and one page's server latency.
-    """
-    pages = -(-total // cfg.max_limit) if total else 0
-    page_latency = (cfg.latency_base_ms + cfg.latency_ms_per_event * min(cfg.max_limit, total)) / 1000.0
-
-    def windowed(limit: int) -> float:
-        return ((pages - 1) // limit) * cfg.window_s + page_latency if limit and pages else page_latency
-
-    events = windowed(cfg.events_limit)
-    if cfg.feed_throttle == "soft" and pages > cfg.feed_burst:
-        feed = (pages - cfg.feed_burst) / (cfg.feed_rpm / 60.0) + page_latency
-    elif cfg.feed_throttle == "shared":
-        feed = windowed(cfg.events_limit)
-    else:
-        feed = page_latency
-    return {"theoretical_min_seconds": {"events": round(events, 3), "feed": round(feed, 3)},
-            "pages": pages, "page_latency_seconds": round(page_latency, 3),
-            "assumptions": "pages of max_limit events, unlimited parallel partitions, no chaos"}

@@ -15,6 +15,8 @@ NEWEST_TS_MS = 1769541612369  # 2026-01-27T19:20:12.369Z, the newest event seen 
 DEFAULT_EVENTS = 3_000_000
 FEED_PATH = "/api/v1/events/d4ta/x7k9/feed"
 FEED_THROTTLES = ("none", "soft", "shared")
+LATE_WHERE = ("top", "middle", "both")
+_SHARES = ("odd_timestamps", "poison_rate")  # besides the p_ fields, knobs that must lie within [0, 1]
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,17 @@ class SimConfig:
     profile: str = "fast"
     events: int = DEFAULT_EVENTS
     seed: int = 1
-    api_key: str | None = None  # None: any key `ds_` + 32 lowercase hex is valid
+    api_key: str | None = None  # the valid key(s), comma-separated, each with its own buckets; None: any `ds_<32 hex>`
+    keys: int = 1  # keys a client spreads its requests over, for /__sim/bounds' all_budgets
     key_ttl_s: float = 0.0  # key expires this long after its first use; 0 = never
     # dataset shape
     newest_ts: int = NEWEST_TS_MS
     span_days: float = 30.0
     tie_group_rate: float = 0.036  # P(a tie group starts at an event); ~10% of events end up in ties
+    # held back until POST /__sim/release-late: absent from listings, meta.total and /__sim/expected
+    late_events: int = 0  # at old timestamps (late_where); materialised on release, ~0.5 KB each
+    late_where: str = "top"  # top: last 30 min below the newest | middle: mid-range | both: half each
+    new_events: int = 0  # above the newest (the newest moves up on release)
     # paging
     default_limit: int = 100
     max_limit: int = 5000
@@ -65,6 +72,8 @@ class SimConfig:
     p_no_pagination: float = 0.0
     p_missing_fields: float = 0.0
     p_ts_variant: float = 0.0
+    odd_timestamps: float = 0.0  # share of events whose /api/v1/events timestamp is odd (fixed per event)
+    poison_rate: float = 0.0  # share of listing pages with one event orjson refuses (fixed per page)
     p_damaged_id: float = 0.0  # per dataset position, fixed for a seed; those ids are never valid
     p_replay: float = 0.0
     p_bulk_500: float = 0.0
@@ -74,6 +83,16 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.events < 0:
             raise ValueError(f"events must be >= 0, got {self.events}")
+        if self.keys < 1:
+            raise ValueError(f"keys must be >= 1, got {self.keys}")
+        if self.api_key and len(self.api_keys()) < self.keys:
+            raise ValueError(f"keys is {self.keys} but api_key lists {len(self.api_keys())} valid key(s)")
+        if self.late_events < 0 or self.new_events < 0:
+            raise ValueError("late_events and new_events must be >= 0")
+        if self.late_events and not self.events:
+            raise ValueError("late_events needs events > 0 (late events join base sessions)")
+        if self.late_where not in LATE_WHERE:
+            raise ValueError(f"late_where must be one of {LATE_WHERE}, got {self.late_where!r}")
         if self.feed_throttle not in FEED_THROTTLES:
             raise ValueError(f"feed_throttle must be one of {FEED_THROTTLES}, got {self.feed_throttle!r}")
         if not self.feed_path.startswith("/"):
@@ -83,8 +102,12 @@ class SimConfig:
         if self.bad_cursor_status not in (400, 502):
             raise ValueError(f"bad_cursor_status must be 400 or 502, got {self.bad_cursor_status}")
         for f in dataclasses.fields(self):
-            if f.name.startswith("p_") and not 0.0 <= getattr(self, f.name) <= 1.0:
+            if (f.name.startswith("p_") or f.name in _SHARES) and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
+
+    def api_keys(self) -> list[str]:
+        """The valid keys listed in `api_key`; empty when any well-formed key is valid."""
+        return [k for k in (self.api_key or "").split(",") if k]
 
 
 _LIGHT_CHAOS = dict(

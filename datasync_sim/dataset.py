@@ -6,8 +6,9 @@ cut into blocks of `BLOCK` positions; block k covers the time slice
 in O(1) and a cursor is positioned by scanning one block. Inside a block the offsets are seeded
 random, with tie groups of 2–4 events sharing one millisecond (~10% of events), then sorted by
 (ts DESC, id DESC). Ids come from a keyed bijection of the key `k*BLOCK + j` (ids.py), so an id maps
-back to its block in O(1). Events added later (`grow`) sit above the newest base event, one
-`gap` apart; their keys are N, N+1, … so every id stays unique.
+back to its block in O(1). Events added later (`grow`, and `new_events` on release) sit above the
+newest base event, one `gap` apart; their keys are N, N+1, … so every id stays unique. Late events
+(late.py) are held back until `release`, then merged among the base events at their timestamps.
 
 Sessions: base slots are cut into windows of 1000 events holding 20 sessions (sizes in pairs
 s, 100-s with s in 35..65), shuffled inside the window; 3M events give exactly 60,000 sessions of
@@ -27,6 +28,7 @@ import orjson
 
 from .config import SimConfig
 from .ids import UuidBatch, UuidMixer
+from .late import LATE_KEY0, LateEvents, late_timestamps
 from .timefmt import iso_json
 
 BLOCK = 64  # positions per block; one block is generated at a time (~0.3 ms)
@@ -116,7 +118,8 @@ class SessionInfo:
 
 
 class Dataset:
-    """Deterministic events by position; thread-safe; grows at the top with `grow`."""
+    """Deterministic events by position; thread-safe; grows at the top with `grow`; `release` shows
+    the held-back events (late and new)."""
 
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
@@ -133,7 +136,8 @@ class Dataset:
         self._uids = UuidMixer(cfg.seed, "user")
         self._batch = UuidBatch(self._ids, BLOCK)
         self._lock = threading.Lock()
-        self.grown = 0
+        self._state: tuple[int, LateEvents | None] = (0, None)  # (grown, released late events)
+        self._released = False
         self.damaged = self._damaged_slots()
         self.base_block = BlockCache(self._make_base_block, BLOCK_CACHE)
         self.grown_block = functools.lru_cache(maxsize=64)(self._make_grown_block)
@@ -145,12 +149,27 @@ class Dataset:
         if count < 0:
             raise ValueError("count must be >= 0")
         with self._lock:
-            self.grown += count
-            return self.n + self.grown
+            grown, late = self._state
+            self._state = (grown + count, late)
+        return View(self, grown + count, late).total
+
+    def release(self) -> tuple[int, int]:
+        """Show every held-back event: late ones at their old timestamps, `new_events` above the
+        newest. Returns (late, new) released by this call; (0, 0) once released."""
+        if self._released:
+            return 0, 0
+        late = self._make_late() if self.cfg.late_events else None  # reads base blocks: no lock held
+        with self._lock:
+            if self._released:
+                return 0, 0
+            self._released = True
+            grown, _ = self._state
+            self._state = (grown + self.cfg.new_events, late)
+        return self.cfg.late_events, self.cfg.new_events
 
     def snapshot(self) -> View:
-        """A consistent view for one request (growth during the request is not seen)."""
-        return View(self, self.grown)
+        """A consistent view for one request (growth or release during the request is not seen)."""
+        return View(self, *self._state)
 
     # ---- ids ----------------------------------------------------------------------------------
     def key_of_id(self, eid: str) -> int | None:
@@ -252,6 +271,63 @@ class Dataset:
         pairs = [(self.newest + (first + j + 1) * self.gap, ids[j]) for j in range(BLOCK)]
         return self._records(rng, pairs, first, self.base_windows, frozenset())
 
+    def _make_late(self) -> LateEvents:
+        """The `late_events` events (ordinals LATE_KEY0 + j), each in the session of the base event
+        that follows it, so sessions stay local in time (and the session windows cached)."""
+        cfg, count = self.cfg, self.cfg.late_events
+        rng = random.Random(f"{self._seed}:late")
+        stamps = late_timestamps(count, cfg.late_where, self.newest, int(cfg.span_days * DAY_MS), rng)
+        draws = [rng.getrandbits(16) for _ in range(count)]
+        ids = [eid for first in range(0, count, BLOCK)
+               for eid in self._batch.uuids(LATE_KEY0 + first, min(BLOCK, count - first))]
+        order = sorted(range(count), key=lambda j: (stamps[j], ids[j]), reverse=True)
+        middles, kinds = _middles()
+        recs, base_pos = [], []
+        for j in order:
+            pb = self.base_seek(stamps[j], ids[j])
+            slot = min(pb, self.n - 1)
+            perm, sessions = self.window(slot // WINDOW)
+            sess = sessions[perm[slot % WINDOW]]
+            m = draws[j]
+            recs.append((stamps[j], ids[j], f'{{"id":"{ids[j]}",{sess.pair}{middles[m]}'.encode(), sess.tail,
+                         kinds[m], sess.index, ids[j]))
+            base_pos.append(pb)
+        return LateEvents(recs, [(r[R_TS], r[R_ID]) for r in recs], base_pos, order, [r[R_SESSION] for r in recs])
+
+    # ---- base positions -----------------------------------------------------------------------
+    def base_records(self, start: int, stop: int) -> list[tuple]:
+        """Records of base positions [start, stop) (0 <= start <= stop <= n)."""
+        out: list[tuple] = []
+        b = start
+        while b < stop:
+            k, r = divmod(b, BLOCK)
+            take = min(BLOCK - r, stop - b)
+            out.extend(self.base_block(k)[r:r + take])
+            b += take
+        return out
+
+    def base_seek(self, ts: int, eid: str) -> int:
+        """How many base events come before (ts, eid) in (ts DESC, id DESC) order: O(BLOCK)."""
+        k = (self.newest - ts) // self.block_span
+        if k < 0:
+            return 0
+        if k >= self.nblocks:
+            return self.n
+        key = (ts, eid)
+        for r, rec in enumerate(self.base_block(k)):
+            if (rec[R_TS], rec[R_ID]) < key:
+                return k * BLOCK + r
+        return min(self.n, (k + 1) * BLOCK)
+
+    def base_position(self, key: int) -> int:
+        """Base position of the base event with key `key` (< n)."""
+        k = key // BLOCK
+        eid = self.uuid_of_key(key)
+        for r, rec in enumerate(self.base_block(k)):
+            if rec[R_ID] == eid:
+                return k * BLOCK + r
+        raise AssertionError("unreachable: every key of a block is in it")
+
 
 class BlockCache:
     """LRU cache of blocks that builds each block once even when several threads want it at once
@@ -297,12 +373,14 @@ def _damage(eid: str, slot: int) -> str:
 
 
 class View:
-    """The dataset at one growth level: positions 0..total-1, grown events first."""
+    """The dataset at one state: positions 0..total-1, grown events first, then the base events
+    with the released late events merged among them."""
 
-    def __init__(self, ds: Dataset, grown: int) -> None:
+    def __init__(self, ds: Dataset, grown: int, late: LateEvents | None = None) -> None:
         self.ds = ds
         self.g = grown
-        self.total = ds.n + grown
+        self.late = late
+        self.total = ds.n + grown + (len(late) if late is not None else 0)
 
     def records(self, start: int, stop: int) -> list[tuple]:
         """Records of positions [start, stop), clipped to the dataset."""
@@ -314,13 +392,11 @@ class View:
             j = g - 1 - p
             out.append(ds.grown_block(j // BLOCK)[j % BLOCK])
             p += 1
-        while p < stop:
-            b = p - g
-            k, r = divmod(b, BLOCK)
-            block = ds.base_block(k)
-            take = min(BLOCK - r, stop - p)
-            out.extend(block[r:r + take])
-            p += take
+        if p < stop:
+            if self.late is None:
+                out += ds.base_records(p - g, stop - g)
+            else:
+                out += self.late.merged_records(p - g, stop - g, ds.base_records)
         return out
 
     def record(self, p: int) -> tuple:
@@ -329,7 +405,7 @@ class View:
     def seek(self, ts: int, eid: str) -> int:
         """First position strictly after (ts, eid) in (ts DESC, id DESC) order; total if none.
 
-        Works for any (ts, eid), whether or not an event has it: O(log grown + BLOCK).
+        Works for any (ts, eid), whether or not an event has it: O(log grown + BLOCK + log late).
         """
         ds, g = self.ds, self.g
         key = (ts, eid)
@@ -345,45 +421,41 @@ class View:
                     lo = mid + 1
             if lo < g:
                 return lo
-        k = (ds.newest - ts) // ds.block_span
-        if k < 0:
-            return g
-        if k >= ds.nblocks:
-            return self.total
-        block = ds.base_block(k)
-        for r, rec in enumerate(block):
-            if (rec[R_TS], rec[R_ID]) < key:
-                return g + k * BLOCK + r
-        return g + min(ds.n, (k + 1) * BLOCK)
+        late = self.late.at_or_above(key) if self.late is not None else 0
+        return g + ds.base_seek(ts, eid) + late
 
     def seek_before(self, ts: int) -> int:
         """First position with timestamp < ts."""
         return self.seek(ts, "")
 
     def position_of_key(self, key: int) -> int | None:
-        """Current position of the event with key `key`, or None."""
-        ds = self.ds
+        """Current position of the event with key `key`, or None (unknown, not grown yet, held back)."""
+        ds, late = self.ds, self.late
         if key < ds.n:
-            k = key // BLOCK
-            eid = ds.uuid_of_key(key)
-            for r, rec in enumerate(ds.base_block(k)):
-                if rec[R_ID] == eid:
-                    return self.g + k * BLOCK + r
-            return None  # unreachable: every key of a block is in it
+            pb = ds.base_position(key)
+            return self.g + (late.merged_of_base(pb) if late is not None else pb)
+        if key >= LATE_KEY0:
+            i = late.rank.get(key - LATE_KEY0) if late is not None else None
+            return None if i is None else self.g + late.merged[i]
         j = key - ds.n
         return self.g - 1 - j if j < self.g else None
 
     def session_positions(self, si: int) -> list[int]:
         """Positions of session `si`'s events, ascending (newest first)."""
-        ds = self.ds
+        ds, g, late = self.ds, self.g, self.late
         w, local = divmod(si, SESSIONS_PER_WINDOW)
         perm = ds.window(w)[0]
         if w < ds.base_windows:
             base = w * WINDOW
-            out = [self.g + base + i for i, s in enumerate(perm) if s == local and base + i < ds.n]
+            pbs = [base + i for i, s in enumerate(perm) if s == local and base + i < ds.n]
+            if late is None:
+                out = [g + pb for pb in pbs]
+            else:
+                out = [g + late.merged_of_base(pb) for pb in pbs]
+                out += [g + late.merged[i] for i in late.by_session.get(si, ())]
         else:
             base = (w - ds.base_windows) * WINDOW
-            out = [self.g - 1 - (base + i) for i, s in enumerate(perm) if s == local and base + i < self.g]
+            out = [g - 1 - (base + i) for i, s in enumerate(perm) if s == local and base + i < g]
         out.sort()
         return out
 

@@ -161,6 +161,10 @@ class SimServer:
         """Add `count` events newer than the newest; returns the new total."""
         return self.app.ds.grow(count)
 
+    def release_late(self) -> dict:
+        """Release the held-back events (as POST /__sim/release-late); returns its JSON answer."""
+        return self.app.release_late()
+
     def __enter__(self) -> SimServer:
         return self.start()
 

@@ -60,3 +60,25 @@ def variant_json(ts: int, kind: str) -> bytes | None:
     if kind == "zero_width":
         return b'"\\u200b' + iso_ms(ts).encode() + b'"'
     raise ValueError(f"unknown timestamp variant {kind!r}")
+
+
+# `odd_timestamps` forms (contract §5: reported but never captured, or ambiguous): lossy or zone-less
+ODD_FORMS = ("date_only", "hour_only", "lowercase_z", "float_ms", "epoch_seconds", "no_timezone", "zero_width")
+_ZWSP = "\u200b".encode()
+
+
+def odd_json(ts: int, kind: str) -> bytes:
+    """The JSON value of timestamp `ts` in odd form `kind`; date_only, hour_only and epoch_seconds
+    drop precision, so the value no longer tells the event's place in the order."""
+    if kind == "float_ms":
+        return b"%d.0" % ts
+    if kind == "epoch_seconds":
+        return b"%d" % (ts // 1000)
+    iso = iso_ms(ts)
+    text = {"date_only": iso[:10], "hour_only": iso[:13], "lowercase_z": iso[:-1] + "z",
+            "no_timezone": iso[:-1]}.get(kind)
+    if text is not None:
+        return b'"' + text.encode() + b'"'
+    if kind == "zero_width":
+        return b'"' + _ZWSP + iso.encode() + b'"'
+    raise ValueError(f"unknown odd timestamp form {kind!r}")

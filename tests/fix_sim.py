@@ -78,3 +78,11 @@ def stream_token(s: requests.Session, url: str) -> dict:
     r = s.post(url + "/internal/dashboard/stream-access", headers={"User-Agent": BROWSER_UA}, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()["streamAccess"]
+
+
+def release_late(url: str) -> dict:
+    """POST /__sim/release-late: show the held-back late and new events; returns the JSON answer."""
+    r = requests.post(url + "/__sim/release-late", timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+

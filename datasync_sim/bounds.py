@@ -1,0 +1,74 @@
+"""`/__sim/bounds`: the theoretical minimum time to fetch every event, from the config alone.
+
+Pages of `max_limit`; unlimited parallelism (cursors can be forged at any point); the only limits
+are the request budgets and one page's server latency. `theoretical_min_seconds` gives one path at a
+time (the documented endpoint with header auth, the feed); `all_budgets` every budget of a key used at
+once — feed, header-auth pool, and the separate `?api_key=` pool when it has one — and the same for
+1 … `keys` keys, each key with its own buckets.
+"""
+
+from __future__ import annotations
+
+from .config import SimConfig
+
+
+def bounds(cfg: SimConfig, total: int) -> dict:
+    """The answer of `/__sim/bounds` for `total` events; seconds rounded to the millisecond."""
+    pages = -(-total // cfg.max_limit) if total else 0
+    page_latency = (cfg.latency_base_ms + cfg.latency_ms_per_event * min(cfg.max_limit, total)) / 1000.0
+
+    def windowed(limit: int) -> float:
+        return ((pages - 1) // limit) * cfg.window_s + page_latency if limit and pages else page_latency
+
+    events = windowed(cfg.events_limit)
+    if cfg.feed_throttle == "soft" and pages > cfg.feed_burst:
+        feed = (pages - cfg.feed_burst) / (cfg.feed_rpm / 60.0) + page_latency
+    elif cfg.feed_throttle == "shared":
+        feed = windowed(cfg.events_limit)
+    else:
+        feed = page_latency
+    query = query_pool(cfg)
+    by_keys = {str(k): round(all_budgets_seconds(cfg, pages, page_latency, k), 3) for k in range(1, cfg.keys + 1)}
+    return {"theoretical_min_seconds": {"events": round(events, 3), "feed": round(feed, 3)},
+            "pages": pages, "page_latency_seconds": round(page_latency, 3),
+            "assumptions": "pages of max_limit events, unlimited parallel partitions, no chaos",
+            "all_budgets": {
+                "per_key": {"window_s": cfg.window_s, "events_header_per_window": cfg.events_limit,
+                            "events_query_per_window": query or None, "feed_throttle": cfg.feed_throttle,
+                            "feed_rpm": cfg.feed_rpm, "feed_burst": cfg.feed_burst},
+                "min_seconds": by_keys["1"], "keys": cfg.keys, "min_seconds_by_keys": by_keys,
+                "assumptions": "each key's feed, header-auth and separate query-auth budgets all in use at once; "
+                               "0 per window = unlimited, null = no separate query pool"}}
+
+
+def query_pool(cfg: SimConfig) -> int:
+    """Requests per window of the separate `?api_key=` pool; 0 when query auth shares the header
+    bucket or has no limit of its own (its requests then count on the header pool)."""
+    if not cfg.query_key_limit or cfg.query_key_shares_bucket:
+        return 0
+    return min(cfg.events_limit, cfg.query_key_limit) if cfg.events_limit else cfg.query_key_limit
+
+
+def all_budgets_seconds(cfg: SimConfig, pages: int, page_latency: float, keys: int) -> float:
+    """Earliest time `pages` pages are in with every budget of `keys` keys used at once.
+
+    The windowed pools (header and query auth) deliver `per_window` pages at each window start; the
+    soft feed `burst` pages at once, then `rpm` per minute; each page arrives `page_latency` after its
+    request. A feed sharing the events bucket adds nothing; an unlimited pool means one round trip.
+    """
+    if not pages or not cfg.events_limit or cfg.feed_throttle == "none" or cfg.window_s <= 0:
+        return page_latency
+    per_window = keys * (cfg.events_limit + query_pool(cfg))
+    soft = cfg.feed_throttle == "soft"
+    burst, rate = (keys * cfg.feed_burst, keys * cfg.feed_rpm / 60.0) if soft else (0, 0.0)
+    j = 0
+    while True:
+        start = page_latency + j * cfg.window_s  # the pages of windows 0..j have arrived
+        missing = pages - per_window * (j + 1) - burst
+        if missing <= 0:
+            return start
+        if rate:
+            t = max(start, page_latency + missing / rate)
+            if t < start + cfg.window_s:
+                return t
+        j += 1

@@ -1,0 +1,67 @@
+"""`/__sim/bounds`: the minimum time per path and with every budget of one or more keys at once."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from datasync_sim import profile_config
+from tests.fix_sim import BROWSER_UA, KEY, OTHER_KEY, client, running
+
+THIRD_KEY = "ds_" + "c" * 32
+
+
+def _bounds(url: str) -> dict:
+    return requests.get(url + "/__sim/bounds", timeout=10).json()
+
+
+def test_all_budgets_add_the_feed_the_header_pool_and_the_separate_query_pool_per_key():
+    with running("live", events=3_000_000, keys=2) as sim, \
+            running("live", events=3_000_000, query_key_shares_bucket=True) as shared:
+        own, common = _bounds(sim.url), _bounds(shared.url)
+    # one key: 15 windowed pages a minute (10 header + 5 query) and the feed's 15 + 40/min;
+    # 11 windows give 165, the feed must bring 420 more: 630 s, plus one page's 3.52 s
+    assert own["all_budgets"] == {
+        "per_key": {"window_s": 60.0, "events_header_per_window": 10, "events_query_per_window": 5,
+                    "feed_throttle": "soft", "feed_rpm": 40.0, "feed_burst": 15},
+        "min_seconds": 633.52, "keys": 2, "min_seconds_by_keys": {"1": 633.52, "2": 303.52},
+        "assumptions": "each key's feed, header-auth and separate query-auth budgets all in use at once; "
+                       "0 per window = unlimited, null = no separate query pool"}
+    # a shared query bucket adds nothing: 12 windows of 10 and 15 + 37.5 s of feed
+    assert common["all_budgets"]["per_key"]["events_query_per_window"] is None
+    assert common["all_budgets"]["min_seconds_by_keys"] == {"1": 701.02}
+    assert own["theoretical_min_seconds"] == common["theoretical_min_seconds"] == {"events": 3543.52, "feed": 881.02}
+
+
+@pytest.mark.parametrize(("knobs", "seconds"), [
+    ({"feed_throttle": "shared"}, 39 * 60 + 3.52),  # the feed spends the events bucket: 15 pages a window
+    ({"feed_throttle": "none"}, 3.52),  # an unthrottled feed fetches every page at once
+])
+def test_a_feed_without_a_budget_of_its_own_or_without_a_limit(knobs, seconds):
+    with running("live", events=3_000_000, **knobs) as sim:
+        assert _bounds(sim.url)["all_budgets"]["min_seconds"] == seconds
+
+
+def test_each_listed_key_has_the_budgets_the_bound_counts():
+    """tight: 3 header + 2 query requests per window and a feed burst of 2, for each of the two keys."""
+    with running("tight", api_key=f"{KEY},{OTHER_KEY}", keys=2, window_s=30.0) as sim:
+        granted = {}
+        for key in (KEY, OTHER_KEY):
+            s = client(key)
+            token = s.post(sim.url + "/internal/dashboard/stream-access", headers={"User-Agent": BROWSER_UA}).json()
+            header = [s.get(sim.url + "/api/v1/events").status_code for _ in range(4)]
+            query = [requests.get(sim.url + "/api/v1/events", params={"api_key": key}).status_code for _ in range(3)]
+            feed = [s.get(sim.url + token["streamAccess"]["endpoint"],
+                          headers={"X-Stream-Token": token["streamAccess"]["token"]}).status_code for _ in range(3)]
+            granted[key] = (header, query, feed)
+        third = client(THIRD_KEY).get(sim.url + "/api/v1/events")
+        bound = _bounds(sim.url)["all_budgets"]
+    assert granted[KEY] == granted[OTHER_KEY] == ([200, 200, 200, 429], [200, 200, 429], [200, 200, 429])
+    assert (third.status_code, third.json()["code"]) == (401, "INVALID_API_KEY")
+    assert (bound["keys"], bound["per_key"]["events_header_per_window"], bound["per_key"]["events_query_per_window"],
+            bound["per_key"]["feed_burst"]) == (2, 3, 2, 2)
+
+
+def test_keys_cannot_exceed_the_listed_keys():
+    with pytest.raises(ValueError, match="keys is 3 but api_key lists 2 valid key"):
+        profile_config("live", api_key=f"{KEY},{OTHER_KEY}", keys=3)
