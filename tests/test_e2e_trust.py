@@ -48,7 +48,7 @@ def test_events_lost_in_the_middle_after_a_complete_pass_are_repaired_by_one_ful
         capsys.readouterr()
         assert run_ingest(server.url, database_url, "--page-size", "500", "--log-level", "INFO") == 0
         log = capsys.readouterr().err
-        result = record("gap in the middle after a complete pass", server.url, database_url, "exit 0, repaired")
+        result = record("gap in the middle after a complete pass", server, database_url, "exit 0, repaired")
     kinds = rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id")
     assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
     assert kinds == [("full",), ("incremental",), ("full",)]
@@ -69,7 +69,7 @@ def test_new_events_at_the_top_are_fetched_by_an_incremental_pass(database_url: 
         assert run_ingest(server.url, database_url) == 0
         server.add_events(700)
         assert run_ingest(server.url, database_url) == 0
-        result = record("new events at the top, rerun", server.url, database_url, "exit 0, incremental")
+        result = record("new events at the top, rerun", server, database_url, "exit 0, incremental")
     assert result == {"expected": EVENTS + 700, "stored": EVENTS + 700, "missing": 0, "extra": 0}
     assert rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id") == [("full",), ("incremental",)]
 
@@ -91,7 +91,7 @@ def test_a_run_that_cannot_reach_the_total_says_incomplete_and_exits_1(
         capsys.readouterr()
         code = run_ingest(server.url, database_url, "--log-level", "INFO")
         last = capsys.readouterr().err.splitlines()[-1]
-        result = record("5 events lost below the ingester", server.url, database_url, f"exit {code}, INCOMPLETE")
+        result = record("5 events lost below the ingester", server, database_url, f"exit {code}, INCOMPLETE")
     assert result == {"expected": EVENTS, "stored": EVENTS - 5, "missing": 5, "extra": 0}
     assert code == 1
     assert "ingestion INCOMPLETE: 5 events missing: 5,995 accounted for (5,995 stored + 0 quarantined)" in last
@@ -109,7 +109,7 @@ def test_a_store_of_another_api_is_refused_by_run_verify_and_submit(
                  cli(second.url, database_url, "submit", "--repo", "https://example.org/r", "--yes")]
         errors = capsys.readouterr().err.splitlines()
         served = sim_stats(second.url)["requests"]
-        result = record("another API on the same store", first.url, database_url, f"exits {codes}, refused")
+        result = record("another API on the same store", first, database_url, f"exits {codes}, refused")
     assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
     assert codes == [2, 2, 2]
     refusal = (f"error: this store holds events from {first.url}, not {second.url}: use another DATA_DIR or"
@@ -122,7 +122,7 @@ def test_reset_erases_a_store_of_another_api_and_ingests_the_new_one(database_ur
     with sim(seed=31) as first, sim(seed=32, events=4_000) as second:
         assert run_ingest(first.url, database_url) == 0
         assert cli(second.url, database_url, "--reset") == 0
-        result = record("another API with --reset", second.url, database_url, "exit 0, store replaced")
+        result = record("another API with --reset", second, database_url, "exit 0, store replaced")
     assert result == {"expected": 4_000, "stored": 4_000, "missing": 0, "extra": 0}
     assert rows(database_url, "SELECT base_url FROM ingest_origin") == [(second.url,)]
 
@@ -143,7 +143,7 @@ def test_demo_then_live_on_the_same_database_is_refused(database_url: str, capsy
         capsys.readouterr()
         assert cli(live.url, database_url) == 2
         err = capsys.readouterr().err
-        result = record("demo, then live on the same database", same_dataset.url, database_url, "exit 2, refused")
+        result = record("demo, then live on the same database", same_dataset, database_url, "exit 2, refused")
     assert result == {"expected": 2_000, "stored": 2_000, "missing": 0, "extra": 0}
     assert "this store holds events from demo simulator (2,000 events, seed 1)" in err
 
@@ -180,3 +180,25 @@ def test_verify_fails_when_the_partitions_leave_a_gap(database_url: str, capsys:
         out = capsys.readouterr().out.splitlines()
     assert code == 1
     assert out[-1] == f"verify: INCOMPLETE: the last full pass left [{lo}, {hi}) ms uncovered: run the ingestion"
+
+
+@pytest.mark.parametrize("where", ["top", "middle"])
+@pytest.mark.parametrize("strategy", ["feed", "documented"])
+def test_late_events_released_after_a_complete_pass_are_all_fetched_by_the_rerun(
+    database_url: str, where: str, strategy: str
+) -> None:
+    with sim(late_events=200, late_where=where, new_events=50) as server:
+        assert run_ingest(server.url, database_url, "--strategy", strategy) == 0
+        assert server.release_late()["released"] == 250
+        assert run_ingest(server.url, database_url, "--strategy", strategy) == 0
+        result = record(f"late events ({where}), {strategy}", server, database_url, "exit 0")
+    assert result == {"expected": EVENTS + 250, "stored": EVENTS + 250, "missing": 0, "extra": 0}
+
+
+@pytest.mark.parametrize("strategy", ["feed", "documented"])
+def test_odd_timestamps_lose_nothing(database_url: str, strategy: str) -> None:
+    with sim(events=10_000, odd_timestamps=0.2) as server:
+        assert run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000",
+                          "--concurrency", "4") == 0
+        result = record(f"odd timestamps (20%), {strategy}", server, database_url, "exit 0")
+    assert result == {"expected": 10_000, "stored": 10_000, "missing": 0, "extra": 0}
