@@ -14,6 +14,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
+from ingest import tolerant_json
 from ingest.errors import (
     AuthenticationFailed,
     CursorExpired,
@@ -171,10 +172,14 @@ class ApiClient:
 
 
 def parse_envelope(content: bytes) -> EventsPage:
-    """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end."""
+    """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end.
+
+    A body orjson refuses but the stdlib parser accepts (NaN, 1e400, a lone surrogate) is not damaged:
+    its events are kept (see tolerant_json).
+    """
     try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
+        body = tolerant_json.loads(content)
+    except ValueError as exc:
         raise RetryableApiError(f"invalid or truncated JSON body ({len(content)} bytes)") from exc
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise RetryableApiError("response without a data list")

@@ -133,6 +133,59 @@ def test_damaged_envelopes_are_retryable_never_the_end(content: bytes) -> None:
         parse_envelope(content)
 
 
+def last_page(*events: bytes) -> bytes:
+    """An end-of-data envelope around raw event JSON, so the test controls every byte."""
+    return b'{"data":[' + b",".join(events) + b'],"pagination":{"hasMore":false,"nextCursor":null},"meta":{}}'
+
+
+@pytest.mark.parametrize(
+    ("event", "stored"),
+    [
+        # a JavaScript server's broken emoji: half a surrogate pair, escaped
+        (rb'{"name":"broken \ud83d emoji"}', '{"name":"broken \ufffd emoji"}'.encode()),
+        (rb'{"name":"\ude00\ud83d"}', '{"name":"\ufffd\ufffd"}'.encode()),
+        (rb'{"\udc00key":["\ud83d\ude00","\ud83d"]}', '{"\ufffdkey":["\U0001f600","\ufffd"]}'.encode()),
+        (b'{"name":"\xed\xa0\xbd"}', '{"name":"\ufffd"}'.encode()),  # the same half, raw (CESU-8)
+        # numbers JSON has no room for: kept as the token the server sent
+        (b'{"v":[NaN,Infinity,-Infinity]}', b'{"v":["NaN","Infinity","-Infinity"]}'),
+        # past a double, or past 64 bits: kept exact, as written
+        (b'{"v":[1e400,-1.5E+400,0.5]}', b'{"v":[1e400,-1.5E+400,0.5]}'),
+        (b'{"v":[18446744073709551616,-9223372036854775809]}', b'{"v":[18446744073709551616,-9223372036854775809]}'),
+        (b'{"v":123456789012345678901234567890}', b'{"v":123456789012345678901234567890}'),
+        (b'{"v":[18446744073709551615,-9223372036854775808]}', b'{"v":[18446744073709551615,-9223372036854775808]}'),
+        # beyond what jsonb's numeric holds: kept as text rather than failing the whole batch
+        (b'{"v":1e131072}', b'{"v":"1e131072"}'),
+        (b'{"v":' + b"9" * 5000 + b"}", b'{"v":' + b"9" * 5000 + b"}"),
+    ],
+    ids=["lone-high-surrogate", "lone-low-surrogates", "in-key-and-list-pair-intact", "raw-cesu8-surrogate",
+         "nan-infinities", "past-a-double", "past-64-bits", "30-digits", "64-bit-edges", "past-jsonb-numeric",
+         "5000-digits"],
+)
+def test_json_orjson_refuses_or_rounds_is_parsed_and_the_event_kept(event: bytes, stored: bytes) -> None:
+    page = parse_envelope(last_page(event, b'{"id":"next"}'))
+    assert orjson.dumps(page.events) == b"[" + stored + b',{"id":"next"}]'
+    assert (page.has_more, page.next_cursor) == (False, None)
+
+
+def test_a_long_digit_run_takes_the_exact_path_with_the_same_result() -> None:
+    events = [{"id": "1" * 40, "n": 1769541612369, "f": 0.1, "s": "caf\u00e9", "t": [True, None]}]
+    page = parse_envelope(orjson.dumps(envelope(events, has_more=False, cursor=None)))
+    assert page.events == events
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        last_page(b'{"v":NaN}')[:-9],  # cut mid-JSON: no parser accepts it, tolerant or not
+        last_page(b'{"name":"\xff"}'),  # not UTF-8
+        b"[" * 100_000,  # nested past every parser's depth
+    ],
+)
+def test_a_body_no_parser_accepts_is_retryable(content: bytes) -> None:
+    with pytest.raises(RetryableApiError, match="invalid or truncated JSON body"):
+        parse_envelope(content)
+
+
 def test_end_of_data_envelope() -> None:
     page = parse_envelope(orjson.dumps(envelope([{"id": "x"}], has_more=False, cursor=None)))
     assert (page.events, page.has_more, page.next_cursor, page.total) == ([{"id": "x"}], False, None, 3)
