@@ -15,6 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ingest import tolerant_json
+from ingest.cursors import cursor_expiry_ms
 from ingest.errors import (
     AuthenticationFailed,
     CursorExpired,
@@ -27,6 +28,7 @@ from ingest.errors import (
 )
 from ingest.limiter import RateLimiter
 from ingest.retry import RetryPolicy
+from ingest.server_clock import ServerClock
 
 USER_AGENT = "datasync-ingest/0.1"
 # stream-access answers only requests that look like the dashboard in a browser.
@@ -46,6 +48,7 @@ class EventsPage:
     has_more: bool
     next_cursor: str | None
     total: int | None
+    cursor_expires_in_s: float | None = None  # pagination.cursorExpiresIn: the next cursor's lifetime
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class ApiClient:
     """Sends single requests with one requests.Session per thread; shared by all fetchers."""
 
     def __init__(
-        self, base_url: str, api_key: str, limiter: RateLimiter, timeout_s: float, policy: RetryPolicy
+        self, base_url: str, api_key: str, limiter: RateLimiter, timeout_s: float, policy: RetryPolicy,
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -68,6 +72,8 @@ class ApiClient:
         self._timeout = (CONNECT_TIMEOUT_S, timeout_s)
         self._policy = policy
         self._local = threading.local()
+        # Every answer sets it; built cursors take their expiry from it (build_cursor(now_ms=...)).
+        self.server_clock = server_clock or ServerClock()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -101,6 +107,7 @@ class ApiClient:
             raise RetryableApiError(f"timed out: {type(exc).__name__}") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise RetryableApiError(f"connection failed: {type(exc).__name__}") from exc
+        self.server_clock.observe_date(response.headers.get("Date"))
         self._observe_limits(response)
         if response.status_code >= 300:
             raise self._error_for(response)
@@ -146,7 +153,11 @@ class ApiClient:
     def events_page(self, path: str, params: Mapping, headers: Mapping | None = None) -> EventsPage:
         """One page of events from the documented endpoint or the feed."""
         response = self.request("GET", path, params=params, headers=headers)
-        return parse_envelope(response.content)
+        page = parse_envelope(response.content)
+        exp_ms = cursor_expiry_ms(page.next_cursor)
+        if exp_ms is not None and page.cursor_expires_in_s is not None:
+            self.server_clock.observe_cursor(exp_ms, page.cursor_expires_in_s)
+        return page
 
     def stream_access(self) -> StreamGrant:
         """Ask for a feed token the way the dashboard does (contract §4)."""
@@ -192,7 +203,8 @@ def parse_envelope(content: bytes) -> EventsPage:
     meta = body.get("meta")
     total = int_or_none(meta.get("total")) if isinstance(meta, dict) else None
     return EventsPage(
-        body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total
+        body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total,
+        _float(pagination.get("cursorExpiresIn")),
     )
 
 

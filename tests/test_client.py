@@ -5,7 +5,9 @@ import pytest
 import requests
 import responses
 
+from datasync_sim import cursor as sim_cursor
 from ingest.client import ApiClient, parse_envelope
+from ingest.cursors import ZERO_ID, build_cursor
 from ingest.errors import (
     AuthenticationFailed,
     CursorExpired,
@@ -18,13 +20,14 @@ from ingest.errors import (
 )
 from ingest.limiter import RateLimiter
 from ingest.retry import RetryPolicy
+from ingest.server_clock import ServerClock
 
 BASE = "http://api.test"
 KEY = "ds_" + "a" * 32
 
 
-def make_client(limiter: RateLimiter | None = None) -> ApiClient:
-    return ApiClient(BASE, KEY, limiter or RateLimiter(), 5.0, RetryPolicy())
+def make_client(limiter: RateLimiter | None = None, server_clock: ServerClock | None = None) -> ApiClient:
+    return ApiClient(BASE, KEY, limiter or RateLimiter(), 5.0, RetryPolicy(), server_clock)
 
 
 def envelope(data, has_more=True, cursor="abc", total=3):
@@ -214,3 +217,41 @@ def test_invalid_stream_token_renews_the_token_and_the_request_is_sent_again() -
     assert tokens_sent == ["b" * 64, "b" * 64]  # the second token is the renewed one (same text here)
     assert [c.request.url.rsplit("/", 1)[-1] for c in responses.calls] == ["feed?limit=5000", "stream-access",
                                                                           "feed?limit=5000"]
+
+
+SERVER_NOW_S = 1_769_541_600  # Tue, 27 Jan 2026 19:20:00 GMT
+LOCAL_WALL_S = SERVER_NOW_S - 600.0  # our wall clock runs ten minutes behind the server's
+
+
+class StoppedClocks:
+    """Local clocks that do not move: the wall one ten minutes behind, the monotonic one at 0."""
+
+    wall = staticmethod(lambda: LOCAL_WALL_S)
+    mono = staticmethod(lambda: 0.0)
+
+
+@responses.activate
+def test_a_cursor_built_after_any_answer_expires_on_the_servers_clock() -> None:
+    responses.get(f"{BASE}/api/v1/events", json=envelope([], has_more=False, cursor=None),
+                  headers={"Date": "Tue, 27 Jan 2026 19:20:00 GMT"})
+    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    client.events_page("/api/v1/events", {"limit": 5000})
+    rebuilt = build_cursor(1769541612369, ZERO_ID, now_ms=client.server_clock.now_ms())
+    # the server checks exp against its own clock: the rebuilt cursor is alive there ...
+    assert sim_cursor.decode(rebuilt, SERVER_NOW_S * 1000).exp == (SERVER_NOW_S + 117) * 1000
+    # ... where one built on the local clock arrives expired, however often it is rebuilt
+    stale = build_cursor(1769541612369, ZERO_ID, now_ms=int(LOCAL_WALL_S * 1000))
+    with pytest.raises(sim_cursor.CursorError, match="expired"):
+        sim_cursor.decode(stale, SERVER_NOW_S * 1000)
+
+
+@responses.activate
+def test_the_servers_own_cursor_sets_the_server_clock() -> None:
+    issued = sim_cursor.encode(1769541612369, ZERO_ID, (SERVER_NOW_S + 118) * 1000)
+    body = envelope([{"id": "x"}], cursor=issued)
+    body["pagination"]["cursorExpiresIn"] = 118
+    responses.get(f"{BASE}/api/v1/events", json=body)  # no Date header at all
+    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    page = client.events_page("/api/v1/events", {"limit": 5000})
+    assert (page.next_cursor, page.cursor_expires_in_s) == (issued, 118.0)
+    assert client.server_clock.now_ms() == SERVER_NOW_S * 1000
