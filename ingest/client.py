@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urljoin, urlsplit
 
 import orjson
 import requests
@@ -53,8 +54,8 @@ class EventsPage:
 
 @dataclass(frozen=True)
 class StreamGrant:
-    endpoint: str
-    token: str
+    endpoint: str  # a path on the API's own host, checked by stream_access()
+    token: str = field(repr=False)
     header: str
     expires_in_s: float
 
@@ -74,6 +75,9 @@ class ApiClient:
         self._local = threading.local()
         # Every answer sets it; built cursors take their expiry from it (build_cursor(now_ms=...)).
         self.server_clock = server_clock or ServerClock()
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self.base_url!r})"
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -96,11 +100,14 @@ class ApiClient:
         self, method: str, path: str, *, params: Mapping | None = None, headers: Mapping | None = None,
         data: bytes | Iterable[bytes] | None = None,
     ) -> requests.Response:
-        """Send one request; return a 2xx response or raise our error for anything else."""
+        """Send one request; return a 2xx response or raise our error for anything else.
+
+        Redirects are not followed: requests would resend X-API-Key (and a stream token) to any host.
+        """
         try:
             response = self._session().request(
                 method, self.base_url + path, params=params, headers=headers, data=data,
-                timeout=self._timeout,
+                timeout=self._timeout, allow_redirects=False,
             )
             response.content  # noqa: B018 - read the body now so a cut connection surfaces here
         except requests.Timeout as exc:
@@ -127,6 +134,11 @@ class ApiClient:
         code = body.get("code") if isinstance(body, dict) else None
         message = body.get("message") if isinstance(body, dict) else None
         detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        if status < 400:
+            return FatalApiError(
+                f"the API redirected {response.request.path_url.split('?')[0]} to {_origin(response)} ({detail});"
+                " redirects are not followed, so the key was not sent there: check API_BASE_URL"
+            )
         if status == 429:
             retry_after = self._policy.retry_after(response.headers)
             if retry_after is None and isinstance(body, dict):
@@ -172,7 +184,7 @@ class ApiClient:
         body = _json_or_none(response.content)
         grant = body.get("streamAccess") if isinstance(body, dict) else None
         try:
-            return StreamGrant(
+            granted = StreamGrant(
                 endpoint=str(grant["endpoint"]),
                 token=str(grant["token"]),
                 header=str(grant.get("tokenHeader") or "X-Stream-Token"),
@@ -180,6 +192,29 @@ class ApiClient:
             )
         except (TypeError, KeyError, ValueError) as exc:
             raise RetryableApiError("stream-access answer without a usable streamAccess object") from exc
+        if not is_own_path(granted.endpoint):
+            # The key and the token go with every feed request: only ever to the host API_BASE_URL names.
+            raise StreamAccessDenied(
+                f"stream-access offered a feed at {granted.endpoint!r:.120}, not a path on {self.base_url}:"
+                " refused, so neither the key nor the token is sent there"
+            )
+        return granted
+
+
+def is_own_path(endpoint: str) -> bool:
+    """True when `endpoint`, appended to the base URL, stays on the API's host and under its base path.
+
+    Only an absolute path qualifies: not `//host/...` (scheme-relative) nor `http://...`, and never a
+    text that, appended to the base URL, would turn its host into user info (`@host`); no backslash
+    (some stacks read it as `/`), no `..` (even percent-encoded) that could climb out of a base path, no
+    query or fragment, no space or control character.
+    """
+    decoded = unquote(endpoint)
+    return (
+        endpoint.startswith("/") and not endpoint.startswith("//")
+        and not any(c in decoded for c in "\\?#") and ".." not in decoded
+        and decoded.isprintable() and " " not in decoded
+    )
 
 
 def parse_envelope(content: bytes) -> EventsPage:
@@ -213,6 +248,14 @@ def _json_or_none(content: bytes) -> object:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
         return None
+
+
+def _origin(response: requests.Response) -> str:
+    location = response.headers.get("Location")
+    if not location:
+        return "an unnamed location (no Location header)"
+    target = urlsplit(urljoin(response.url, location))
+    return f"{target.scheme}://{target.hostname}" if target.hostname else repr(location[:120])
 
 
 def int_or_none(value: object) -> int | None:

@@ -255,3 +255,55 @@ def test_the_servers_own_cursor_sets_the_server_clock() -> None:
     page = client.events_page("/api/v1/events", {"limit": 5000})
     assert (page.next_cursor, page.cursor_expires_in_s) == (issued, 118.0)
     assert client.server_clock.now_ms() == SERVER_NOW_S * 1000
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@responses.activate
+def test_a_redirect_is_not_followed_so_the_key_goes_to_no_other_host(status: int) -> None:
+    responses.get(f"{BASE}/api/v1/events", status=status, headers={"Location": "http://elsewhere.test/collect?k=1"})
+    responses.get("http://elsewhere.test/collect", json=envelope([], has_more=False, cursor=None))
+    with pytest.raises(FatalApiError, match=r"redirected /api/v1/events to http://elsewhere.test \(HTTP") as caught:
+        make_client().events_page("/api/v1/events", {"limit": 5000})
+    assert type(caught.value) is FatalApiError and "key was not sent there" in str(caught.value)
+    assert [c.request.url for c in responses.calls] == [f"{BASE}/api/v1/events?limit=5000"]
+
+
+@responses.activate
+def test_a_redirect_on_the_same_host_is_refused_too_and_names_the_target() -> None:
+    responses.post(f"{BASE}/internal/dashboard/stream-access", status=308, headers={"Location": "/v2/stream-access"})
+    responses.post(f"{BASE}/v2/stream-access", json={})
+    with pytest.raises(FatalApiError, match=r"redirected /internal/dashboard/stream-access to http://api.test "):
+        make_client().stream_access()
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://evil.test/feed", "https://evil.test/feed", "//evil.test/feed", "@evil.test/feed",
+        "evil.test/feed", "feed", "", "/api/v1/../../admin", "/api/v1/%2E%2E/admin", "\\\\evil.test\\feed",
+        "/api\\..\\feed", "/feed?redirect=http://evil.test", "/feed#x", "/feed\r\nX-Injected: 1", "/feed x",
+    ],
+)
+@responses.activate
+def test_a_feed_path_off_our_host_is_refused_like_a_refused_stream_access(endpoint: str) -> None:
+    responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {
+        "endpoint": endpoint, "token": "f" * 64, "expiresIn": 300, "tokenHeader": "X-Stream-Token"}})
+    with pytest.raises(StreamAccessDenied, match="not a path on http://api.test: refused") as caught:
+        make_client().stream_access()
+    assert "f" * 64 not in str(caught.value)
+
+
+@responses.activate
+def test_no_repr_shows_the_key_or_the_stream_token() -> None:
+    from ingest.sources import StreamTokens
+
+    token = "7e" * 32
+    responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {
+        "endpoint": "/feed", "token": token, "expiresIn": 300, "tokenHeader": "X-Stream-Token"}})
+    client = make_client()
+    grant = client.stream_access()  # the client now holds a session whose headers carry the key
+    shown = [repr(x) for x in (client, grant, StreamTokens(client, grant))]
+    assert [KEY in text or token in text for text in shown] == [False, False, False]
+    assert shown[:2] == ["ApiClient('http://api.test')",
+                         "StreamGrant(endpoint='/feed', header='X-Stream-Token', expires_in_s=300.0)"]
