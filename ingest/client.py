@@ -140,9 +140,13 @@ class ApiClient:
                 " redirects are not followed, so the key was not sent there: check API_BASE_URL"
             )
         if status == 429:
-            retry_after = self._policy.retry_after(response.headers)
-            if retry_after is None and isinstance(body, dict):
-                retry_after = _float((body.get("rateLimit") or {}).get("retryAfter"))
+            # An HTTP-date is measured against the server's clock, so local clock skew adds no wait.
+            retry_after = self._policy.retry_after(
+                response.headers, wall=lambda: self.server_clock.now_ms() / 1000
+            )
+            rate_limit = body.get("rateLimit") if isinstance(body, dict) else None
+            if retry_after is None and isinstance(rate_limit, dict):
+                retry_after = self._policy.allowed_wait(_float(rate_limit.get("retryAfter")))
             return RateLimited(detail, status, retry_after)
         if status >= 500 or status in (408, 425):
             return RetryableApiError(detail, status)

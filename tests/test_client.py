@@ -307,3 +307,49 @@ def test_no_repr_shows_the_key_or_the_stream_token() -> None:
     assert [KEY in text or token in text for text in shown] == [False, False, False]
     assert shown[:2] == ["ApiClient('http://api.test')",
                          "StreamGrant(endpoint='/feed', header='X-Stream-Token', expires_in_s=300.0)"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Retry-After": "7200"}, {"code": "RATE_LIMIT_EXCEEDED"}),
+        ({}, {"code": "RATE_LIMIT_EXCEEDED", "rateLimit": {"retryAfter": 7200}}),
+        ({"Retry-After": "Tue, 27 Jan 2026 21:20:00 GMT", "Date": "Tue, 27 Jan 2026 19:20:00 GMT"}, {}),
+    ],
+)
+@responses.activate
+def test_a_429_asking_for_hours_stops_the_request_instead_of_sleeping(headers: dict, body: dict) -> None:
+    import threading
+
+    from ingest.fetch import Requester
+    from ingest.stats import Stats
+
+    responses.get(f"{BASE}/api/v1/events", status=429, headers=headers, json=body)
+    client = make_client()
+    requester = Requester(RateLimiter(), RetryPolicy(), Stats(), threading.Event())
+    with pytest.raises(FatalApiError, match=r"asked us to wait 7200 s before sending again") as caught:
+        requester.call(lambda: client.events_page("/api/v1/events", {"limit": 5000}), "events")
+    assert not isinstance(caught.value, RetryableApiError)
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize("retry_after", [-5, "soon", None, [1]])
+@responses.activate
+def test_a_429_body_without_a_usable_wait_leaves_the_wait_to_backoff(retry_after: object) -> None:
+    responses.get(f"{BASE}/a", status=429, json={"rateLimit": {"retryAfter": retry_after}})
+    responses.get(f"{BASE}/b", status=429, json={"rateLimit": [retry_after]})
+    client = make_client()
+    for path in ("/a", "/b"):
+        with pytest.raises(RateLimited) as caught:
+            client.request("GET", path)
+        assert caught.value.retry_after is None
+
+
+@responses.activate
+def test_a_retry_after_date_is_measured_against_the_servers_clock() -> None:
+    responses.get(f"{BASE}/api/v1/events", status=429, headers={
+        "Date": "Tue, 27 Jan 2026 19:20:00 GMT", "Retry-After": "Tue, 27 Jan 2026 19:20:30 GMT"})
+    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    with pytest.raises(RateLimited) as caught:
+        client.events_page("/api/v1/events", {"limit": 5000})
+    assert caught.value.retry_after == 30.0  # not 630 s, as our wall clock ten minutes behind would say
