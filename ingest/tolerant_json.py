@@ -45,10 +45,11 @@ def loads(content: bytes) -> object:
         except orjson.JSONDecodeError:
             pass
     try:
-        value = json.loads(content, parse_constant=str, parse_float=_float, parse_int=_int)
-    except RecursionError as exc:
+        return _without_lone_surrogates(
+            json.loads(content, parse_constant=str, parse_float=_float, parse_int=_int)
+        )
+    except RecursionError as exc:  # the stdlib parser's depth limit, or the walk's just under it
         raise ValueError("JSON nested too deeply") from exc
-    return _without_lone_surrogates(value)
 
 
 def _float(text: str) -> object:
