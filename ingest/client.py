@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urljoin, urlsplit
 
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
+from ingest import tolerant_json
+from ingest.cursors import cursor_expiry_ms
 from ingest.errors import (
     AuthenticationFailed,
     CursorExpired,
@@ -26,6 +29,7 @@ from ingest.errors import (
 )
 from ingest.limiter import RateLimiter
 from ingest.retry import RetryPolicy
+from ingest.server_clock import ServerClock
 
 USER_AGENT = "datasync-ingest/0.1"
 # stream-access answers only requests that look like the dashboard in a browser.
@@ -45,12 +49,13 @@ class EventsPage:
     has_more: bool
     next_cursor: str | None
     total: int | None
+    cursor_expires_in_s: float | None = None  # pagination.cursorExpiresIn: the next cursor's lifetime
 
 
 @dataclass(frozen=True)
 class StreamGrant:
-    endpoint: str
-    token: str
+    endpoint: str  # a path on the API's own host, checked by stream_access()
+    token: str = field(repr=False)
     header: str
     expires_in_s: float
 
@@ -59,7 +64,8 @@ class ApiClient:
     """Sends single requests with one requests.Session per thread; shared by all fetchers."""
 
     def __init__(
-        self, base_url: str, api_key: str, limiter: RateLimiter, timeout_s: float, policy: RetryPolicy
+        self, base_url: str, api_key: str, limiter: RateLimiter, timeout_s: float, policy: RetryPolicy,
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -67,6 +73,11 @@ class ApiClient:
         self._timeout = (CONNECT_TIMEOUT_S, timeout_s)
         self._policy = policy
         self._local = threading.local()
+        # Every answer sets it; built cursors take their expiry from it (build_cursor(now_ms=...)).
+        self.server_clock = server_clock or ServerClock()
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self.base_url!r})"
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -89,17 +100,21 @@ class ApiClient:
         self, method: str, path: str, *, params: Mapping | None = None, headers: Mapping | None = None,
         data: bytes | Iterable[bytes] | None = None,
     ) -> requests.Response:
-        """Send one request; return a 2xx response or raise our error for anything else."""
+        """Send one request; return a 2xx response or raise our error for anything else.
+
+        Redirects are not followed: requests would resend X-API-Key (and a stream token) to any host.
+        """
         try:
             response = self._session().request(
                 method, self.base_url + path, params=params, headers=headers, data=data,
-                timeout=self._timeout,
+                timeout=self._timeout, allow_redirects=False,
             )
             response.content  # noqa: B018 - read the body now so a cut connection surfaces here
         except requests.Timeout as exc:
             raise RetryableApiError(f"timed out: {type(exc).__name__}") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise RetryableApiError(f"connection failed: {type(exc).__name__}") from exc
+        self.server_clock.observe_date(response.headers.get("Date"))
         self._observe_limits(response)
         if response.status_code >= 300:
             raise self._error_for(response)
@@ -119,10 +134,19 @@ class ApiClient:
         code = body.get("code") if isinstance(body, dict) else None
         message = body.get("message") if isinstance(body, dict) else None
         detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        if status < 400:
+            return FatalApiError(
+                f"the API redirected {response.request.path_url.split('?')[0]} to {_origin(response)} ({detail});"
+                " redirects are not followed, so the key was not sent there: check API_BASE_URL"
+            )
         if status == 429:
-            retry_after = self._policy.retry_after(response.headers)
-            if retry_after is None and isinstance(body, dict):
-                retry_after = _float((body.get("rateLimit") or {}).get("retryAfter"))
+            # An HTTP-date is measured against the server's clock, so local clock skew adds no wait.
+            retry_after = self._policy.retry_after(
+                response.headers, wall=lambda: self.server_clock.now_ms() / 1000
+            )
+            rate_limit = body.get("rateLimit") if isinstance(body, dict) else None
+            if retry_after is None and isinstance(rate_limit, dict):
+                retry_after = self._policy.allowed_wait(_float(rate_limit.get("retryAfter")))
             return RateLimited(detail, status, retry_after)
         if status >= 500 or status in (408, 425):
             return RetryableApiError(detail, status)
@@ -145,7 +169,11 @@ class ApiClient:
     def events_page(self, path: str, params: Mapping, headers: Mapping | None = None) -> EventsPage:
         """One page of events from the documented endpoint or the feed."""
         response = self.request("GET", path, params=params, headers=headers)
-        return parse_envelope(response.content)
+        page = parse_envelope(response.content)
+        exp_ms = cursor_expiry_ms(page.next_cursor)
+        if exp_ms is not None and page.cursor_expires_in_s is not None:
+            self.server_clock.observe_cursor(exp_ms, page.cursor_expires_in_s)
+        return page
 
     def stream_access(self) -> StreamGrant:
         """Ask for a feed token the way the dashboard does (contract §4)."""
@@ -160,7 +188,7 @@ class ApiClient:
         body = _json_or_none(response.content)
         grant = body.get("streamAccess") if isinstance(body, dict) else None
         try:
-            return StreamGrant(
+            granted = StreamGrant(
                 endpoint=str(grant["endpoint"]),
                 token=str(grant["token"]),
                 header=str(grant.get("tokenHeader") or "X-Stream-Token"),
@@ -168,13 +196,40 @@ class ApiClient:
             )
         except (TypeError, KeyError, ValueError) as exc:
             raise RetryableApiError("stream-access answer without a usable streamAccess object") from exc
+        if not is_own_path(granted.endpoint):
+            # The key and the token go with every feed request: only ever to the host API_BASE_URL names.
+            raise StreamAccessDenied(
+                f"stream-access offered a feed at {granted.endpoint!r:.120}, not a path on {self.base_url}:"
+                " refused, so neither the key nor the token is sent there"
+            )
+        return granted
+
+
+def is_own_path(endpoint: str) -> bool:
+    """True when `endpoint`, appended to the base URL, stays on the API's host and under its base path.
+
+    Only an absolute path qualifies: not `//host/...` (scheme-relative) nor `http://...`, and never a
+    text that, appended to the base URL, would turn its host into user info (`@host`); no backslash
+    (some stacks read it as `/`), no `..` (even percent-encoded) that could climb out of a base path, no
+    query or fragment, no space or control character.
+    """
+    decoded = unquote(endpoint)
+    return (
+        endpoint.startswith("/") and not endpoint.startswith("//")
+        and not any(c in decoded for c in "\\?#") and ".." not in decoded
+        and decoded.isprintable() and " " not in decoded
+    )
 
 
 def parse_envelope(content: bytes) -> EventsPage:
-    """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end."""
+    """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end.
+
+    A body orjson refuses but the stdlib parser accepts (NaN, 1e400, a lone surrogate) is not damaged:
+    its events are kept (see tolerant_json).
+    """
     try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
+        body = tolerant_json.loads(content)
+    except ValueError as exc:
         raise RetryableApiError(f"invalid or truncated JSON body ({len(content)} bytes)") from exc
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise RetryableApiError("response without a data list")
@@ -187,7 +242,8 @@ def parse_envelope(content: bytes) -> EventsPage:
     meta = body.get("meta")
     total = int_or_none(meta.get("total")) if isinstance(meta, dict) else None
     return EventsPage(
-        body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total
+        body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total,
+        _float(pagination.get("cursorExpiresIn")),
     )
 
 
@@ -196,6 +252,14 @@ def _json_or_none(content: bytes) -> object:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
         return None
+
+
+def _origin(response: requests.Response) -> str:
+    location = response.headers.get("Location")
+    if not location:
+        return "an unnamed location (no Location header)"
+    target = urlsplit(urljoin(response.url, location))
+    return f"{target.scheme}://{target.hostname}" if target.hostname else repr(location[:120])
 
 
 def int_or_none(value: object) -> int | None:

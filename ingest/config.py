@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,8 +20,8 @@ class Settings:
     """Everything a run needs; nothing deeper reads os.environ."""
 
     api_base_url: str
-    api_key: str
-    database_url: str | None  # None: the embedded PostgreSQL under data_dir
+    api_key: str = field(repr=False)
+    database_url: str | None  # None: the embedded PostgreSQL under data_dir; its password is masked in repr
     strategy: str = "auto"
     concurrency: int = 8  # fetcher threads (feed partitions fetched at once)
     page_size: int = MAX_PAGE_SIZE
@@ -62,6 +62,12 @@ class Settings:
     @property
     def base_url(self) -> str:
         return self.api_base_url.rstrip("/")
+
+    def __repr__(self) -> str:
+        # A repr ends up in logs and tracebacks: the key is left out, a database password masked.
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["database_url"] = redacted_database_url(self.database_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
 
 # Setting name → (Settings field, parser). The names are the environment variables; the CLI flags are
@@ -134,6 +140,15 @@ def database_only(env: Mapping[str, str], overrides: Mapping[str, str | None]) -
     if url is not None:
         check_database_url(url)
     return url, Path(pick("DATA_DIR") or ".data")
+
+
+def redacted_database_url(url: str | None) -> str | None:
+    """The connection string with its password (in the URL or as a parameter) shown as ***."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    if url is None or "password" not in conninfo_to_dict(url):
+        return url
+    return make_conninfo(url, password="***")
 
 
 def check_database_url(url: str) -> None:

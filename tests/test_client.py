@@ -5,7 +5,9 @@ import pytest
 import requests
 import responses
 
+from datasync_sim import cursor as sim_cursor
 from ingest.client import ApiClient, parse_envelope
+from ingest.cursors import ZERO_ID, build_cursor
 from ingest.errors import (
     AuthenticationFailed,
     CursorExpired,
@@ -18,13 +20,14 @@ from ingest.errors import (
 )
 from ingest.limiter import RateLimiter
 from ingest.retry import RetryPolicy
+from ingest.server_clock import ServerClock
 
 BASE = "http://api.test"
 KEY = "ds_" + "a" * 32
 
 
-def make_client(limiter: RateLimiter | None = None) -> ApiClient:
-    return ApiClient(BASE, KEY, limiter or RateLimiter(), 5.0, RetryPolicy())
+def make_client(limiter: RateLimiter | None = None, server_clock: ServerClock | None = None) -> ApiClient:
+    return ApiClient(BASE, KEY, limiter or RateLimiter(), 5.0, RetryPolicy(), server_clock)
 
 
 def envelope(data, has_more=True, cursor="abc", total=3):
@@ -133,6 +136,59 @@ def test_damaged_envelopes_are_retryable_never_the_end(content: bytes) -> None:
         parse_envelope(content)
 
 
+def last_page(*events: bytes) -> bytes:
+    """An end-of-data envelope around raw event JSON, so the test controls every byte."""
+    return b'{"data":[' + b",".join(events) + b'],"pagination":{"hasMore":false,"nextCursor":null},"meta":{}}'
+
+
+@pytest.mark.parametrize(
+    ("event", "stored"),
+    [
+        # a JavaScript server's broken emoji: half a surrogate pair, escaped
+        (rb'{"name":"broken \ud83d emoji"}', '{"name":"broken \ufffd emoji"}'.encode()),
+        (rb'{"name":"\ude00\ud83d"}', '{"name":"\ufffd\ufffd"}'.encode()),
+        (rb'{"\udc00key":["\ud83d\ude00","\ud83d"]}', '{"\ufffdkey":["\U0001f600","\ufffd"]}'.encode()),
+        (b'{"name":"\xed\xa0\xbd"}', '{"name":"\ufffd"}'.encode()),  # the same half, raw (CESU-8)
+        # numbers JSON has no room for: kept as the token the server sent
+        (b'{"v":[NaN,Infinity,-Infinity]}', b'{"v":["NaN","Infinity","-Infinity"]}'),
+        # past a double, or past 64 bits: kept exact, as written
+        (b'{"v":[1e400,-1.5E+400,0.5]}', b'{"v":[1e400,-1.5E+400,0.5]}'),
+        (b'{"v":[18446744073709551616,-9223372036854775809]}', b'{"v":[18446744073709551616,-9223372036854775809]}'),
+        (b'{"v":123456789012345678901234567890}', b'{"v":123456789012345678901234567890}'),
+        (b'{"v":[18446744073709551615,-9223372036854775808]}', b'{"v":[18446744073709551615,-9223372036854775808]}'),
+        # beyond what jsonb's numeric holds: kept as text rather than failing the whole batch
+        (b'{"v":1e131072}', b'{"v":"1e131072"}'),
+        (b'{"v":' + b"9" * 5000 + b"}", b'{"v":' + b"9" * 5000 + b"}"),
+    ],
+    ids=["lone-high-surrogate", "lone-low-surrogates", "in-key-and-list-pair-intact", "raw-cesu8-surrogate",
+         "nan-infinities", "past-a-double", "past-64-bits", "30-digits", "64-bit-edges", "past-jsonb-numeric",
+         "5000-digits"],
+)
+def test_json_orjson_refuses_or_rounds_is_parsed_and_the_event_kept(event: bytes, stored: bytes) -> None:
+    page = parse_envelope(last_page(event, b'{"id":"next"}'))
+    assert orjson.dumps(page.events) == b"[" + stored + b',{"id":"next"}]'
+    assert (page.has_more, page.next_cursor) == (False, None)
+
+
+def test_a_long_digit_run_takes_the_exact_path_with_the_same_result() -> None:
+    events = [{"id": "1" * 40, "n": 1769541612369, "f": 0.1, "s": "caf\u00e9", "t": [True, None]}]
+    page = parse_envelope(orjson.dumps(envelope(events, has_more=False, cursor=None)))
+    assert page.events == events
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        last_page(b'{"v":NaN}')[:-9],  # cut mid-JSON: no parser accepts it, tolerant or not
+        last_page(b'{"name":"\xff"}'),  # not UTF-8
+        b"[" * 100_000,  # nested past every parser's depth
+    ],
+)
+def test_a_body_no_parser_accepts_is_retryable(content: bytes) -> None:
+    with pytest.raises(RetryableApiError, match="invalid or truncated JSON body"):
+        parse_envelope(content)
+
+
 def test_end_of_data_envelope() -> None:
     page = parse_envelope(orjson.dumps(envelope([{"id": "x"}], has_more=False, cursor=None)))
     assert (page.events, page.has_more, page.next_cursor, page.total) == ([{"id": "x"}], False, None, 3)
@@ -161,3 +217,139 @@ def test_invalid_stream_token_renews_the_token_and_the_request_is_sent_again() -
     assert tokens_sent == ["b" * 64, "b" * 64]  # the second token is the renewed one (same text here)
     assert [c.request.url.rsplit("/", 1)[-1] for c in responses.calls] == ["feed?limit=5000", "stream-access",
                                                                           "feed?limit=5000"]
+
+
+SERVER_NOW_S = 1_769_541_600  # Tue, 27 Jan 2026 19:20:00 GMT
+LOCAL_WALL_S = SERVER_NOW_S - 600.0  # our wall clock runs ten minutes behind the server's
+
+
+class StoppedClocks:
+    """Local clocks that do not move: the wall one ten minutes behind, the monotonic one at 0."""
+
+    wall = staticmethod(lambda: LOCAL_WALL_S)
+    mono = staticmethod(lambda: 0.0)
+
+
+@responses.activate
+def test_a_cursor_built_after_any_answer_expires_on_the_servers_clock() -> None:
+    responses.get(f"{BASE}/api/v1/events", json=envelope([], has_more=False, cursor=None),
+                  headers={"Date": "Tue, 27 Jan 2026 19:20:00 GMT"})
+    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    client.events_page("/api/v1/events", {"limit": 5000})
+    rebuilt = build_cursor(1769541612369, ZERO_ID, now_ms=client.server_clock.now_ms())
+    # the server checks exp against its own clock: the rebuilt cursor is alive there ...
+    assert sim_cursor.decode(rebuilt, SERVER_NOW_S * 1000).exp == (SERVER_NOW_S + 117) * 1000
+    # ... where one built on the local clock arrives expired, however often it is rebuilt
+    stale = build_cursor(1769541612369, ZERO_ID, now_ms=int(LOCAL_WALL_S * 1000))
+    with pytest.raises(sim_cursor.CursorError, match="expired"):
+        sim_cursor.decode(stale, SERVER_NOW_S * 1000)
+
+
+@responses.activate
+def test_the_servers_own_cursor_sets_the_server_clock() -> None:
+    issued = sim_cursor.encode(1769541612369, ZERO_ID, (SERVER_NOW_S + 118) * 1000)
+    body = envelope([{"id": "x"}], cursor=issued)
+    body["pagination"]["cursorExpiresIn"] = 118
+    responses.get(f"{BASE}/api/v1/events", json=body)  # no Date header at all
+    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    page = client.events_page("/api/v1/events", {"limit": 5000})
+    assert (page.next_cursor, page.cursor_expires_in_s) == (issued, 118.0)
+    assert client.server_clock.now_ms() == SERVER_NOW_S * 1000
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@responses.activate
+def test_a_redirect_is_not_followed_so_the_key_goes_to_no_other_host(status: int) -> None:
+    responses.get(f"{BASE}/api/v1/events", status=status, headers={"Location": "http://elsewhere.test/collect?k=1"})
+    responses.get("http://elsewhere.test/collect", json=envelope([], has_more=False, cursor=None))
+    with pytest.raises(FatalApiError, match=r"redirected /api/v1/events to http://elsewhere.test \(HTTP") as caught:
+        make_client().events_page("/api/v1/events", {"limit": 5000})
+    assert type(caught.value) is FatalApiError and "key was not sent there" in str(caught.value)
+    assert [c.request.url for c in responses.calls] == [f"{BASE}/api/v1/events?limit=5000"]
+
+
+@responses.activate
+def test_a_redirect_on_the_same_host_is_refused_too_and_names_the_target() -> None:
+    responses.post(f"{BASE}/internal/dashboard/stream-access", status=308, headers={"Location": "/v2/stream-access"})
+    responses.post(f"{BASE}/v2/stream-access", json={})
+    with pytest.raises(FatalApiError, match=r"redirected /internal/dashboard/stream-access to http://api.test "):
+        make_client().stream_access()
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://evil.test/feed", "https://evil.test/feed", "//evil.test/feed", "@evil.test/feed",
+        "evil.test/feed", "feed", "", "/api/v1/../../admin", "/api/v1/%2E%2E/admin", "\\\\evil.test\\feed",
+        "/api\\..\\feed", "/feed?redirect=http://evil.test", "/feed#x", "/feed\r\nX-Injected: 1", "/feed x",
+    ],
+)
+@responses.activate
+def test_a_feed_path_off_our_host_is_refused_like_a_refused_stream_access(endpoint: str) -> None:
+    responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {
+        "endpoint": endpoint, "token": "f" * 64, "expiresIn": 300, "tokenHeader": "X-Stream-Token"}})
+    with pytest.raises(StreamAccessDenied, match="not a path on http://api.test: refused") as caught:
+        make_client().stream_access()
+    assert "f" * 64 not in str(caught.value)
+
+
+@responses.activate
+def test_no_repr_shows_the_key_or_the_stream_token() -> None:
+    from ingest.sources import StreamTokens
+
+    token = "7e" * 32
+    responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {
+        "endpoint": "/feed", "token": token, "expiresIn": 300, "tokenHeader": "X-Stream-Token"}})
+    client = make_client()
+    grant = client.stream_access()  # the client now holds a session whose headers carry the key
+    shown = [repr(x) for x in (client, grant, StreamTokens(client, grant))]
+    assert [KEY in text or token in text for text in shown] == [False, False, False]
+    assert shown[:2] == ["ApiClient('http://api.test')",
+                         "StreamGrant(endpoint='/feed', header='X-Stream-Token', expires_in_s=300.0)"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Retry-After": "7200"}, {"code": "RATE_LIMIT_EXCEEDED"}),
+        ({}, {"code": "RATE_LIMIT_EXCEEDED", "rateLimit": {"retryAfter": 7200}}),
+        ({"Retry-After": "Tue, 27 Jan 2026 21:20:00 GMT", "Date": "Tue, 27 Jan 2026 19:20:00 GMT"}, {}),
+    ],
+)
+@responses.activate
+def test_a_429_asking_for_hours_stops_the_request_instead_of_sleeping(headers: dict, body: dict) -> None:
+    import threading
+
+    from ingest.fetch import Requester
+    from ingest.stats import Stats
+
+    responses.get(f"{BASE}/api/v1/events", status=429, headers=headers, json=body)
+    client = make_client()
+    requester = Requester(RateLimiter(), RetryPolicy(), Stats(), threading.Event())
+    with pytest.raises(FatalApiError, match=r"asked us to wait 7200 s before sending again") as caught:
+        requester.call(lambda: client.events_page("/api/v1/events", {"limit": 5000}), "events")
+    assert not isinstance(caught.value, RetryableApiError)
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize("retry_after", [-5, "soon", None, [1]])
+@responses.activate
+def test_a_429_body_without_a_usable_wait_leaves_the_wait_to_backoff(retry_after: object) -> None:
+    responses.get(f"{BASE}/a", status=429, json={"rateLimit": {"retryAfter": retry_after}})
+    responses.get(f"{BASE}/b", status=429, json={"rateLimit": [retry_after]})
+    client = make_client()
+    for path in ("/a", "/b"):
+        with pytest.raises(RateLimited) as caught:
+            client.request("GET", path)
+        assert caught.value.retry_after is None
+
+
+@responses.activate
+def test_a_retry_after_date_is_measured_against_the_servers_clock() -> None:
+    responses.get(f"{BASE}/api/v1/events", status=429, headers={
+        "Date": "Tue, 27 Jan 2026 19:20:00 GMT", "Retry-After": "Tue, 27 Jan 2026 19:20:30 GMT"})
+    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    with pytest.raises(RateLimited) as caught:
+        client.events_page("/api/v1/events", {"limit": 5000})
+    assert caught.value.retry_after == 30.0  # not 630 s, as our wall clock ten minutes behind would say

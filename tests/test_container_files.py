@@ -148,11 +148,13 @@ def test_compose_defines_the_three_services_with_their_container_names(compose):
     }
 
 
-def test_postgres_serves_database_ingestion_on_host_port_5434_with_a_healthcheck(compose):
+def test_postgres_serves_database_ingestion_on_loopback_port_5434_with_a_healthcheck(compose):
     pg = compose["services"]["postgres"]
     assert pg["image"] == "postgres:15-alpine"
-    assert env_of(pg) == {"POSTGRES_DB": "ingestion", "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "postgres"}
-    assert pg["ports"] == ["5434:5432"]
+    assert env_of(pg) == {"POSTGRES_DB": "ingestion", "POSTGRES_USER": "postgres",
+                          "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-postgres}"}
+    # published on the host's loopback interface only, never on every interface
+    assert pg["ports"] == ["127.0.0.1:5434:5432"]
     test = pg["healthcheck"]["test"]
     assert test[0] in ("CMD", "CMD-SHELL") and "pg_isready" in " ".join(test[1:])
     volume = pg["volumes"][0].split(":")
@@ -168,11 +170,12 @@ def test_ingestion_waits_for_healthy_postgres_and_reaches_it_by_service_name(com
     assert ing["depends_on"]["postgres"] == {"condition": "service_healthy"}
     env = env_of(ing)
     assert set(env) == {"DATABASE_URL", "API_BASE_URL", "API_KEY"}
-    assert env["DATABASE_URL"] == "postgresql://postgres:postgres@postgres:5432/ingestion"
-    pg_env = env_of(services["postgres"])
-    url = urlsplit(env["DATABASE_URL"])
-    assert (url.hostname, url.port, url.path.lstrip("/")) == ("postgres", 5432, pg_env["POSTGRES_DB"])
-    assert (url.username, url.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
+    assert env["DATABASE_URL"] == "postgresql://postgres:${POSTGRES_PASSWORD:-postgres}@postgres:5432/ingestion"
+    for shell_env in ({}, {"POSTGRES_PASSWORD": "s3cret"}):  # the default, and a password from .env
+        pg_env = {k: interpolate(v, shell_env) for k, v in env_of(services["postgres"]).items()}
+        url = urlsplit(interpolate(env["DATABASE_URL"], shell_env))
+        assert (url.hostname, url.port, url.path.lstrip("/")) == ("postgres", 5432, pg_env["POSTGRES_DB"])
+        assert (url.username, url.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
 
 
 def test_api_settings_come_from_dotenv_and_default_to_the_demo_simulator(compose):

@@ -3,10 +3,12 @@
 import queue
 import uuid
 
+import orjson
 import psycopg
 import pytest
 
 from ingest import checkpoint
+from ingest.client import parse_envelope
 from ingest.pages import Page
 from ingest.partitions import Partition
 from ingest.stats import Stats
@@ -54,6 +56,27 @@ def test_rows_land_typed_with_the_raw_event_and_checkpoint_moves(conn) -> None:
     part = conn.execute("SELECT cursor, pos_ms, pos_id, done, events FROM ingest_partitions WHERE partition_id = 1")
     assert part.fetchone() == ("c1", 1769541612000, str(uuid.UUID(int=3)), False, 3)
     assert (stats.stored, stats.duplicates, stats.with_nulls) == (3, 0, 1)
+
+
+def test_events_with_json_orjson_refuses_are_stored_as_valid_jsonb(conn) -> None:
+    plain = {k: v for k, v in event(1).items() if k != "properties"}
+    odd = orjson.dumps(plain)[:-1] + (
+        rb',"properties":{"label":"broken \ud83d emoji","nan":NaN,"inf":-Infinity,"huge":1e400,'
+        rb'"big":18446744073709551616,"past_numeric":1e131072}}'
+    )
+    body = b'{"data":[' + odd + b"," + orjson.dumps(event(2)) + b'],"pagination":{"hasMore":false}}'
+    stats = Stats()
+    commit_batch(conn, [page_of(parse_envelope(body).events)], stats)
+    rows = conn.execute("SELECT id::text, event_type, data->'properties' FROM ingested_events ORDER BY id").fetchall()
+    assert rows == [
+        (str(uuid.UUID(int=1)), "click", {"label": "broken \ufffd emoji", "nan": "NaN", "inf": "-Infinity",
+                                          "huge": 10**400, "big": 2**64, "past_numeric": "1e131072"}),
+        (str(uuid.UUID(int=2)), "click", {"page": "/home\t\\x"}),
+    ]
+    # the tokens cast back to the numbers the server meant
+    assert conn.execute("SELECT (data->'properties'->>'nan')::float8::text, (data->'properties'->>'inf')::float8"
+                        " FROM ingested_events WHERE data->'properties' ? 'nan'").fetchone() == ("NaN", float("-inf"))
+    assert (stats.stored, stats.quarantined) == (2, 0)
 
 
 def test_replays_and_reruns_are_absorbed_by_the_key(conn) -> None:
