@@ -125,7 +125,8 @@ class PartitionFetcher:
     """Follows one partition's cursor chain to its lower bound, putting Pages on the queue."""
 
     def __init__(self, source: Source, requester: Requester, plan: Plan, pages: queue.Queue,
-                 writer_alive: Callable[[], bool], *, trust_stored_cursors: bool = True) -> None:
+                 writer_alive: Callable[[], bool], *, trust_stored_cursors: bool = True,
+                 server_now_ms: Callable[[], int] | None = None) -> None:
         self.source = source
         # False after a switch of source: a cursor issued by the other endpoint is rebuilt from its position.
         self.trust_stored_cursors = trust_stored_cursors
@@ -133,6 +134,8 @@ class PartitionFetcher:
         self.plan = plan
         self.pages = pages
         self.writer_alive = writer_alive
+        # Cursors we build expire by the server's clock: by ours, a server running ahead calls them expired.
+        self.server_now_ms = server_now_ms
 
     def run(self, partition: Partition) -> None:
         """Fetch `partition` to its lower bound; where it ends is decided by the API's own order.
@@ -212,17 +215,20 @@ class PartitionFetcher:
         if partition.cursor and self.trust_stored_cursors:
             return partition.cursor, False
         if partition.pos_ms is not None and partition.pos_id is not None:
-            return build_cursor(partition.pos_ms, partition.pos_id), True
+            return self._built(partition.pos_ms, partition.pos_id), True
         if partition.hi_ms is not None and not self.source.windowed:
-            return build_cursor(partition.hi_ms, ZERO_ID), True
+            return self._built(partition.hi_ms, ZERO_ID), True
         return None, False
 
     def _rebuilt(self, pos: tuple[int, str] | None, hi: int | None) -> str | None:
         if pos is not None:
-            return build_cursor(*pos)
+            return self._built(*pos)
         if hi is not None and not self.source.windowed:
-            return build_cursor(hi, ZERO_ID)
+            return self._built(hi, ZERO_ID)
         return None
+
+    def _built(self, ts_ms: int, event_id: str) -> str:
+        return build_cursor(ts_ms, event_id, now_ms=self.server_now_ms() if self.server_now_ms else None)
 
     def _page_out(self, pid: int, page: EventsPage, cursor: str | None, pos: tuple[int, str] | None,
                   *, at_top: bool) -> Page:

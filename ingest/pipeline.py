@@ -120,11 +120,11 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
             pass_id, kind, plan = _resume_or_plan(conn, source, requester, settings, wanted)
             (already,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
             conn.commit()
-            strategy = _execute(settings, url, conn, pass_id, plan, source, requester, limiter, stats, stop,
-                                already, fallback)
+            strategy = _execute(settings, url, conn, pass_id, plan, source, client, requester, limiter, stats,
+                                stop, already, fallback)
             walked.append(kind)
             total = stats.total_hint if stats.total_hint is not None else api_total_via(client, requester)
-            checkpoint.close_pass(conn, pass_id, total, int(time.time() * 1000))
+            checkpoint.close_pass(conn, pass_id, total, client.server_clock.now_ms())
             result = verify(conn, total, per_day=False)
             wanted = _next_pass(walked, result)
             if wanted is None:
@@ -227,13 +227,14 @@ def _plan_full_pass(
 
 
 def _execute(settings: Settings, url: str, conn: psycopg.Connection, pass_id: int, plan: Plan, source: Source,
-             requester: Requester, limiter: RateLimiter, stats: Stats, stop: StopFlag, already: int,
-             fallback: Source | None) -> str:
+             client: ApiClient, requester: Requester, limiter: RateLimiter, stats: Stats, stop: StopFlag,
+             already: int, fallback: Source | None) -> str:
     """Fetch every pending partition and write it; returns the strategy the run ended on."""
     pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
     writer = Writer(url, pages, stats)
     writer.start()
-    fetcher = PartitionFetcher(source, requester, plan, pages, writer.is_alive)
+    now_ms = client.server_clock.now_ms
+    fetcher = PartitionFetcher(source, requester, plan, pages, writer.is_alive, server_now_ms=now_ms)
     progress = Progress(stats, limiter, pages, settings.progress_interval_s, already)
     workers = settings.concurrency
     error: BaseException | None = None
@@ -264,7 +265,7 @@ def _execute(settings: Settings, url: str, conn: psycopg.Connection, pass_id: in
                         logger.warning("stream-access refused mid-run ({}); continuing on the documented"
                                        " /api/v1/events from each partition's last position", exc)
                         fetcher = PartitionFetcher(fallback, requester, plan, pages, writer.is_alive,
-                                                   trust_stored_cursors=False)
+                                                   trust_stored_cursors=False, server_now_ms=now_ms)
                         requester.gate = requester.pacer = None
                     todo.append(plan.partitions[pid])
                 elif not isinstance(exc, Stopped) and error is None:

@@ -45,7 +45,8 @@ def api_total_via(client: ApiClient, requester: Requester) -> int | None:
 
 def anchor_served(client: ApiClient, requester: Requester, anchor: Anchor) -> bool | None:
     """Whether the API serves `anchor` at its place in the order (None: it refuses the cursor to ask)."""
-    params = {"limit": ANCHOR_PROBE_EVENTS, "cursor": build_cursor(anchor.ts_ms + 1, ZERO_ID)}
+    start = build_cursor(anchor.ts_ms + 1, ZERO_ID, now_ms=client.server_clock.now_ms())
+    params = {"limit": ANCHOR_PROBE_EVENTS, "cursor": start}
     try:
         page = requester.call(lambda: client.events_page(EVENTS_PATH, params), "dataset identity")
     except CursorRejected:

@@ -198,7 +198,17 @@ def test_late_events_released_after_a_complete_pass_are_all_fetched_by_the_rerun
 @pytest.mark.parametrize("strategy", ["feed", "documented"])
 def test_odd_timestamps_lose_nothing(database_url: str, strategy: str) -> None:
     with sim(events=10_000, odd_timestamps=0.2) as server:
-        assert run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000",
-                          "--concurrency", "4") == 0
+        # Small pages and 8 fetchers: many partition bounds, each a place a low-parsing timestamp could cut.
+        assert run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000") == 0
         result = record(f"odd timestamps (20%), {strategy}", server, database_url, "exit 0")
+    assert result == {"expected": 10_000, "stored": 10_000, "missing": 0, "extra": 0}
+
+
+@pytest.mark.parametrize("strategy", ["feed", "documented"])
+def test_poison_pages_are_parsed_and_their_events_kept(database_url: str, strategy: str) -> None:
+    with sim(events=10_000, poison_rate=0.3) as server:
+        assert run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "500") == 0
+        poisoned = sim_stats(server.url)["chaos"].get("poison", 0)
+        result = record(f"poison pages (30%), {strategy}", server, database_url, f"exit 0, {poisoned} poisoned")
+    assert poisoned >= 3
     assert result == {"expected": 10_000, "stored": 10_000, "missing": 0, "extra": 0}
