@@ -23,7 +23,9 @@ def describe_holder(conn: psycopg.Connection) -> str | None:
         "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l"
         " JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.objid = mod(%s::bigint, 4294967296)"
-        " AND l.classid = (%s::bigint >> 32) LIMIT 1",
+        " AND l.classid = (%s::bigint >> 32)"
+        # advisory locks are per database: another database's ingester on the same server is not ours
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
         (LOCK_KEY, LOCK_KEY),
     ).fetchone()
     if row is None:
