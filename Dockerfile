@@ -16,7 +16,7 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     DATA_DIR=/data
-# A fixed uid so a bind-mounted DATA_DIR can be chowned to it; pgserver's PostgreSQL refuses to run as root.
+# A fixed uid so a bind-mounted DATA_DIR can be chowned to it; the embedded PostgreSQL refuses to run as root.
 RUN useradd --no-log-init --create-home --uid 10001 --user-group app \
     && mkdir -p /data \
     && chown 10001:10001 /data
