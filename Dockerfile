@@ -26,4 +26,5 @@ COPY ingest.py ./
 COPY ingest/ ./ingest/
 COPY datasync_sim/ ./datasync_sim/
 USER 10001:10001
-ENTRYPOINT ["python", "ingest.py"]
+# Absolute, so that one-off containers can work in another directory (run-ingestion.sh export).
+ENTRYPOINT ["python", "/app/ingest.py"]

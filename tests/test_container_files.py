@@ -111,7 +111,7 @@ def test_final_stage_copies_the_code_and_runs_the_ingester_as_a_non_root_user(st
     users = [a for k, a in final if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     entrypoints = [a for k, a in final if k == "ENTRYPOINT"]
-    assert [json.loads(e) for e in entrypoints] == [["python", "ingest.py"]]
+    assert [json.loads(e) for e in entrypoints] == [["python", "/app/ingest.py"]]  # works from any workdir
     # USER comes after every RUN/COPY that needs root, and before the entrypoint
     kinds = [k for k, _ in final]
     assert kinds.index("USER") > max(i for i, k in enumerate(kinds) if k in ("RUN", "COPY"))
