@@ -10,11 +10,19 @@ from pathlib import Path
 from loguru import logger
 
 from ingest.config import ENV_SETTINGS, Settings, database_only, environment_with_dotenv, load_settings
-from ingest.errors import IngestError
+from ingest.errors import ConfigError, IngestError
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
-COMMANDS = ("run", "status", "verify", "submit")
+COMMANDS = ("run", "status", "verify", "submit", "export")
+# Options that mean something to some commands only: elsewhere they are refused, not silently ignored.
+ONLY_FOR = {
+    "--demo": ("run", "verify", "export"),
+    "--repo": ("submit",), "--yes": ("submit",), "--file": ("submit",),
+    "--force": ("submit", "export"),
+    "--out": ("export",),
+}
+DEMO_DEFAULTS = {"demo_events": 3_000_000, "demo_profile": "fast"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,27 +32,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("command", nargs="?", default="run", choices=COMMANDS,
                         help="run (default): ingest; status: where it stands; verify: compare with the API;"
-                             " submit: hand the ids in")
+                             " submit: hand the ids in; export: write the ids to a file")
     for name in ENV_SETTINGS:
         parser.add_argument("--" + name.lower().replace("_", "-"), dest=name, metavar=name.split("_")[-1],
                             help=f"overrides ${name}")
     parser.add_argument("--env-file", default=".env", help="a .env file to read (default: ./.env)")
-    demo = parser.add_argument_group("demo (run only)")
+    demo = parser.add_argument_group("demo (run, verify, export)")
     demo.add_argument("--demo", action="store_true",
-                      help="start the bundled simulator on a free port and ingest from it")
-    demo.add_argument("--demo-events", type=int, default=3_000_000, help="simulated events (default 3,000,000)")
-    demo.add_argument("--demo-profile", default="fast", help="simulator profile: fast, live, chaos, tight")
-    submit = parser.add_argument_group("submit")
+                      help="start the bundled simulator on a free port and ingest from it (verify, export:"
+                           " check against it)")
+    demo.add_argument("--demo-events", type=int,
+                      help="simulated events (default 3,000,000; verify, export: as the last demo run)")
+    demo.add_argument("--demo-profile", help="simulator profile: fast (default), live, chaos, tight")
+    submit = parser.add_argument_group("submit, export")
     submit.add_argument("--repo", help="the repository URL to submit with the ids")
-    submit.add_argument("--force", action="store_true", help="submit even when verify fails")
+    submit.add_argument("--file", type=Path, help="submit the ids of this file (written by export)")
+    submit.add_argument("--out", type=Path, help="export: the file to write (default event_ids.txt)")
+    submit.add_argument("--force", action="store_true", help="submit or export even when verify fails")
     submit.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
+
+
+def _refuse_meaningless(args: argparse.Namespace) -> None:
+    """One line naming an option the command would ignore (submit --demo, status --repo, ...)."""
+    for option, commands in ONLY_FOR.items():
+        if getattr(args, option[2:]) not in (None, False) and args.command not in commands:
+            raise ConfigError(f"{option} applies to {_listed(commands)} only, not to {args.command}")
+    for option in ("--demo-events", "--demo-profile"):
+        if getattr(args, option[2:].replace("-", "_")) is not None and not args.demo:
+            raise ConfigError(f"{option} applies to --demo only")
+    for name in ("API_BASE_URL", "API_KEY"):
+        if args.demo and getattr(args, name) is not None:
+            raise ConfigError(f"--{name.lower().replace('_', '-')} and --demo exclude each other:"
+                              " the demo uses its own simulator")
+
+
+def _listed(words: tuple[str, ...]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {name: getattr(args, name) for name in ENV_SETTINGS}
     try:
+        _refuse_meaningless(args)
         env = environment_with_dotenv(Path(args.env_file))
         _early_logging(overrides.get("LOG_LEVEL") or env.get("LOG_LEVEL"))
         if args.command == "status":
@@ -54,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(env, overrides)
         return _dispatch(args, settings)
     except IngestError as exc:
-        logger.error("{}", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # once: not also through the logger
         return exc.exit_code
 
 
@@ -77,7 +107,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "submit":
         from ingest.submit import submit_command
 
-        return submit_command(settings, args.repo, force=args.force, assume_yes=args.yes)
+        return submit_command(settings, args.repo, force=args.force, assume_yes=args.yes, id_file=args.file)
+    if args.command == "export":
+        from ingest.export import DEFAULT_OUT, export_command
+
+        return export_command(settings, args.out or DEFAULT_OUT, force=args.force)
     return _run(settings)
 
 
@@ -99,13 +133,25 @@ def _run(settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, env: dict, overrides: dict) -> int:
-    from ingest.demo import simulator
+    """run: ingest from a new simulator, record its size, verify; verify/export: check against one of
+    the size the last demo run recorded."""
+    from ingest.database import embedded_database_url
+    from ingest.demo import record_demo, recorded_demo, simulator
 
-    logger.info("demo: starting the simulator ({} profile, {:,} events)", args.demo_profile, args.demo_events)
-    with simulator(args.demo_profile, args.demo_events) as (url, key):
-        settings = load_settings(env, {**overrides, "API_BASE_URL": url, "API_KEY": key})
-        code = _dispatch(argparse.Namespace(**{**vars(args), "command": "run"}), settings)
-        return code if code != EXIT_OK else _verify(settings)
+    url, data_dir = database_only(env, overrides)
+    database_url = url or embedded_database_url(data_dir)
+    last = recorded_demo(database_url) if args.command != "run" else None
+    size = {name: getattr(args, name) if getattr(args, name) is not None else (last or DEMO_DEFAULTS)[name]
+            for name in DEMO_DEFAULTS}
+    logger.info("demo: starting the simulator ({demo_profile} profile, {demo_events:,} events)", **size)
+    with simulator(size["demo_profile"], size["demo_events"]) as (sim_url, key):
+        settings = load_settings(env, {**overrides, "API_BASE_URL": sim_url, "API_KEY": key,
+                                       "DATABASE_URL": database_url})
+        code = _dispatch(args, settings)
+        if args.command != "run" or code != EXIT_OK:
+            return code
+        record_demo(database_url, **size)
+        return _verify(settings)
 
 
 def _status(env: dict, overrides: dict) -> int:

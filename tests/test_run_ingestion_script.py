@@ -197,6 +197,7 @@ def test_bad_arguments_are_reported_once_and_nothing_runs(workdir):
         ("API_KEY=\n", ("status",), "ingest.py status"),  # status needs no API: never the demo
         ("API_KEY=\n", ("submit", "--repo", "https://x/y"), "ingest.py submit --repo https://x/y"),
         ("API_KEY=\n", ("verify",), "ingest.py --demo verify"),  # checked against the demo simulator
+        ("API_KEY=\n", ("export", "--out", "ids.txt"), "ingest.py --demo export --out ids.txt"),
         ("API_KEY=ds_0123\n", ("verify",), "ingest.py verify"),
         ("API_KEY=ds_0123\n", ("--demo", "--demo-events", "5"), "ingest.py --demo --demo-events 5"),
     ],
