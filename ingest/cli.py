@@ -158,11 +158,12 @@ def _status(env: dict, overrides: dict) -> int:
     from ingest.checkpoint import create_schema
     from ingest.database import connect, embedded_database_url
     from ingest.report import status_lines
+    from ingest.running import running_lines
 
     url, data_dir = database_only(env, overrides)
     with connect(url or embedded_database_url(data_dir), autocommit=True, role="status") as conn:
         create_schema(conn)
-        print("\n".join(status_lines(conn)))
+        print("\n".join(status_lines(conn) + running_lines(conn)))
     return EXIT_OK
 
 
