@@ -222,6 +222,12 @@ def test_ingestion_waits_for_healthy_postgres_and_reaches_it_by_service_name(com
     assert (url.username, url.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
 
 
+def test_every_dotenv_setting_reaches_the_ingester_when_there_is_a_dotenv(compose):
+    # run-ingestion.sh tells Docker users to put CONCURRENCY=..., STRATEGY=... in .env
+    assert compose["services"]["ingestion"]["env_file"] == [{"path": ".env", "required": False}]
+    assert "env_file" not in compose["services"]["postgres"]
+
+
 def test_api_settings_come_from_dotenv_and_default_to_the_demo_simulator(compose):
     env = env_of(compose["services"]["ingestion"])
     assert env["API_BASE_URL"] == "${API_BASE_URL:-http://simulator:8080}"
