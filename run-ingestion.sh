@@ -72,6 +72,9 @@ if [ "$mode" = native ]; then
     cp requirements.txt "$runtime_stamp"
   fi
 
+  case " $* " in
+    *" -h "* | *" --help "*) exec .venv/bin/python ingest.py "$@" ;;  # the ingester's own help
+  esac
   # The arguments and .env as the ingester reads them (python-dotenv): command, whether a key is set.
   settings=$(.venv/bin/python -m ingest.preflight "$@") || exit $?
   command=run api_key_configured=no api_base_url="" demo=no

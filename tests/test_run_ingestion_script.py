@@ -179,6 +179,13 @@ def test_an_interpreter_older_than_311_is_refused_before_creating_the_venv(workd
     assert not (workdir / ".venv").exists()
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_is_the_ingesters_own(workdir, flag):
+    proc, calls = run(workdir, "export", flag, dotenv="API_KEY=\n")
+    assert proc.returncode == 0, proc.stderr
+    assert interpreter_calls(calls)[-1] == f"ingest.py export {flag}"  # never --demo, never run
+
+
 def test_bad_arguments_are_reported_once_and_nothing_runs(workdir):
     proc, calls = run(workdir, "--no-such-flag", dotenv="API_KEY=\n")
     assert proc.returncode == 2
