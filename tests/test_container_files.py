@@ -1,9 +1,11 @@
-"""Dockerfile, .dockerignore and docker-compose.yml, checked statically: hadolint, and the structure the
-stack and run-ingestion.sh rely on (no Docker engine needed)."""
+"""Dockerfile, .dockerignore and docker-compose.yml, checked statically: hadolint, the Compose
+Specification's JSON schema, and the structure the stack and run-ingestion.sh rely on (no Docker engine
+here, so nothing is built or started)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +18,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
+CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+NETWORK = "assignment-network"
 SOURCES = ("ingest.py", "ingest/", "datasync_sim/")
 
 
@@ -51,7 +56,19 @@ def stages() -> list[list[tuple[str, str]]]:
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def check_compose_spec(path: Path) -> subprocess.CompletedProcess:
+    """check-jsonschema with the Compose Specification's schema it ships (vendor.compose-spec).
+
+    Proxies pointing at a closed port prove it needs no network: the schema is the packaged copy.
+    """
+    assert CHECK_JSONSCHEMA.exists(), "check-jsonschema from requirements-dev.txt is not installed in this venv"
+    dead = "http://127.0.0.1:9"
+    env = {**os.environ, "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead, "https_proxy": dead}
+    return subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, env=env)
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -111,7 +128,7 @@ def test_final_stage_copies_the_code_and_runs_the_ingester_as_a_non_root_user(st
     users = [a for k, a in final if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     entrypoints = [a for k, a in final if k == "ENTRYPOINT"]
-    assert [json.loads(e) for e in entrypoints] == [["python", "ingest.py"]]
+    assert [json.loads(e) for e in entrypoints] == [["python", "/app/ingest.py"]]  # works from any workdir
     # USER comes after every RUN/COPY that needs root, and before the entrypoint
     kinds = [k for k, _ in final]
     assert kinds.index("USER") > max(i for i, k in enumerate(kinds) if k in ("RUN", "COPY"))
@@ -138,6 +155,36 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context():
 
 
 # --- docker-compose.yml ---------------------------------------------------------------------------------
+
+def test_compose_file_is_valid_against_the_compose_specification():
+    proc = check_compose_spec(COMPOSE_FILE)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "ok -- validation done", "")
+
+
+@pytest.mark.parametrize(("breakage", "error"), [
+    (("container_name: assignment-ingestion", "containr_name: assignment-ingestion"),
+     "$.services.ingestion: Unevaluated properties are not allowed ('containr_name' was unexpected)"),
+    (("condition: service_healthy\n      # Only", "condition: healthy\n      # Only"),
+     "$.services.ingestion.depends_on: {'postgres': {'condition': 'healthy'}"),
+    (('restart: "no"', "restart: [never]"), "$.services.ingestion.restart: ['never'] is not of type 'string'"),
+], ids=["misspelt key", "unknown condition", "wrong type"])
+def test_a_broken_compose_file_fails_the_specification(tmp_path, breakage, error):
+    # Guards the test above against a check that passes everything.
+    old, new = breakage
+    text = COMPOSE_FILE.read_text()
+    assert text.count(old) == 1
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace(old, new))
+    proc = check_compose_spec(broken)
+    assert proc.returncode == 1
+    assert f"{broken}::{error}" in proc.stdout, proc.stdout
+
+
+def test_every_service_is_on_the_assignment_network(compose):
+    assert compose["networks"] == {NETWORK: {"name": NETWORK}}  # named as is, without the project prefix
+    assert {name: s.get("networks") for name, s in compose["services"].items()} == {
+        "postgres": [NETWORK], "ingestion": [NETWORK], "simulator": [NETWORK]}
+
 
 def test_compose_defines_the_three_services_with_their_container_names(compose):
     services = compose["services"]
@@ -178,6 +225,12 @@ def test_ingestion_waits_for_healthy_postgres_and_reaches_it_by_service_name(com
         assert (url.username, url.password) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"])
 
 
+def test_every_dotenv_setting_reaches_the_ingester_when_there_is_a_dotenv(compose):
+    # run-ingestion.sh tells Docker users to put CONCURRENCY=..., STRATEGY=... in .env
+    assert compose["services"]["ingestion"]["env_file"] == [{"path": ".env", "required": False}]
+    assert "env_file" not in compose["services"]["postgres"]
+
+
 def test_api_settings_come_from_dotenv_and_default_to_the_demo_simulator(compose):
     env = env_of(compose["services"]["ingestion"])
     assert env["API_BASE_URL"] == "${API_BASE_URL:-http://simulator:8080}"
@@ -201,7 +254,7 @@ def test_simulator_runs_in_the_demo_profile_where_the_default_base_url_points(co
     default_url = urlsplit(interpolate(env_of(services["ingestion"])["API_BASE_URL"], {}))
     assert default_url.hostname == "simulator"
     assert str(default_url.port) == args[args.index("--port") + 1]
-    assert "networks" not in sim and "networks" not in services["ingestion"]
+    assert sim["networks"] == services["ingestion"]["networks"]
     # Started (and healthy) before the ingester when the profile is on; optional when it is off.
     assert services["ingestion"]["depends_on"]["simulator"] == {"condition": "service_healthy", "required": False}
     assert "healthcheck" in sim

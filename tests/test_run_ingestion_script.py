@@ -1,5 +1,10 @@
-"""run-ingestion.sh: the mode it picks, what it says first, and what it runs, with `docker` and the
-interpreter replaced by stubs that record their calls (no Docker engine, no network, no real venv)."""
+"""run-ingestion.sh: the mode it picks, what it says first, and what it runs, under every shell a user
+may start it with (`sh` is dash on Debian and Ubuntu, busybox on Alpine), with `docker` and the
+interpreter replaced by stubs that record their calls (no Docker engine, no network, no real venv).
+
+The stub interpreter hands `-m ingest.preflight` to the real one, so the .env file is really read by
+python-dotenv, as the ingester reads it; the stub docker reads it the same way for `compose config`.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,57 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "run-ingestion.sh"
-DEMO_LINE = "no API_KEY configured: running the demo against the local simulator"
+DEMO_LINE = "run-ingestion: no API_KEY configured: running the demo against the local simulator"
 PIP_LINE = "-m pip install --quiet --disable-pip-version-check -r requirements.txt"
+VERSION_CHECK = "-c import sys; sys.exit(sys.version_info < (3, 11))"
+FRESH_VENV = [VERSION_CHECK, "-m venv .venv", PIP_LINE]
 
-# An interpreter that records its arguments; `-m venv DIR` installs a copy of itself as DIR/bin/python.
-STUB_PYTHON = """#!/usr/bin/env bash
+# Every way a user starts the script; busybox where it is installed (Debian: apt-get install busybox).
+SHELLS = [("sh",), ("bash",)] + ([("busybox", "sh")] if shutil.which("busybox") else [])
+
+# An interpreter that records its arguments; `-m venv DIR` installs a copy of itself as DIR/bin/python;
+# `-m ingest.preflight` and `-c` (the Compose stub's JSON reader) run in the real interpreter, unrecorded.
+STUB_PYTHON = """#!/bin/sh
+case "$1 $2" in
+  "-m ingest.preflight") exec "$REAL_PYTHON" "$@" ;;
+  "-c import json"*) exec "$REAL_PYTHON" "$@" ;;
+esac
 printf '%s\\n' "$*" >> "$STUB_LOG"
 if [ "$1" = -m ] && [ "$2" = venv ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi
 exit 0
 """
 
+# What `docker compose config --format json` says of the ingestion service: Compose's interpolation of
+# `${API_KEY:-}` and `${API_BASE_URL:-http://simulator:8080}` from the environment, then .env.
+COMPOSE_CONFIG = """
+import json, os
+from dotenv import dotenv_values
+env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+print(json.dumps({"services": {"ingestion": {"environment": {
+    "API_KEY": env.get("API_KEY") or "", "API_BASE_URL": env.get("API_BASE_URL") or "http://simulator:8080"}}}}))
+"""
+
 # A docker client. STUB_ENGINE=down: `docker info` fails as it does with no engine behind the client.
 # Otherwise `inspect` prints $STUB_STATE, `logs` prints progress until the $STUB_COMPLETE_AFTER-th call,
 # then also `ingestion complete` (never when it is 0), and `exec` (psql) prints $STUB_COUNT.
-STUB_DOCKER = """#!/usr/bin/env bash
+STUB_DOCKER = """#!/bin/sh
 printf 'docker %s | API_KEY=%s API_BASE_URL=%s\\n' "$*" "${API_KEY-<unset>}" "${API_BASE_URL-<unset>}" \\
   >> "$STUB_LOG"
 case $1 in
   info) [ "${STUB_ENGINE:-up}" = up ] ;;
-  compose) exit 0 ;;
+  compose)
+    case "$*" in
+      *" config --format json") exec "$REAL_PYTHON" -c "$COMPOSE_CONFIG" ;;
+      *" run "*) exit "${STUB_RUN_EXIT:-0}" ;;
+    esac
+    exit 0 ;;
   inspect) echo "$STUB_STATE" ;;
   logs)
     n=$(( $(cat "$STUB_LOG.logs" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$STUB_LOG.logs"
@@ -47,15 +78,20 @@ esac
 """
 
 
+SHELL_OF: dict[Path, tuple[str, ...]] = {}  # workdir -> the shell that runs the script there
+
+
 def _executable(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A copy of the files the script works with, and a bin/ of stubs put first on PATH."""
+@pytest.fixture(params=SHELLS, ids=lambda shell: " ".join(shell))
+def workdir(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A copy of the files the script works with, and a bin/ of stubs put first on PATH; every test
+    that uses it runs once per shell of SHELLS."""
     work = tmp_path / "work"
+    SHELL_OF[work] = request.param
     work.mkdir()
     for name in ("run-ingestion.sh", "requirements.txt", "requirements-dev.txt"):
         shutil.copy2(ROOT / name, work / name)
@@ -66,22 +102,25 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def run(work: Path, *args: str, engine: str = "down", dotenv: str | None = None, **env: str):
-    """Run the copied script; returns (completed process, recorded stub calls)."""
+    """Run the copied script with the shell of its workdir; returns (completed process, recorded stub calls)."""
     if dotenv is not None:
         (work / ".env").write_text(dotenv)
     full_env = {
         k: v for k, v in os.environ.items()
         if k not in ("API_KEY", "API_BASE_URL", "RUN_INGESTION_MODE", "SIM_EVENTS", "SIM_PROFILE")
     }
-    full_env.update(
-        PATH=f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        PYTHON=str(work / "bin" / "python-stub"),
-        STUB_LOG=str(work / "calls.log"),
-        STUB_ENGINE=engine,
-        RUN_INGESTION_POLL_S="0",
+    full_env.update({
+        "PATH": f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PYTHON": str(work / "bin" / "python-stub"),
+        "STUB_LOG": str(work / "calls.log"),
+        "STUB_ENGINE": engine,
+        "REAL_PYTHON": sys.executable,
+        "PYTHONPATH": str(ROOT),
+        "COMPOSE_CONFIG": COMPOSE_CONFIG,
+        "RUN_INGESTION_POLL_S": "0",
         **env,
-    )
-    proc = subprocess.run(["bash", str(work / "run-ingestion.sh"), *args], cwd=work, env=full_env,
+    })
+    proc = subprocess.run([*SHELL_OF[work], str(work / "run-ingestion.sh"), *args], cwd=work, env=full_env,
                           capture_output=True, text=True, timeout=60)
     log = work / "calls.log"
     calls = log.read_text().splitlines() if log.exists() else []
@@ -97,34 +136,61 @@ def compose_ups(calls: list[str]) -> list[str]:
     return [c for c in calls if c.startswith("docker compose ") and " up " in c]
 
 
-def test_script_passes_bash_syntax_check():
-    proc = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True)
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda shell: " ".join(shell))
+def test_script_passes_every_shells_syntax_check(shell):
+    proc = subprocess.run([*shell, "-n", str(SCRIPT)], capture_output=True, text=True)
     assert (proc.returncode, proc.stderr) == (0, "")
 
 
-def test_script_is_executable_bash_in_strict_mode():
+def test_script_is_executable_posix_sh_in_strict_mode():
     lines = SCRIPT.read_text().splitlines()
     assert os.access(SCRIPT, os.X_OK)
-    assert lines[0] == "#!/usr/bin/env bash"
-    assert "set -euo pipefail" in lines
+    assert lines[0] == "#!/bin/sh"
+    assert "set -eu" in lines
 
 
-def test_without_docker_or_key_runs_native_demo_and_says_so_first(workdir):
+def test_without_docker_or_key_runs_native_demo_and_says_so(workdir):
     proc, calls = run(workdir, "--demo-events", "10", dotenv="API_BASE_URL=http://localhost:8080\nAPI_KEY=\n")
     assert proc.returncode == 0, proc.stderr
-    first = proc.stdout.splitlines()[0]
-    assert "native mode" in first and DEMO_LINE in first
-    assert interpreter_calls(calls) == ["-m venv .venv", PIP_LINE, "ingest.py --demo --demo-events 10"]
+    assert proc.stdout.splitlines() == [
+        "run-ingestion: native mode (no Docker engine answers)",
+        "run-ingestion: creating .venv with " + str(workdir / "bin" / "python-stub"),
+        "run-ingestion: installing requirements.txt into .venv",
+        DEMO_LINE,
+    ]
+    assert interpreter_calls(calls) == [*FRESH_VENV, "ingest.py --demo --demo-events 10"]
     assert "docker info | API_KEY=<unset> API_BASE_URL=<unset>" in calls
 
 
 def test_with_api_key_in_the_environment_runs_the_plain_ingester(workdir):
     proc, calls = run(workdir, "--concurrency", "2", API_KEY="ds_" + "a" * 32, API_BASE_URL="http://api:80")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == (
-        "run-ingestion: native mode (no Docker engine answers): ingesting from http://api:80"
-    )
-    assert interpreter_calls(calls) == ["-m venv .venv", PIP_LINE, "ingest.py --concurrency 2"]
+    assert proc.stdout.splitlines()[-1] == "run-ingestion: ingesting from http://api:80"
+    assert interpreter_calls(calls) == [*FRESH_VENV, "ingest.py --concurrency 2"]
+
+
+def test_an_interpreter_older_than_311_is_refused_before_creating_the_venv(workdir):
+    old = workdir / "bin" / "python3.10"
+    _executable(old, "#!/bin/sh\nexit 1\n")  # sys.exit(sys.version_info < (3, 11)) -> 1
+    proc, calls = run(workdir, PYTHON=str(old))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"run-ingestion: error: {old} is older than Python 3.11: set PYTHON=python3.X (3.11 to 3.14) and rerun"]
+    assert not (workdir / ".venv").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_is_the_ingesters_own(workdir, flag):
+    proc, calls = run(workdir, "export", flag, dotenv="API_KEY=\n")
+    assert proc.returncode == 0, proc.stderr
+    assert interpreter_calls(calls)[-1] == f"ingest.py export {flag}"  # never --demo, never run
+
+
+def test_bad_arguments_are_reported_once_and_nothing_runs(workdir):
+    proc, calls = run(workdir, "--no-such-flag", dotenv="API_KEY=\n")
+    assert proc.returncode == 2
+    assert proc.stderr.count("unrecognized arguments: --no-such-flag") == 1
+    assert interpreter_calls(calls) == FRESH_VENV
 
 
 @pytest.mark.parametrize(
@@ -135,7 +201,12 @@ def test_with_api_key_in_the_environment_runs_the_plain_ingester(workdir):
         ("API_KEY=\n", ("--api-key", "ds_0123"), "ingest.py --api-key ds_0123"),
         ("API_KEY=\n", ("--api-key=ds_0123",), "ingest.py --api-key=ds_0123"),
         ("API_KEY=\n", ("--env-file", "other.env"), "ingest.py --env-file other.env"),
-        ("API_KEY=\n", ("status",), "ingest.py status"),  # a subcommand is never turned into a demo
+        ("API_KEY=\n", ("status",), "ingest.py status"),  # status needs no API: never the demo
+        ("API_KEY=\n", ("submit", "--repo", "https://x/y"), "ingest.py submit --repo https://x/y"),
+        ("API_KEY=\n", ("verify",), "ingest.py --demo verify"),  # checked against the demo simulator
+        ("API_KEY=\n", ("export", "--out", "ids.txt"), "ingest.py --demo export --out ids.txt"),
+        ("API_KEY=ds_0123\n", ("verify",), "ingest.py verify"),
+        ("API_KEY=ds_0123\n", ("--demo", "--demo-events", "5"), "ingest.py --demo --demo-events 5"),
     ],
 )
 def test_the_key_is_found_where_the_ingester_looks(workdir, dotenv, args, expected):
@@ -143,7 +214,8 @@ def test_the_key_is_found_where_the_ingester_looks(workdir, dotenv, args, expect
     proc, calls = run(workdir, *args, dotenv=dotenv)
     assert proc.returncode == 0, proc.stderr
     assert interpreter_calls(calls)[-1] == expected
-    assert (DEMO_LINE in proc.stdout.splitlines()[0]) == ("--demo" in expected)
+    assert (DEMO_LINE in proc.stdout.splitlines()) == (expected.startswith("ingest.py --demo") and "verify" not in
+                                                       expected and "export" not in expected)
 
 
 def test_an_empty_api_key_in_the_environment_hides_the_dotenv_one(workdir):
@@ -233,5 +305,44 @@ def test_docker_mode_refuses_arguments_it_cannot_pass_on(workdir):
 def test_native_mode_can_be_forced_with_an_engine_present(workdir):
     proc, calls = run(workdir, engine="up", dotenv="API_KEY=\n", RUN_INGESTION_MODE="native")
     assert proc.returncode == 0, proc.stderr
-    assert DEMO_LINE in proc.stdout.splitlines()[0]
+    assert proc.stdout.splitlines()[0] == "run-ingestion: native mode (RUN_INGESTION_MODE=native)"
+    assert DEMO_LINE in proc.stdout.splitlines()
     assert interpreter_calls(calls)[-1] == "ingest.py --demo"
+
+
+def one_off_runs(calls: list[str]) -> list[str]:
+    return [c for c in calls if c.startswith("docker compose ") and " run " in c]
+
+
+def test_docker_mode_runs_status_in_a_one_off_container_in_this_directory(workdir):
+    proc, calls = run(workdir, "status", engine="up", dotenv="API_KEY=\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "run-ingestion: Docker Compose mode: python ingest.py status in a one-off container"]
+    user = f"{os.getuid()}:{os.getgid()}"
+    assert one_off_runs(calls) == [
+        f"docker compose run --rm --volume {workdir}:/work --workdir /work --user {user} ingestion status"
+        " | API_KEY=<unset> API_BASE_URL=<unset>"]
+    assert compose_ups(calls) == [] and not [c for c in calls if " stop simulator" in c]
+
+
+def test_docker_demo_verifies_and_exports_against_the_simulator_then_stops_it(workdir):
+    proc, calls = run(workdir, "export", "--out", "ids.txt", engine="up", dotenv="API_KEY=\n", STUB_RUN_EXIT="1")
+    assert proc.returncode == 1  # the one-off container's exit code
+    assert proc.stdout.splitlines() == [
+        "run-ingestion: Docker Compose mode: python ingest.py export in a one-off container,"
+        " against the demo simulator (no API_KEY configured)"]
+    (one_off,) = one_off_runs(calls)
+    assert re.fullmatch(
+        r"docker compose --profile demo run --rm --volume \S+:/work --workdir /work --user \d+:\d+ ingestion"
+        r" export --out ids.txt \| API_KEY=ds_[0-9a-f]{32} API_BASE_URL=http://simulator:8080", one_off)
+    stops = [c.split(" |")[0] for c in calls if " stop simulator" in c]
+    assert stops == ["docker compose --profile demo stop simulator"]
+
+
+def test_docker_live_mode_passes_subcommands_with_the_configured_key(workdir):
+    proc, calls = run(workdir, "verify", engine="up", dotenv="API_BASE_URL=http://api:80\nAPI_KEY=ds_0123\n")
+    assert proc.returncode == 0, proc.stderr
+    (one_off,) = one_off_runs(calls)
+    assert one_off.startswith("docker compose run --rm ") and one_off.endswith(
+        " ingestion verify | API_KEY=<unset> API_BASE_URL=<unset>")  # Compose reads .env itself

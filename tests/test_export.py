@@ -1,0 +1,141 @@
+"""`export` end to end (the simulator over HTTP, a real PostgreSQL, the CLI in this process), and
+`submit --file` sending what export wrote."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from datasync_sim import SimServer, profile_config
+from ingest.cli import main
+from tests.fix_ingest import expected, ingest_args, run_ingest, stored_truth
+
+EVENTS = 5_000
+REPO = "https://github.com/example/datasync-ingest"
+
+
+@pytest.fixture
+def ingested(database_url: str):
+    """A simulator whose EVENTS events are all stored in database_url; yields its URL."""
+    with SimServer(profile_config("fast", events=EVENTS, seed=11)) as server:
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        yield server.url
+
+
+def export(sim_url: str, database_url: str, *flags: str) -> int:
+    return main(ingest_args(sim_url, database_url, "export", *flags))
+
+
+def stored_ids(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        return sorted(row[0] for row in conn.execute("SELECT id::text FROM ingested_events"))
+
+
+def test_export_writes_every_stored_id_once_in_ascending_order(
+    ingested: str, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "ids.txt"
+    capsys.readouterr()
+    assert export(ingested, database_url, "--out", str(out)) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    text = out.read_text()
+    assert text.splitlines() == stored_ids(database_url)
+    assert text.endswith("\n") and len(text) == EVENTS * 37
+    # exactly the simulator's ids: its digest is over the sorted ids joined by newlines
+    assert hashlib.sha256(text.rstrip("\n").encode()).hexdigest() == expected(ingested)["sha256"]
+    assert lines[0] == f"verify: API total {EVENTS:,}; stored {EVENTS:,}; duplicate ids 0; quarantined 0"
+    assert lines[1].startswith(f"export: {EVENTS:,} ids written to {out} ({EVENTS * 37:,} bytes) in ")
+    assert [p.name for p in tmp_path.iterdir()] == ["ids.txt"]  # no temporary file left behind
+
+
+def test_export_refuses_an_incomplete_database_and_keeps_the_old_file(
+    ingested: str, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM ingested_events WHERE id IN (SELECT id FROM ingested_events LIMIT 10)")
+    out = tmp_path / "ids.txt"
+    out.write_text("an earlier export\n")
+    capsys.readouterr()
+
+    assert export(ingested, database_url, "--out", str(out)) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: export refused, nothing written: the database is incomplete: {EVENTS - 10:,} of {EVENTS:,}"
+        " events stored (rerun the ingestion, or pass --force)"]
+    assert out.read_text() == "an earlier export\n"
+
+    assert export(ingested, database_url, "--out", str(out), "--force") == 0
+    assert out.read_text().splitlines() == stored_ids(database_url)
+    assert (f"export: --force: exporting although the database is incomplete: {EVENTS - 10:,} of {EVENTS:,}"
+            " events stored") in capsys.readouterr().out
+
+
+def test_export_into_a_directory_is_a_config_error(database_url: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    # Nothing listens on port 9: the check comes before any request.
+    assert main(ingest_args("http://127.0.0.1:9", database_url, "export", "--out", str(tmp_path))) == 2
+    assert capsys.readouterr().err == f"error: --out {tmp_path} is a directory; name the file to write\n"
+
+
+def test_submit_sends_the_file_export_wrote(
+    ingested: str, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "ids.txt"
+    assert export(ingested, database_url, "--out", str(out)) == 0
+    with psycopg.connect(database_url) as conn:  # the database no longer matters: the file is sent
+        conn.execute("DELETE FROM ingested_events")
+    capsys.readouterr()
+
+    code = main(ingest_args(ingested, database_url, "submit", "--file", str(out), "--repo", REPO, "--yes"))
+    lines = capsys.readouterr().out.splitlines()
+
+    assert code == 0
+    assert lines[0] == f"file: {out} holds {EVENTS:,} distinct ids; API total {EVENTS:,}"
+    assert lines[1] == (f"submission #1 accepted: {EVENTS:,} ids counted by the API ({EVENTS:,} sent);"
+                        " 4 submissions remaining")
+    (handed_in,) = requests.get(ingested + "/__sim/submissions", timeout=10).json()
+    assert (handed_in["eventCount"], handed_in["matchesExpected"]) == (EVENTS, True)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+A, B, C = ("00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b",
+           "00000000-0000-4000-8000-00000000000c")
+
+
+@pytest.mark.parametrize(("lines", "error"), [
+    ([A, C, B], "line 3: ids are not in ascending order or repeat (write the file with python ingest.py export)"),
+    ([A, B, B], "line 3: ids are not in ascending order or repeat (write the file with python ingest.py export)"),
+    ([A, B.upper()], f"line 2: not an event id as export writes it: {(B.upper() + chr(10)).encode()!r}"),
+    ([A, "x"], "line 2: not an event id as export writes it: b'x\\n'"),
+], ids=["unsorted", "repeated", "upper case", "not an id"])
+def test_submit_refuses_a_file_export_did_not_write_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture, lines: list[str], error: str
+) -> None:
+    path = write_lines(tmp_path / "ids.txt", lines)
+    # Nothing listens on port 9 and no database is named: the file is checked before any connection.
+    code = main(["submit", "--api-base-url", "http://127.0.0.1:9", "--api-key", "ds_" + "0" * 32, "--env-file",
+                 "/dev/null", "--file", str(path), "--repo", REPO, "--yes"])
+    assert (code, capsys.readouterr().err) == (2, f"error: {path}, {error}\n")
+
+
+def test_submit_refuses_a_file_with_fewer_ids_than_the_api_reports_unless_forced(
+    ingested: str, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = write_lines(tmp_path / "ids.txt", stored_ids(database_url)[:-1])
+    args = ingest_args(ingested, database_url, "submit", "--file", str(path), "--repo", REPO, "--yes")
+    capsys.readouterr()
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"error: submit refused, nothing sent: the file holds {EVENTS - 1:,} of the {EVENTS:,} events the API"
+        " reports (damaged events that verify counts as quarantined are not in it) (pass --force to send it"
+        " as it is)\n")
+    assert main([*args, "--force"]) == 0
+    assert stored_truth(database_url)["count"] == EVENTS  # the database was not touched
