@@ -14,8 +14,9 @@ NO_ENV = ["--env-file", os.devnull]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["submit", "--demo", "--repo", "https://x/y"], "--demo applies to run, verify and export only, not to submit"),
-    (["status", "--demo"], "--demo applies to run, verify and export only, not to status"),
+    (["submit", "--demo", "--repo", "https://x/y"],
+     "--demo applies to run, status, verify and export only, not to submit"),
+    (["status", "--reset"], "--reset applies to run only, not to status"),
     (["verify", "--repo", "https://x/y"], "--repo applies to submit only, not to verify"),
     (["run", "--yes"], "--yes applies to submit only, not to run"),
     (["export", "--file", "ids.txt"], "--file applies to submit only, not to export"),
@@ -47,10 +48,15 @@ def test_demo_verify_and_export_check_against_the_size_the_demo_run_recorded(
 
     assert main(["verify", "--demo", *db]) == 0  # 3,000 events, not the default 3,000,000
     assert capsys.readouterr().out.splitlines()[-2:] == [
-        "API total: 3,000; stored: 3,000; duplicate ids: 0; quarantined: 0", "verify: complete"]
+        "API total: 3,000; stored: 3,000; quarantined (distinct, not stored): 0; time range covered: yes",
+        "verify: complete"]
     out = tmp_path / "ids.txt"
     assert main(["export", "--demo", "--out", str(out), *db]) == 0
     assert len(out.read_text().splitlines()) == 3000
 
-    assert main(["verify", "--demo", "--demo-events", "4000", *db]) == 1  # an explicit size wins
-    assert capsys.readouterr().out.splitlines()[-1] == "verify: INCOMPLETE"
+    capsys.readouterr()
+    # An explicit size wins, and a simulator of another size serves another dataset: refused.
+    assert main(["verify", "--demo", "--demo-events", "4000", *db]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "error: this store holds events from demo simulator (3,000 events, seed 1),"
+        " not demo simulator (4,000 events, seed 1)")

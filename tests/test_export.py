@@ -48,7 +48,7 @@ def test_export_writes_every_stored_id_once_in_ascending_order(
     assert text.endswith("\n") and len(text) == EVENTS * 37
     # exactly the simulator's ids: its digest is over the sorted ids joined by newlines
     assert hashlib.sha256(text.rstrip("\n").encode()).hexdigest() == expected(ingested)["sha256"]
-    assert lines[0] == f"verify: API total {EVENTS:,}; stored {EVENTS:,}; duplicate ids 0; quarantined 0"
+    assert lines[0] == f"verify: API total {EVENTS:,}; stored {EVENTS:,}; quarantined 0"
     assert lines[1].startswith(f"export: {EVENTS:,} ids written to {out} ({EVENTS * 37:,} bytes) in ")
     assert [p.name for p in tmp_path.iterdir()] == ["ids.txt"]  # no temporary file left behind
 
@@ -64,14 +64,14 @@ def test_export_refuses_an_incomplete_database_and_keeps_the_old_file(
 
     assert export(ingested, database_url, "--out", str(out)) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"error: export refused, nothing written: the database is incomplete: {EVENTS - 10:,} of {EVENTS:,}"
-        " events stored (rerun the ingestion, or pass --force)"]
+        "error: export refused, nothing written: verify fails: 10 events missing: 4,990 accounted for"
+        f" (4,990 stored + 0 quarantined) of {EVENTS:,} (rerun the ingestion, or pass --force)"]
     assert out.read_text() == "an earlier export\n"
 
     assert export(ingested, database_url, "--out", str(out), "--force") == 0
     assert out.read_text().splitlines() == stored_ids(database_url)
-    assert (f"export: --force: exporting although the database is incomplete: {EVENTS - 10:,} of {EVENTS:,}"
-            " events stored") in capsys.readouterr().out
+    assert ("export: --force: exporting although verify fails: 10 events missing: 4,990 accounted for"
+            f" (4,990 stored + 0 quarantined) of {EVENTS:,}") in capsys.readouterr().out
 
 
 def test_export_into_a_directory_is_a_config_error(database_url: str, tmp_path: Path,

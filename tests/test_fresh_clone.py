@@ -53,7 +53,8 @@ def test_a_fresh_clone_runs_the_demo_then_status_verify_and_export(clone: Path) 
     verify = sh(clone, "verify")
     assert verify.returncode == 0, verify.stderr
     assert verify.stdout.splitlines()[-2:] == [
-        f"API total: {DEMO_EVENTS:,}; stored: {DEMO_EVENTS:,}; duplicate ids: 0; quarantined: 0", "verify: complete"]
+        f"API total: {DEMO_EVENTS:,}; stored: {DEMO_EVENTS:,}; quarantined (distinct, not stored): 0;"
+        " time range covered: yes", "verify: complete"]
 
     export = sh(clone, "export")
     assert export.returncode == 0, export.stderr
