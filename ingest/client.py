@@ -73,6 +73,8 @@ class ApiClient:
         self._timeout = (CONNECT_TIMEOUT_S, timeout_s)
         self._policy = policy
         self._local = threading.local()
+        self._sessions: list[requests.Session] = []  # every thread's, so close() can close them all
+        self._sessions_lock = threading.Lock()
         # Every answer sets it; built cursors take their expiry from it (build_cursor(now_ms=...)).
         self.server_clock = server_clock or ServerClock()
 
@@ -89,12 +91,17 @@ class ApiClient:
             session.mount("https://", adapter)
             session.headers.update({"X-API-Key": self._api_key, "User-Agent": USER_AGENT})
             self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
         return session
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
+        """Close every thread's session (their pooled connections); a thread that sends again gets a new one."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
             session.close()
+        self._local = threading.local()
 
     def request(
         self, method: str, path: str, *, params: Mapping | None = None, headers: Mapping | None = None,

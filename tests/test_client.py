@@ -1,5 +1,8 @@
 """The HTTP boundary: status codes and bodies mapped to our errors (responses, no network)."""
 
+import threading
+import time
+
 import orjson
 import pytest
 import requests
@@ -353,3 +356,22 @@ def test_a_retry_after_date_is_measured_against_the_servers_clock() -> None:
     with pytest.raises(RateLimited) as caught:
         client.events_page("/api/v1/events", {"limit": 5000})
     assert caught.value.retry_after == 30.0  # not 630 s, as our wall clock ten minutes behind would say
+
+
+def test_close_closes_the_session_of_every_thread() -> None:
+    from datasync_sim import SimServer, profile_config
+
+    with SimServer(profile_config("fast", events=100)) as sim:
+        client = ApiClient(sim.url, "ds_" + "0" * 32, RateLimiter(), 5.0, RetryPolicy())
+        threads = [threading.Thread(target=client.events_page, args=("/api/v1/events", {"limit": 1}))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        open_before = len(sim._httpd._conns)
+        client.close()
+        deadline = time.monotonic() + 5
+        while sim._httpd._conns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (open_before, len(sim._httpd._conns)) == (3, 0)
