@@ -7,7 +7,7 @@ the retry loop (fetch.py) goes through the shared limiter.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -27,7 +27,6 @@ from ingest.errors import (
     StreamAccessDenied,
     StreamTokenInvalid,
 )
-from ingest.limiter import RateLimiter
 from ingest.retry import RetryPolicy
 from ingest.server_clock import ServerClock
 
@@ -39,6 +38,10 @@ BROWSER_USER_AGENT = (
 CONNECT_TIMEOUT_S = 10.0  # s; a healthy server accepts in milliseconds
 # A reset reset value above this is an epoch time, not "seconds remaining" (contract §6).
 EPOCH_THRESHOLD = 1_000_000_000
+
+
+# Takes an answer's X-RateLimit-Limit, -Remaining and -Reset (None where absent).
+LimitObserver = Callable[[int | None, int | None, float | None], None]
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,11 @@ class ApiClient:
     """Sends single requests with one requests.Session per thread; shared by all fetchers."""
 
     def __init__(
-        self, base_url: str, api_key: str, limiter: RateLimiter, timeout_s: float, policy: RetryPolicy,
+        self, base_url: str, api_key: str, timeout_s: float, policy: RetryPolicy,
         server_clock: ServerClock | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._limiter = limiter
         self._timeout = (CONNECT_TIMEOUT_S, timeout_s)
         self._policy = policy
         self._local = threading.local()
@@ -105,11 +107,13 @@ class ApiClient:
 
     def request(
         self, method: str, path: str, *, params: Mapping | None = None, headers: Mapping | None = None,
-        data: bytes | Iterable[bytes] | None = None,
+        data: bytes | Iterable[bytes] | None = None, observe: LimitObserver | None = None,
     ) -> requests.Response:
         """Send one request; return a 2xx response or raise our error for anything else.
 
-        Redirects are not followed: requests would resend X-API-Key (and a stream token) to any host.
+        `observe` gets the answer's X-RateLimit-Limit/-Remaining/-Reset (429s included), for the
+        throttle of the budget that sent it. Redirects are not followed: requests would resend
+        X-API-Key (and a stream token) to any host.
         """
         try:
             response = self._session().request(
@@ -122,18 +126,11 @@ class ApiClient:
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise RetryableApiError(f"connection failed: {type(exc).__name__}") from exc
         self.server_clock.observe_date(response.headers.get("Date"))
-        self._observe_limits(response)
+        if observe is not None:
+            _observe_limits(response, observe)
         if response.status_code >= 300:
             raise self._error_for(response)
         return response
-
-    def _observe_limits(self, response: requests.Response) -> None:
-        headers = response.headers
-        limit = int_or_none(headers.get("X-RateLimit-Limit"))
-        remaining = int_or_none(headers.get("X-RateLimit-Remaining"))
-        reset = _float(headers.get("X-RateLimit-Reset"))
-        if limit is not None or remaining is not None or reset is not None:
-            self._limiter.observe(limit, remaining, reset)
 
     def _error_for(self, response: requests.Response) -> Exception:
         status = response.status_code
@@ -173,9 +170,17 @@ class ApiClient:
             return FatalApiError(f"{detail} at {response.request.path_url.split('?')[0]}: check API_BASE_URL")
         return FatalApiError(detail)
 
-    def events_page(self, path: str, params: Mapping, headers: Mapping | None = None) -> EventsPage:
-        """One page of events from the documented endpoint or the feed."""
-        response = self.request("GET", path, params=params, headers=headers)
+    def events_page(self, path: str, params: Mapping, headers: Mapping | None = None, *,
+                    observe: LimitObserver | None = None, query_auth: bool = False) -> EventsPage:
+        """One page of events from the documented endpoint or the feed.
+
+        `query_auth`: the key goes as `?api_key=` instead of the X-API-Key header (its own rate pool
+        on some deployments of the API).
+        """
+        if query_auth:
+            params = {**params, "api_key": self._api_key}
+            headers = {**(headers or {}), "X-API-Key": None}  # None drops the session's header
+        response = self.request("GET", path, params=params, headers=headers, observe=observe)
         page = parse_envelope(response.content)
         exp_ms = cursor_expiry_ms(page.next_cursor)
         if exp_ms is not None and page.cursor_expires_in_s is not None:
@@ -252,6 +257,15 @@ def parse_envelope(content: bytes) -> EventsPage:
         body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total,
         _float(pagination.get("cursorExpiresIn")),
     )
+
+
+def _observe_limits(response: requests.Response, observe: LimitObserver) -> None:
+    headers = response.headers
+    limit = int_or_none(headers.get("X-RateLimit-Limit"))
+    remaining = int_or_none(headers.get("X-RateLimit-Remaining"))
+    reset = _float(headers.get("X-RateLimit-Reset"))
+    if limit is not None or remaining is not None or reset is not None:
+        observe(limit, remaining, reset)
 
 
 def _json_or_none(content: bytes) -> object:

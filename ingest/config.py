@@ -40,8 +40,9 @@ class Settings:
         url = urlsplit(self.api_base_url)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ConfigError(f"API_BASE_URL must be an http(s) URL, got {self.api_base_url!r}")
-        if not self.api_key or any(c.isspace() for c in self.api_key):
-            raise ConfigError("API_KEY is missing or contains whitespace")
+        keys = [key.strip() for key in self.api_key.split(",")]
+        if not all(keys) or any(c.isspace() for key in keys for c in key):
+            raise ConfigError("API_KEY is missing, or one of its comma-separated keys is empty or contains whitespace")
         if self.database_url is not None:
             check_database_url(self.database_url)
         if self.strategy not in STRATEGIES:
@@ -58,6 +59,11 @@ class Settings:
             raise ConfigError("PROGRESS_INTERVAL must be a positive number of seconds")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """The keys of API_KEY (several, comma-separated: each adds its budgets to the run)."""
+        return tuple(key.strip() for key in self.api_key.split(","))
 
     @property
     def base_url(self) -> str:

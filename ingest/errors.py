@@ -66,6 +66,10 @@ class StreamTokenInvalid(IngestError):
     """The feed token expired or was revoked: get a new one and send again."""
 
 
+class BudgetRetired(IngestError):
+    """This budget may not be spent any more (its pool proved shared): its partition goes to another budget."""
+
+
 class StreamAccessDenied(IngestError):
     """stream-access will not grant a token: use the documented endpoint instead."""
 

@@ -62,6 +62,13 @@ class RateLimiter:
                 return 0
             return max(0, self._tokens)
 
+    def rate_per_s(self) -> float | None:
+        """Requests per second the announced windows allow (None until a limit with its window is known)."""
+        with self._lock:
+            if not self._engaged or not self._limit or self._window_s <= 0:
+                return None
+            return self._limit / (self._window_s + self._margin)
+
     @property
     def waited_seconds(self) -> float:
         """Total seconds all threads have spent blocked in `acquire` (for progress lines)."""

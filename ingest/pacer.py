@@ -37,6 +37,11 @@ class Pacer:
         with self._lock:
             return self._spacing
 
+    def rate_per_s(self) -> float | None:
+        """Requests per second the learned spacing allows (None while unpaced)."""
+        with self._lock:
+            return 1.0 / self._spacing if self._spacing else None
+
     def acquire(self, stop: threading.Event | None = None) -> None:
         """Block until this request's turn; returns early (no turn taken) once `stop` is set."""
         while stop is None or not stop.is_set():

@@ -7,6 +7,7 @@ only, never (timestamp, id) pairs, so events tied at a boundary all fall on one 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # A partition is split only when each half would still hold this many pages of events: a smaller
@@ -24,6 +25,7 @@ class Partition:
     pos_id: str | None = None
     done: bool = False
     events: int = 0
+    cursor_kind: str | None = None  # which endpoint issued `cursor` (None: read from a checkpoint)
 
     def remaining_ms(self, oldest_ms: int | None) -> int:
         """Width of the time range still to fetch (0 when unknown or done)."""
@@ -64,11 +66,12 @@ class Plan:
         with self._lock:
             return self.partitions[partition_id].lo_ms
 
-    def advance(self, partition_id: int, cursor: str | None, pos_ms: int | None, pos_id: str | None) -> None:
-        """Record how far a worker has fetched (not yet committed), for splitting decisions."""
+    def advance(self, partition_id: int, cursor: str | None, pos_ms: int | None, pos_id: str | None,
+                cursor_kind: str) -> None:
+        """Record how far a walker has fetched (not yet committed), for splitting and for handing over."""
         with self._lock:
             part = self.partitions[partition_id]
-            part.cursor, part.pos_ms, part.pos_id = cursor, pos_ms, pos_id
+            part.cursor, part.pos_ms, part.pos_id, part.cursor_kind = cursor, pos_ms, pos_id, cursor_kind
 
     def finish(self, partition_id: int) -> None:
         with self._lock:
@@ -98,23 +101,27 @@ class Plan:
             page_ms = self.min_split_ms / MIN_SPLIT_PAGES
             return sum(self.partitions[i].remaining_ms(self.oldest_ms) for i in running) / page_ms
 
-    def propose_split(self, running: set[int]) -> tuple[int, int, Partition] | None:
-        """Halving of the running partition with the most range left: (its id, middle, new partition).
+    def propose_split(self, running: set[int], share_of: Callable[[int], float] = lambda pid: 0.5,
+                      ) -> tuple[int, int, Partition] | None:
+        """A split of the running partition with the most range left: (its id, middle, new partition).
 
-        Changes nothing: the caller persists the split, then applies it (`apply_split`), so no fetcher
-        acts on a bound the database does not hold yet.
+        The new partition takes the lower `share_of(its id)` of the range left; the running one keeps
+        the rest. None when either piece would hold less than MIN_SPLIT_PAGES pages. Changes nothing:
+        the caller persists the split, then applies it (`apply_split`), so no walker acts on a bound the
+        database does not hold yet.
         """
         with self._lock:
             candidates = [self.partitions[i] for i in running if not self.partitions[i].done]
-            if not candidates or not self.splittable:
+            if not candidates or not self.splittable or not self.min_split_ms:
                 return None
             widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
             width = widest.remaining_ms(self.oldest_ms)
-            if width <= 0 or not self.min_split_ms or width < 2 * self.min_split_ms:
+            lower = int(width * share_of(widest.partition_id))
+            if min(lower, width - lower) < self.min_split_ms:
                 return None
             top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms
             assert top is not None  # width > 0 implies a known top
-            middle = top - width // 2
+            middle = top - width + lower
             return widest.partition_id, middle, Partition(max(self.partitions) + 1, widest.lo_ms, middle)
 
     def apply_split(self, narrowed_id: int, middle_ms: int, new: Partition) -> None:

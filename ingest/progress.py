@@ -13,20 +13,21 @@ import queue
 import sys
 import time
 import weakref
+from collections.abc import Sequence
 from typing import TextIO
 
 from loguru import logger
 from tqdm import tqdm
 
-from ingest.limiter import RateLimiter
 from ingest.stats import Stats
+from ingest.throttle import Throttle
 
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 BAR_FORMAT_NO_TOTAL = "{desc} {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"  # until meta.total is known
 BAR_REFRESH_S = 0.2  # s; the coordinator calls maybe_log ~4 times a second, redraw at most this often
 # A terminal that reports no size (a pseudo-terminal nobody sized: `script`, some `docker run -t`)
 # would get an empty bar from tqdm: draw it this wide instead.
-UNSIZED_COLUMNS = 100
+UNSIZED_COLUMNS = 132  # the classic wide terminal: room for the per-budget 429s
 UNSIZED_LINES = 24  # tqdm hides bars below the screen's last line: with 0 lines, every bar
 
 
@@ -52,10 +53,10 @@ class Progress:
     The bar is closed by `close()` (also as a context manager), else when the object is dropped.
     """
 
-    def __init__(self, stats: Stats, limiter: RateLimiter, pages: queue.Queue, interval_s: float,
+    def __init__(self, stats: Stats, throttles: Sequence[Throttle], pages: queue.Queue, interval_s: float,
                  already_stored: int, clock=time.monotonic, stream: TextIO | None = None) -> None:
         self._stats = stats
-        self._limiter = limiter
+        self._throttles = throttles
         self._pages = pages
         self._interval = interval_s
         self._already = already_stored
@@ -100,8 +101,8 @@ class Progress:
         if s.total_hint and bar.total != s.total_hint:
             bar.total = s.total_hint
             bar.bar_format = BAR_FORMAT
-        bar.set_postfix_str(f"429s {s.throttled}, retries {s.retries}, limiter wait"
-                            f" {self._limiter.waited_seconds:.0f} s", refresh=False)
+        bar.set_postfix_str(f"{self._throttled()}, retries {s.retries}, limiter wait {self._waited():.0f} s",
+                            refresh=False)
         bar.update(self._already + s.stored - bar.n)  # redraws when BAR_REFRESH_S has passed
 
     def line(self) -> str:
@@ -117,6 +118,16 @@ class Progress:
             eta, share = "?", "total unknown"
         return (
             f"progress: {in_table:,} events stored ({share}), {rate:,.0f} events/s, ETA {eta},"
-            f" 429s {s.throttled}, retries {s.retries}, limiter wait {self._limiter.waited_seconds:.1f} s,"
+            f" {self._throttled()}, retries {s.retries}, limiter wait {self._waited():.1f} s,"
             f" queue {self._pages.qsize()}"
         )
+
+    def _waited(self) -> float:
+        return sum(t.waited_seconds for t in self._throttles)
+
+    def _throttled(self) -> str:
+        """429s in all, and per budget where there are several."""
+        total = f"429s {self._stats.throttled}"
+        if len(self._throttles) < 2:
+            return total
+        return total + " (" + ", ".join(f"{t.name} {t.throttled}" for t in self._throttles) + ")"

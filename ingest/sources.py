@@ -10,31 +10,48 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Protocol
 
 from loguru import logger
 
-from ingest.client import ApiClient, EventsPage, StreamGrant
+from ingest.client import ApiClient, EventsPage, LimitObserver, StreamGrant
 from ingest.errors import StreamTokenInvalid
 
 EVENTS_PATH = "/api/v1/events"
+
+
+class Source(Protocol):
+    """Where a budget's pages come from; `page` sends one request (its retry loop is the caller's)."""
+
+    kind: str  # the endpoint whose cursors it issues: "documented" or "feed"
+    windowed: bool  # True: it cuts [lo_ms, hi_ms) on the server (since/until)
+
+    def page(
+        self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None
+    ) -> EventsPage: ...
 # Renew a feed token this long before it expires (or at three quarters of a shorter life), so no
 # request goes out with a dying token.
 TOKEN_RENEW_BEFORE_S = 30.0
 
 
 class DocumentedSource:
-    name = "documented"
+    """/api/v1/events with the key in the X-API-Key header, or as `?api_key=` (`query_auth`)."""
+
+    kind = "documented"  # whose cursors it issues (the feed's may differ)
     windowed = False  # cannot bound a partition on the server
 
-    def __init__(self, client: ApiClient, page_size: int) -> None:
+    def __init__(self, client: ApiClient, page_size: int, observe: LimitObserver | None = None, *,
+                 query_auth: bool = False) -> None:
         self._client = client
         self._page_size = page_size
+        self._observe = observe
+        self._query_auth = query_auth
 
     def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> EventsPage:
         params: dict[str, object] = {"limit": limit or self._page_size}
         if cursor:
             params["cursor"] = cursor
-        return self._client.events_page(EVENTS_PATH, params)
+        return self._client.events_page(EVENTS_PATH, params, observe=self._observe, query_auth=self._query_auth)
 
 
 class StreamTokens:
@@ -73,7 +90,9 @@ def _renew_after(grant: StreamGrant) -> float:
 
 
 class FeedSource:
-    name = "feed"
+    """The dashboard's fast feed: since/until windows on the server, a token renewed as it expires."""
+
+    kind = "feed"
     windowed = True
 
     def __init__(self, client: ApiClient, tokens: StreamTokens, page_size: int) -> None:

@@ -19,8 +19,8 @@ from ingest.client import ApiClient, int_or_none
 from ingest.config import Settings
 from ingest.database import connect, embedded_database_url
 from ingest.errors import ConfigError, DatabaseError, FatalApiError, IngestError, RateLimited, RetryableApiError
-from ingest.fetch import Requester
 from ingest.handin import CHUNK_IDS, ID_LINE_BYTES, IdLines, count_in_snapshot, or_unknown, ready_to_hand_in
+from ingest.retry_loop import RetryLoop
 from ingest.total import api_requests, api_total_via
 
 SUBMISSIONS_PATH = "/api/v1/submissions"
@@ -158,7 +158,7 @@ def _send(settings: Settings, conn: psycopg.Connection, repo: str,
         return _send_with(client, requester, conn, repo, id_file)
 
 
-def _send_with(client: ApiClient, requester: Requester, conn: psycopg.Connection, repo: str,
+def _send_with(client: ApiClient, requester: RetryLoop, conn: psycopg.Connection, repo: str,
                id_file: tuple[Path, int] | None) -> tuple[object, int]:
     body: IdLines | IdFile | None = None
 
@@ -185,7 +185,7 @@ def _send_with(client: ApiClient, requester: Requester, conn: psycopg.Connection
 
 def _post_once(client: ApiClient, body: IdLines | IdFile, repo: str) -> object:
     # A submission is not idempotent and each one spends one of the key's 5: the only failures
-    # retried (by the Requester) are those where the server cannot have recorded anything, i.e. the
+    # retried (by the RetryLoop) are those where the server cannot have recorded anything, i.e. the
     # body was never asked for (connection refused or not established) or an explicit 429 refusal.
     # Anything else after the first byte (reset, timeout, 5xx) may have been recorded, so stop.
     try:

@@ -12,13 +12,13 @@ from ingest.client import ApiClient
 from ingest.config import Settings
 from ingest.cursors import ZERO_ID, build_cursor
 from ingest.errors import CursorRejected
-from ingest.fetch import Requester
-from ingest.limiter import RateLimiter
 from ingest.origin import Anchor, check_origin, origin_for
 from ingest.report import Verification, verify
 from ingest.retry import RetryPolicy
+from ingest.retry_loop import RetryLoop
 from ingest.sources import EVENTS_PATH
 from ingest.stats import Stats
+from ingest.throttle import Throttle
 from ingest.transform import usable_uuid
 
 # Events asked for around an anchor: enough to find it among events tied at its timestamp.
@@ -26,24 +26,37 @@ ANCHOR_PROBE_EVENTS = 50
 
 
 @contextlib.contextmanager
-def api_requests(settings: Settings, stats: Stats | None = None,
-                 stop: threading.Event | None = None) -> Iterator[tuple[ApiClient, Requester]]:
-    """A client and its retry loop sharing one limiter: the wiring every command uses; closed after."""
-    limiter = RateLimiter()
+def api_clients(settings: Settings) -> Iterator[list[ApiClient]]:
+    """One client per key of API_KEY, closed after."""
     policy = RetryPolicy(max_attempts=settings.max_attempts)
-    client = ApiClient(settings.base_url, settings.api_key, limiter, settings.request_timeout_s, policy)
+    clients = [ApiClient(settings.base_url, key, settings.request_timeout_s, policy) for key in settings.api_keys]
     try:
-        yield client, Requester(limiter, policy, stats or Stats(), stop or threading.Event())
+        yield clients
     finally:
-        client.close()
+        for client in clients:
+            client.close()
 
 
-def api_total_via(client: ApiClient, requester: Requester) -> int | None:
+def one_off_loop(settings: Settings, name: str, stats: Stats | None = None,
+                 stop: threading.Event | None = None) -> RetryLoop:
+    """A retry loop with a throttle of its own, for requests outside a pass (verify, submit, identity)."""
+    return RetryLoop(Throttle(name), RetryPolicy(max_attempts=settings.max_attempts), stats or Stats(),
+                     stop or threading.Event())
+
+
+@contextlib.contextmanager
+def api_requests(settings: Settings) -> Iterator[tuple[ApiClient, RetryLoop]]:
+    """The first key's client and a one-off retry loop: the wiring of every command but the run."""
+    with api_clients(settings) as clients:
+        yield clients[0], one_off_loop(settings, "one-off")
+
+
+def api_total_via(client: ApiClient, requester: RetryLoop) -> int | None:
     """meta.total from one documented request of limit 1."""
     return requester.call(lambda: client.events_page(EVENTS_PATH, {"limit": 1}), "meta.total").total
 
 
-def anchor_served(client: ApiClient, requester: Requester, anchor: Anchor) -> bool | None:
+def anchor_served(client: ApiClient, requester: RetryLoop, anchor: Anchor) -> bool | None:
     """Whether the API serves `anchor` at its place in the order (None: it refuses the cursor to ask)."""
     start = build_cursor(anchor.ts_ms + 1, ZERO_ID, now_ms=client.server_clock.now_ms())
     params = {"limit": ANCHOR_PROBE_EVENTS, "cursor": start}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import psycopg
 import pytest
@@ -11,8 +10,8 @@ import pytest
 from ingest import checkpoint
 from ingest.pages import Page
 from ingest.partitions import Partition, Plan
-from ingest.pipeline import _split_for_idle_worker
 from ingest.report import coverage_gap, first_gap
+from ingest.scheduler import commit_split
 from ingest.stats import Stats
 from ingest.writer import STAGING_DDL, commit_batch
 
@@ -49,11 +48,10 @@ class WatchedPlan(Plan):
 def test_a_split_is_in_the_database_before_any_fetcher_sees_the_raised_bound(conn, database_url: str) -> None:
     pass_id, parts = checkpoint.start_pass(conn, checkpoint.FULL, [Partition(1, 0, 1_000_000)], 0, 1_000)
     plan = WatchedPlan(database_url, parts, 0, 1_000)
-    todo: deque = deque()
-    _split_for_idle_worker(conn, pass_id, plan, {object(): 1}, todo)  # partition 1 is running
+    new = commit_split(conn, pass_id, plan, plan.propose_split({1}))  # partition 1 is running
 
     assert plan.seen_at_apply == [(1, 500_000, 1_000_000, False), (2, 0, 500_000, False)]
-    assert [(p.partition_id, p.lo_ms, p.hi_ms) for p in todo] == [(2, 0, 500_000)]
+    assert (new.partition_id, new.lo_ms, new.hi_ms) == (2, 0, 500_000)
     # The narrowed fetcher ends at the raised bound and its last page commits; a kill now loses nothing:
     commit_batch(conn, [Page(1, None, 499_999, "x", True, ())], Stats())
     assert partitions(database_url) == [(1, 500_000, 1_000_000, True), (2, 0, 500_000, False)]

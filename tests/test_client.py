@@ -21,7 +21,6 @@ from ingest.errors import (
     StreamAccessDenied,
     StreamTokenInvalid,
 )
-from ingest.limiter import RateLimiter
 from ingest.retry import RetryPolicy
 from ingest.server_clock import ServerClock
 
@@ -29,8 +28,8 @@ BASE = "http://api.test"
 KEY = "ds_" + "a" * 32
 
 
-def make_client(limiter: RateLimiter | None = None, server_clock: ServerClock | None = None) -> ApiClient:
-    return ApiClient(BASE, KEY, limiter or RateLimiter(), 5.0, RetryPolicy(), server_clock)
+def make_client(server_clock: ServerClock | None = None) -> ApiClient:
+    return ApiClient(BASE, KEY, 5.0, RetryPolicy(), server_clock)
 
 
 def envelope(data, has_more=True, cursor="abc", total=3):
@@ -97,18 +96,22 @@ def test_connection_errors_and_timeouts_are_retryable() -> None:
 
 
 @responses.activate
-def test_rate_limit_headers_reach_the_limiter_and_the_key_is_sent() -> None:
-    seen = []
-
-    class Recorder(RateLimiter):
-        def observe(self, limit, remaining, reset):
-            seen.append((limit, remaining, reset))
-
+def test_rate_limit_headers_reach_the_budget_that_sent_and_the_key_is_sent() -> None:
+    seen: list[tuple] = []
     responses.get(f"{BASE}/api/v1/events", json=envelope([]),
                   headers={"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "9", "X-RateLimit-Reset": "59"})
-    make_client(Recorder()).events_page("/api/v1/events", {"limit": 5000})
+    make_client().events_page("/api/v1/events", {"limit": 5000}, observe=lambda *limits: seen.append(limits))
     assert seen == [(10, 9, 59.0)]
     assert responses.calls[0].request.headers["X-API-Key"] == KEY
+
+
+@responses.activate
+def test_query_auth_sends_the_key_as_a_parameter_and_not_as_the_header() -> None:
+    responses.get(f"{BASE}/api/v1/events", json=envelope([]))
+    make_client().events_page("/api/v1/events", {"limit": 5}, query_auth=True)
+    sent = responses.calls[0].request
+    assert "X-API-Key" not in sent.headers
+    assert sent.url == f"{BASE}/api/v1/events?limit=5&api_key={KEY}"
 
 
 @responses.activate
@@ -201,9 +204,10 @@ def test_end_of_data_envelope() -> None:
 def test_invalid_stream_token_renews_the_token_and_the_request_is_sent_again() -> None:
     import threading
 
-    from ingest.fetch import Requester
+    from ingest.retry_loop import RetryLoop
     from ingest.sources import FeedSource, StreamTokens
     from ingest.stats import Stats
+    from ingest.throttle import Throttle
 
     grant = {"endpoint": "/feed", "expiresIn": 300, "tokenHeader": "X-Stream-Token"}
     responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {**grant, "token": "b" * 64}})
@@ -213,7 +217,7 @@ def test_invalid_stream_token_renews_the_token_and_the_request_is_sent_again() -
     first = client.stream_access()
     responses.calls.reset()
     source = FeedSource(client, StreamTokens(client, first), 5000)
-    requester = Requester(RateLimiter(), RetryPolicy(), Stats(), threading.Event())
+    requester = RetryLoop(Throttle("test"), RetryPolicy(), Stats(), threading.Event())
     page = requester.call(lambda: source.page(None, None, None), "feed")
     tokens_sent = [c.request.headers.get("X-Stream-Token") for c in responses.calls if "/feed" in c.request.url]
     assert page.events == [{"id": "x"}]
@@ -324,12 +328,13 @@ def test_no_repr_shows_the_key_or_the_stream_token() -> None:
 def test_a_429_asking_for_hours_stops_the_request_instead_of_sleeping(headers: dict, body: dict) -> None:
     import threading
 
-    from ingest.fetch import Requester
+    from ingest.retry_loop import RetryLoop
     from ingest.stats import Stats
+    from ingest.throttle import Throttle
 
     responses.get(f"{BASE}/api/v1/events", status=429, headers=headers, json=body)
     client = make_client()
-    requester = Requester(RateLimiter(), RetryPolicy(), Stats(), threading.Event())
+    requester = RetryLoop(Throttle("test"), RetryPolicy(), Stats(), threading.Event())
     with pytest.raises(FatalApiError, match=r"asked us to wait 7200 s before sending again") as caught:
         requester.call(lambda: client.events_page("/api/v1/events", {"limit": 5000}), "events")
     assert not isinstance(caught.value, RetryableApiError)
@@ -362,7 +367,7 @@ def test_close_closes_the_session_of_every_thread() -> None:
     from datasync_sim import SimServer, profile_config
 
     with SimServer(profile_config("fast", events=100)) as sim:
-        client = ApiClient(sim.url, "ds_" + "0" * 32, RateLimiter(), 5.0, RetryPolicy())
+        client = ApiClient(sim.url, "ds_" + "0" * 32, 5.0, RetryPolicy())
         threads = [threading.Thread(target=client.events_page, args=("/api/v1/events", {"limit": 1}))
                    for _ in range(3)]
         for thread in threads:

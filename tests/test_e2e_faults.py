@@ -212,7 +212,7 @@ def test_stream_access_refused_mid_run_falls_back_to_the_documented_endpoint(dat
         stats = sim_stats(server.url)
         result = exactness(server.url, database_url)
     assert child.returncode == 0, out
-    assert "stream-access refused mid-run" in out
+    assert "budget feed retired" in out
     assert stats["requests"]["events"]["200"] >= 1
     assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
 

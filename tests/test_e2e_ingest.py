@@ -32,7 +32,7 @@ def test_auto_falls_back_to_the_documented_endpoint_when_stream_access_is_refuse
     assert (code, result["identical"]) == (0, True)
     assert not any("feed" in name for name in requests_by_endpoint)
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT strategy, outcome FROM ingest_runs").fetchall() == [("documented", "complete")]
+        assert conn.execute("SELECT strategy, outcome FROM ingest_runs").fetchall() == [("header+query", "complete")]
 
 
 def test_rerun_after_completion_fetches_only_new_events(database_url: str) -> None:
@@ -67,5 +67,5 @@ def test_documented_partitions_fall_back_to_one_chain_when_built_cursors_are_ref
         result = exactness(server.url, database_url)
     with psycopg.connect(database_url) as conn:
         runs = conn.execute("SELECT strategy, outcome FROM ingest_runs").fetchall()
-    assert (code, runs) == (0, [("documented", "complete")])
+    assert (code, runs) == (0, [("header+query", "complete")])
     assert result == {"expected": 30_000, "stored": 30_000, "identical": True}

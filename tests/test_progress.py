@@ -13,13 +13,13 @@ import sys
 
 import pytest
 
-from ingest.limiter import RateLimiter
 from ingest.progress import Progress
 from ingest.stats import Stats
+from ingest.throttle import Throttle
 from tests.fix_ingest import ROOT
 
 BAR_DONE = re.compile(r"events 100%\|█+\| 3\.00k/3\.00k \[[0-9:]+<00:00, [0-9.]+k? events/s,"
-                      r" 429s 0, retries 0, limiter wait 0 s\]")
+                      r" 429s 0 \(feed 0, header 0, query 0\), retries 0, limiter wait 0 s\]")
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| [A-Z]+ +\| ")
 
 
@@ -38,7 +38,7 @@ class FakeClock:
 
 def test_a_terminal_gets_a_bar_that_learns_the_total_and_ends_at_the_stored_count() -> None:
     stats, screen = Stats(), Terminal()
-    progress = Progress(stats, RateLimiter(), queue.Queue(), 5.0, 200, stream=screen)
+    progress = Progress(stats, [Throttle("feed")], queue.Queue(), 5.0, 200, stream=screen)
     stats.stored = 300
     progress.maybe_log()
     stats.total_hint, stats.stored, stats.throttled = 1000, 800, 3
@@ -55,7 +55,7 @@ def test_elsewhere_a_line_every_interval_and_no_bar(capsys: pytest.CaptureFixtur
 
     configure_logging("INFO")  # stderr is pytest's capture here, not a terminal
     clock, stats = FakeClock(), Stats(total_hint=1000)
-    progress = Progress(stats, RateLimiter(), queue.Queue(), 5.0, 0, clock=clock)
+    progress = Progress(stats, [Throttle("feed")], queue.Queue(), 5.0, 0, clock=clock)
     stats.stored = 250
     progress.maybe_log()  # before the interval: nothing
     clock.now += 5.0

@@ -34,7 +34,7 @@ def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str
 
     stored = int(re.fullmatch(r"events stored: ([\d,]+)", lines[0]).group(1).replace(",", ""))
     assert re.fullmatch(r"lock: held by datasync-ingest lock pid=\d+ .*", lines[-2]), lines[-2]
-    progress = re.fullmatch(r"run in progress: #1 \((auto|feed|documented)\), [\d,]+ s so far:"
+    progress = re.fullmatch(r"run in progress: #1 \((auto|[a-z+#\d]+)\), [\d,]+ s so far:"
                             r" ([\d,]+) events stored by it, [\d,]+ events/s", lines[-1])
     assert progress, lines[-1]
     # the first run stored every row; status read its count a moment after the table's

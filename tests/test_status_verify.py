@@ -75,7 +75,7 @@ def test_status_of_a_stopped_run_shows_its_partitions_and_the_lock_of_a_live_run
         "last complete pass: none yet",
         f"current pass: {done} of {total} partitions done",
         *[r"  partition \d+: \[(-inf|\d+), (\+inf|\d+)\) (done|at \d+ ms|not started), [\d,]+ events"] * total,
-        rf"last run: #1 stopped \((feed|documented)\), started {WHEN}, ended {WHEN}, {stored:,} events stored",
+        rf"last run: #1 stopped \(([a-z+#\d]+)\), started {WHEN}, ended {WHEN}, {stored:,} events stored",
         r"lock: free \(no run in progress\)",
     ])
     assert re.fullmatch(rf"lock: held by another ingester \(backend pid \d+, since {WHEN}\)", held[-1]), held[-1]

@@ -1,136 +1,42 @@
-"""One partition's cursor chain: fetch pages through the limiter with our retries, hand them on."""
+"""The chain walker: one partition's cursor chain, page by page through a budget's retry loop, to the writer."""
 
 from __future__ import annotations
 
 import dataclasses
 import queue
-import threading
-import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
 
 from loguru import logger
 
 from ingest.client import EventsPage
-from ingest.concurrency import AdaptiveConcurrency
 from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
 from ingest.errors import (
     BuiltCursorsRefused,
     CursorExpired,
     CursorRejected,
     FatalApiError,
-    RateLimited,
     RepeatedCursor,
-    RetriesExhausted,
-    RetryableApiError,
     Stopped,
-    StreamTokenInvalid,
 )
-from ingest.limiter import RateLimiter
-from ingest.pacer import Pacer
 from ingest.pages import Page
 from ingest.partitions import Partition, Plan
-from ingest.retry import RetryPolicy
-from ingest.stats import Stats
+from ingest.retry_loop import RetryLoop
+from ingest.sources import Source
 from ingest.transform import parse_timestamps, transform_events, usable_uuid
 
-T = TypeVar("T")
 # A server whose clock runs far ahead calls every cursor we rebuild expired; after this many in a row
 # the run stops with a clear error instead of spending budget on a loop.
 MAX_REBUILDS_IN_A_ROW = 3
 PUT_POLL_S = 0.5  # s; how often a fetcher blocked on a full queue checks that the writer is alive
-# Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
-# extends the lockout on the live API, so every 429 pause gets this much on top.
-RETRY_AFTER_MARGIN_S = 0.25  # s
 
 
-class Source(Protocol):
-    name: str
-    windowed: bool
+class ChainWalker:
+    """Follows a partition's cursor chain to its lower bound on one budget, putting Pages on the queue."""
 
-    def page(
-        self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None
-    ) -> EventsPage: ...
-
-
-class Requester:
-    """The retry loop every request goes through: limiter first, our backoff after failures."""
-
-    def __init__(
-        self, limiter: RateLimiter, policy: RetryPolicy, stats: Stats, stop: threading.Event,
-        gate: AdaptiveConcurrency | None = None, pacer: Pacer | None = None,
-    ) -> None:
-        self.limiter = limiter
-        self.policy = policy
-        self.stats = stats
-        self.stop = stop
-        # Where the API sends no limit headers (the feed), these two adapt to its 429s instead.
-        self.gate = gate
-        self.pacer = pacer
-
-    def call(self, send: Callable[[], T], what: str) -> T:
-        attempt = 0
-        while True:
-            # Read once per attempt: a switch of source mid-run replaces them while requests are in flight.
-            gate, pacer = self.gate, self.pacer
-            self.limiter.acquire(self.stop)
-            if pacer is not None:
-                pacer.acquire(self.stop)
-            if self.stop.is_set():
-                raise Stopped(0)
-            attempt += 1
-            logger.debug("{}: request (attempt {})", what, attempt)
-            try:
-                if gate is None:
-                    result = send()
-                else:
-                    with gate.slot(self.stop) as admitted:
-                        if not admitted:
-                            raise Stopped(0)
-                        result = send()
-                    gate.on_success()
-                if pacer is not None:
-                    pacer.on_success()
-                self.stats.count(requests=1)
-                return result
-            except StreamTokenInvalid:
-                self.stats.count(requests=1, retries=1)  # the source renewed the token; send again
-                if self.policy.gives_up(attempt):
-                    raise FatalApiError(f"{what}: stream token refused {attempt} times") from None
-            except RetryableApiError as exc:
-                self.stats.count(requests=1, retries=1, throttled=isinstance(exc, RateLimited))
-                if self.policy.gives_up(attempt):
-                    raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {exc}") from exc
-                self._wait_after(exc, attempt, what, gate, pacer)
-
-    def _wait_after(self, exc: RetryableApiError, attempt: int, what: str,
-                    gate: AdaptiveConcurrency | None, pacer: Pacer | None) -> None:
-        delay = self.policy.backoff(attempt)
-        if isinstance(exc, RateLimited):
-            if gate is not None:
-                gate.on_throttled()
-            if exc.retry_after is not None:
-                # Every fetcher waits the full Retry-After: an early retry extends the lockout.
-                delay = exc.retry_after + RETRY_AFTER_MARGIN_S
-            self.limiter.pause_for(delay)
-            if pacer is not None:
-                pacer.on_throttled(exc.retry_after, time.monotonic() + delay)
-            logger.warning("{}: rate limited, all fetchers wait {:.1f} s (attempt {})", what, delay, attempt)
-            return
-        logger.warning("{}: {} — retry {} in {:.2f} s", what, exc, attempt, delay)
-        self.stop.wait(delay)
-
-
-class PartitionFetcher:
-    """Follows one partition's cursor chain to its lower bound, putting Pages on the queue."""
-
-    def __init__(self, source: Source, requester: Requester, plan: Plan, pages: queue.Queue,
-                 writer_alive: Callable[[], bool], *, trust_stored_cursors: bool = True,
-                 server_now_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, source: Source, retry: RetryLoop, plan: Plan, pages: queue.Queue,
+                 writer_alive: Callable[[], bool], *, server_now_ms: Callable[[], int] | None = None) -> None:
         self.source = source
-        # False after a switch of source: a cursor issued by the other endpoint is rebuilt from its position.
-        self.trust_stored_cursors = trust_stored_cursors
-        self.requester = requester
+        self.retry = retry
         self.plan = plan
         self.pages = pages
         self.writer_alive = writer_alive
@@ -147,6 +53,7 @@ class PartitionFetcher:
         """
         pid, hi = partition.partition_id, partition.hi_ms
         cursor, built = self._start_cursor(partition)
+        stored = cursor is not None and not built  # a checkpointed cursor, maybe of another endpoint
         pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None else None
         seen: set[str] = set()
         first_page = True
@@ -158,7 +65,7 @@ class PartitionFetcher:
                 return
             at_top = cursor is None and pos is None and hi is None
             try:
-                page = self.requester.call(lambda c=cursor, lo=lo: self.source.page(c, lo, hi), f"partition {pid}")
+                page = self.retry.call(lambda c=cursor, lo=lo: self.source.page(c, lo, hi), f"partition {pid}")
             except CursorExpired:
                 expired_in_a_row += 1
                 if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:
@@ -170,6 +77,10 @@ class PartitionFetcher:
                 logger.info("partition {}: cursor expired, rebuilt from the last position", pid)
                 continue
             except CursorRejected:
+                if stored and pos is not None:
+                    stored = False  # issued by another endpoint before a restart: start from its position
+                    cursor, built = self._built(*pos), True
+                    continue
                 if not built:
                     raise FatalApiError(f"partition {pid}: the API rejected its own cursor") from None
                 if self.source.windowed or hi is None:
@@ -178,11 +89,11 @@ class PartitionFetcher:
                     seen.clear()  # the chain starts over: its cursors may legitimately come again
                     continue
                 raise BuiltCursorsRefused(f"partition {pid}: the API refuses built cursors") from None
-            expired_in_a_row = 0
+            expired_in_a_row, stored = 0, False
             if page.next_cursor is not None and page.next_cursor in seen:
                 raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
             if page.total is not None:
-                self.requester.stats.total_hint = page.total
+                self.retry.stats.total_hint = page.total
             out = self._page_out(pid, page, cursor, pos, at_top=at_top)
             while True:
                 # Read the bound again: a split while the request was in flight raised it, and a
@@ -199,7 +110,7 @@ class PartitionFetcher:
             del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
             out = dataclasses.replace(out, last=last)
             self._put(out)
-            self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id)
+            self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id, self.source.kind)
             if last:
                 return
             cursor, built = out.next_cursor, False
@@ -212,7 +123,7 @@ class PartitionFetcher:
                                     at_top=at_top)
 
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
-        if partition.cursor and self.trust_stored_cursors:
+        if partition.cursor and partition.cursor_kind in (None, self.source.kind):
             return partition.cursor, False
         if partition.pos_ms is not None and partition.pos_id is not None:
             return self._built(partition.pos_ms, partition.pos_id), True
@@ -246,7 +157,7 @@ class PartitionFetcher:
             lines=tuple(rows.lines),
             quarantined=tuple(rows.quarantined),
             events_with_nulls=rows.events_with_nulls,
-            source=f"{self.source.name} partition {pid} cursor {cursor or '(start)'}",
+            source=f"{self.source.kind} partition {pid} cursor {cursor or '(start)'}",
             newest=_newest(events, stamps) if at_top else None,
         )
 
@@ -256,7 +167,7 @@ class PartitionFetcher:
                 self.pages.put(page, timeout=PUT_POLL_S)
                 return
             except queue.Full:
-                if not self.writer_alive() or self.requester.stop.is_set():
+                if not self.writer_alive() or self.retry.stop.is_set():
                     raise Stopped(0) from None  # on a stop the writer commits what it has; this page is fetched again
 
 

@@ -1,4 +1,4 @@
-"""The chain walker (PartitionFetcher) against a fake source: where a partition ends, what it keeps.
+"""The chain walker against a fake source: where a partition ends, what it keeps.
 
 No HTTP, no database: a source serving a fixed list of events in the API's (ts DESC, id DESC) order,
 with cursors in the API's format, so each test reads as a small protocol story.
@@ -16,12 +16,13 @@ import pytest
 from ingest.client import EventsPage
 from ingest.cursors import build_cursor, decode_cursor
 from ingest.errors import CursorExpired, FatalApiError
-from ingest.fetch import MAX_REBUILDS_IN_A_ROW, PartitionFetcher, Requester
-from ingest.limiter import RateLimiter
 from ingest.pages import Page
 from ingest.partitions import Partition, Plan
 from ingest.retry import RetryPolicy
+from ingest.retry_loop import RetryLoop
 from ingest.stats import Stats
+from ingest.throttle import Throttle
+from ingest.walker import MAX_REBUILDS_IN_A_ROW, ChainWalker
 
 BASE_MS = 1769541612369  # 2026-01-27T19:20:12.369Z
 
@@ -35,7 +36,7 @@ def events(count: int, step_ms: int = 1000) -> list[dict]:
 class ListSource:
     """Serves `items` page by page like /api/v1/events; `render` changes how an event is sent."""
 
-    name = "list"
+    kind = "documented"
     windowed = False
 
     def __init__(self, items: list[dict], page_size: int, render: Callable[[dict], dict] = dict) -> None:
@@ -65,8 +66,8 @@ def walk(source: ListSource, partition: Partition) -> list[Page]:
     """Run one fetcher over `partition` alone; the pages it handed to the writer."""
     pages: queue.Queue = queue.Queue()
     plan = Plan([partition], None)
-    requester = Requester(RateLimiter(), RetryPolicy(max_attempts=2), Stats(), threading.Event())
-    PartitionFetcher(source, requester, plan, pages, lambda: True).run(partition)
+    retry = RetryLoop(Throttle("test"), RetryPolicy(max_attempts=2), Stats(), threading.Event())
+    ChainWalker(source, retry, plan, pages, lambda: True).run(partition)
     out = []
     while not pages.empty():
         out.append(pages.get())

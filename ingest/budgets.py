@@ -1,0 +1,174 @@
+"""Budgets: every rate allowance the API grants, drawn on at once.
+
+A budget is an endpoint with an auth mode and a key, with its own throttle: the dashboard's feed (a
+pace learned from its 429s, no headers), `/api/v1/events` with `X-API-Key` (windows announced in
+`X-RateLimit-*`), and `/api/v1/events` with `?api_key=` — a separate pool on some deployments, the
+header pool's on others, so it is spent only once its answers prove it separate. Each key in API_KEY
+brings its own three.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from ingest.client import ApiClient, LimitObserver
+from ingest.concurrency import AdaptiveConcurrency
+from ingest.config import Settings
+from ingest.errors import AuthenticationFailed, BudgetRetired, FatalApiError, RetriesExhausted, StreamAccessDenied
+from ingest.pacer import Pacer
+from ingest.retry import RetryPolicy
+from ingest.retry_loop import RetryLoop
+from ingest.sources import DocumentedSource, FeedSource, Source, StreamTokens
+from ingest.stats import Stats
+from ingest.throttle import Throttle
+
+FEED, HEADER, QUERY = "feed", "header", "query"
+
+
+@dataclass(eq=False)
+class Budget:
+    """One allowance: where its pages come from, its throttle, its retry loop."""
+
+    name: str  # "feed", "header", "query", with "#2", "#3"... for further keys
+    kind: str  # FEED, HEADER or QUERY
+    source: Source
+    retry: RetryLoop
+    retired: str | None = field(default=None)  # why it takes no more work (None: it does)
+    probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
+
+    @property
+    def throttle(self) -> Throttle:
+        return self.retry.throttle
+
+    def chains(self) -> int:
+        """Chains this budget keeps busy now (0 once retired; 1 while the query pool is on probation)."""
+        if self.retired is not None:
+            return 0
+        if self.probe is not None and self.probe.verdict is None:
+            return 1
+        return self.throttle.chains()
+
+    def retire(self, why: str) -> None:
+        if self.retired is None:
+            self.retired = why
+            logger.warning("budget {} retired: {}", self.name, why)
+
+
+class QueryPoolProbe:
+    """Tells whether `?api_key=` has a pool of its own or draws on the header pool, from X-RateLimit-Remaining.
+
+    Separate: within one of its windows its Remaining falls by exactly our query requests, while the
+    header pool was answering in between. Shared: it falls by more (the header requests count in it),
+    or the first answers are 429s. Until then the query budget runs one chain.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.verdict: str | None = None  # "separate" or "shared"
+        self._in_window = 0  # our query answers in the query pool's current window
+        self._last_reset: float | None = None
+        self._header_between = False  # the header pool answered since the last query answer
+
+    def header_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        with self._lock:
+            self._header_between = True
+
+    def query_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        if limit is None or remaining is None or reset is None:
+            return
+        with self._lock:
+            if self.verdict is not None:
+                return
+            if self._last_reset is None or reset > self._last_reset:
+                self._in_window = 0  # Reset counts down within a window: a larger one is a new window
+            self._last_reset = reset
+            self._in_window += 1
+            if remaining < limit - self._in_window:
+                self.verdict = "shared"
+            elif self._header_between and self._in_window >= 2:
+                self.verdict = "separate"
+            self._header_between = False
+        if self.verdict is not None:
+            logger.info("the ?api_key= pool is {} (X-RateLimit-Remaining {} of {})", self.verdict, remaining, limit)
+
+    def refusal(self) -> str | None:
+        """Why the query budget must not send (None: it may)."""
+        if self.verdict == "shared":
+            return "the ?api_key= pool shares the header pool's limit: spending it would only steal from that"
+        return None
+
+
+class ProbationSource:
+    """The query budget's source: refuses to send once its pool is known to be shared."""
+
+    kind = "documented"
+    windowed = False
+
+    def __init__(self, inner: DocumentedSource, probe: QueryPoolProbe) -> None:
+        self._inner = inner
+        self._probe = probe
+
+    def page(self, cursor, lo_ms, hi_ms, limit=None):  # noqa: ANN001, ANN201 - the Source protocol
+        refusal = self._probe.refusal()
+        if refusal is not None:
+            raise BudgetRetired(refusal)
+        return self._inner.page(cursor, lo_ms, hi_ms, limit)
+
+
+def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
+    def observe(limit: int | None, remaining: int | None, reset: float | None) -> None:
+        first(limit, remaining, reset)
+        second(limit, remaining, reset)
+
+    return observe
+
+
+def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, stop: threading.Event) -> list[Budget]:
+    """Every budget STRATEGY allows, for every key: `auto` all three, `feed` the feed, `documented` both pools.
+
+    A feed that stream-access refuses is left out (under `feed`, that is an error).
+    """
+    policy = RetryPolicy(max_attempts=settings.max_attempts)
+    budgets: list[Budget] = []
+    for index, client in enumerate(clients):
+        suffix = "" if index == 0 else f"#{index + 1}"
+
+        def loop(name: str, **parts: object) -> RetryLoop:
+            throttle = Throttle(name, max_chains=settings.concurrency, **parts)  # type: ignore[arg-type]
+            return RetryLoop(throttle, policy, stats, stop)
+
+        if settings.strategy != "documented":
+            # stream-access has a bucket of its own: its answers must not teach the feed's throttle.
+            feed = _open_feed(settings, client, loop("stream-access" + suffix),
+                              loop(FEED + suffix, pacer=Pacer(), gate=AdaptiveConcurrency(settings.concurrency)))
+            if feed is not None:
+                budgets.append(feed)
+        if settings.strategy == "feed":
+            continue
+        header_retry, query_retry = loop(HEADER + suffix), loop(QUERY + suffix)
+        probe = QueryPoolProbe()
+        header = DocumentedSource(client, settings.page_size, _both(header_retry.throttle.observe,
+                                                                     probe.header_answered))
+        query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
+                                                                    probe.query_answered), query_auth=True)
+        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry))
+        budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe))
+    return budgets
+
+
+def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: RetryLoop) -> Budget | None:
+    try:
+        grant = access.call(client.stream_access, "stream-access")
+    except (AuthenticationFailed, RetriesExhausted):
+        raise  # the documented endpoint would fail the same way
+    except (StreamAccessDenied, FatalApiError) as exc:
+        if settings.strategy == "feed":
+            raise FatalApiError(f"strategy feed: stream-access refused: {exc}") from exc
+        logger.warning("stream-access refused ({}); the documented /api/v1/events budgets carry the run", exc)
+        return None
+    logger.info("using the fast feed at {} (token valid {:.0f} s)", grant.endpoint, grant.expires_in_s)
+    return Budget(retry.throttle.name, FEED, FeedSource(client, StreamTokens(client, grant), settings.page_size),
+                  retry)

@@ -1,0 +1,228 @@
+"""The scheduler: one plan, many budgets — every partition walked once, all budgets finishing together.
+
+Each budget runs as many chains as it can keep busy (its throttle says how many). A free chain takes the
+next pending partition; when none is left it steals: the widest running range is split, in proportion
+to the two budgets' speeds, and the chain takes the lower piece. Splits are committed before anyone
+acts on them. A budget that fails (its pool proved shared, stream-access refused, its retries spent)
+is retired and its partition handed, from its last position, to the others.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import psycopg
+from loguru import logger
+
+from ingest import checkpoint
+from ingest.budgets import Budget
+from ingest.errors import (
+    AuthenticationFailed,
+    BudgetRetired,
+    BuiltCursorsRefused,
+    DatabaseError,
+    FatalApiError,
+    IngestError,
+    RetriesExhausted,
+    Stopped,
+    StreamAccessDenied,
+)
+from ingest.partitions import Partition, Plan
+from ingest.progress import Progress
+from ingest.stats import Stats
+from ingest.walker import ChainWalker
+from ingest.writer import SENTINEL, Writer
+
+PAGE_QUEUE_MAX = 6  # pages; bounds memory to ~6 × 2.7 MB of rows while the writer is behind
+WAIT_SLICE_S = 0.25  # s; the scheduler wakes this often to log progress and see signals
+# On a signal the run must be gone within Docker's 10 s grace: in-flight requests get this long, then the
+# writer commits what it holds within WRITER_STOP_JOIN_S; requests still out are abandoned (a rerun
+# fetches their pages again).
+STOP_GRACE_S = 4.0  # s
+WRITER_STOP_JOIN_S = 3.0  # s
+WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
+# Failures that end one budget, not the run, while another budget can carry on.
+BUDGET_FAILURES = (BudgetRetired, StreamAccessDenied, AuthenticationFailed, RetriesExhausted)
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What one pass needs from the run: where to write, its stop flag, and the API's clock."""
+
+    database_url: str
+    conn: psycopg.Connection  # the control connection: splits are committed on it
+    pass_id: int
+    stats: Stats
+    stop: object  # pipeline.StopFlag (its .event and .signum)
+    progress_interval_s: float
+    already_stored: int
+    server_now_ms: Callable[[], int]
+
+
+class Scheduler:
+    """Walks every pending partition of `plan` on `budgets` and writes it; one pass."""
+
+    def __init__(self, ctx: PassContext, plan: Plan, budgets: list[Budget]) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.budgets = budgets
+        self._stop = ctx.stop.event  # type: ignore[attr-defined]
+        self._running: dict[Future, tuple[int, Budget]] = {}
+        self._todo: deque[Partition] = deque(plan.pending())
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
+        pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
+        writer = Writer(self.ctx.database_url, pages, self.ctx.stats)
+        writer.start()
+        walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
+                                       server_now_ms=self.ctx.server_now_ms) for budget in self.budgets}
+        progress = Progress(self.ctx.stats, [b.throttle for b in self.budgets], pages, self.ctx.progress_interval_s,
+                            self.ctx.already_stored)
+        pool = ThreadPoolExecutor(max_workers=sum(b.throttle.max_chains for b in self.budgets),
+                                  thread_name_prefix="fetch")
+        try:
+            while True:
+                self._assign(pool, walkers)
+                if not self._running:
+                    break
+                done, _ = wait(self._running, timeout=WAIT_SLICE_S, return_when=FIRST_COMPLETED)
+                progress.maybe_log()
+                if writer.error is not None:
+                    self._fail(writer.error)
+                for future in done:
+                    self._settle(future)
+                if self._stop.is_set():
+                    wait(self._running, timeout=STOP_GRACE_S)
+                    break
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            _finish_writer(writer, pages, stopping=self._stop.is_set())
+            progress.close()
+        if writer.error is not None:
+            raise writer.error
+        if self._error is not None:
+            raise self._error if isinstance(self._error, IngestError) else FatalApiError(
+                f"fetcher failed: {self._error!r}")
+        if self._stop.is_set():
+            raise Stopped(self.ctx.stop.signum)  # type: ignore[attr-defined]
+        if self.plan.pending():
+            raise FatalApiError("every budget was retired before the pass was done; rerun to resume")
+        progress.maybe_log()
+
+    def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
+        """Give every budget's free chains work: a pending partition, else a piece split off a running one."""
+        for budget in self.budgets:
+            while not self._stop.is_set() and self._busy(budget) < self._wanted_chains(budget):
+                part = self._todo.popleft() if self._todo else self._steal(budget)
+                if part is None:
+                    break
+                self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
+
+    def _busy(self, budget: Budget) -> int:
+        return sum(1 for _, owner in self._running.values() if owner is budget)
+
+    def _wanted_chains(self, budget: Budget) -> int:
+        """The budget's chains; more in the last announced window when its spare requests cover what is left.
+
+        The API's fixed windows hand out their requests at any pace: when the current window still has a
+        request for every remaining page (plus the split's partial page), fetching them in parallel
+        finishes a window's worth of pages in one page-time instead of one after another.
+        """
+        chains = budget.chains()
+        limiter = budget.throttle.limiter
+        if chains == 0 or not limiter.engaged:
+            return chains
+        remaining = self.plan.remaining_pages({pid for pid, _ in self._running.values()})
+        spare = limiter.spare_tokens()
+        if remaining is not None and remaining + 1 <= spare:
+            return max(chains, min(spare, budget.throttle.max_chains))
+        return chains
+
+    def _steal(self, thief: Budget) -> Partition | None:
+        """Split the widest running range for `thief`, the lower piece in proportion to its speed."""
+        owners = {pid: budget for pid, budget in self._running.values()}
+        proposal = self.plan.propose_split(set(owners), lambda pid: _share(thief, owners[pid]))
+        if proposal is None:
+            return None
+        new = commit_split(self.ctx.conn, self.ctx.pass_id, self.plan, proposal)
+        logger.debug("split partition {} at {} for {}; new partition {}", proposal[0], proposal[1], thief.name,
+                     new.partition_id)
+        return new
+
+    def _settle(self, future: Future) -> None:
+        pid, budget = self._running.pop(future)
+        exc = future.exception()
+        if exc is None:
+            self.plan.finish(pid)
+        elif isinstance(exc, BuiltCursorsRefused):
+            self._cover_with_server_cursors(pid)
+        elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
+            budget.retire(str(exc))
+            self._todo.append(self.plan.partitions[pid])  # resumes from its position on another budget
+        elif not isinstance(exc, Stopped):
+            self._fail(exc)
+
+    def _others_active(self, budget: Budget) -> bool:
+        return any(other.retired is None for other in self.budgets if other is not budget)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+            self._stop.set()
+
+    def _cover_with_server_cursors(self, refused_id: int) -> None:
+        extended, created = self.plan.cover_with_server_cursors(refused_id)
+        logger.warning("partition {}: the API refuses built cursors; its range is fetched from the top instead",
+                       refused_id)
+        checkpoint.persist_cover(self.ctx.conn, self.ctx.pass_id, refused_id, extended, created)
+        if created is not None:
+            self._todo.append(created)
+
+
+def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:
+    """Commit a proposed split, then apply it: no walker sees a raised bound the database does not hold."""
+    narrowed_id, middle, new = proposal
+    checkpoint.persist_split(conn, pass_id, narrowed_id, middle, new)
+    plan.apply_split(narrowed_id, middle, new)
+    return new
+
+
+def _share(thief: Budget, owner: Budget) -> float:
+    """The part of a range the thief should take: its chain's speed over both chains' speeds."""
+    mine, theirs = _chain_rate(thief), _chain_rate(owner)
+    return mine / (mine + theirs)
+
+
+def _chain_rate(budget: Budget) -> float:
+    """Requests per second one chain of the budget sends: one per answer, or its share of the budget's rate."""
+    throttle = budget.throttle
+    per_chain = 1.0 / max(throttle.latency_s, 1e-3)
+    rate = throttle.rate_per_s()
+    if rate is not None:
+        per_chain = min(per_chain, rate / max(1, budget.chains()))
+    return per_chain
+
+
+def _finish_writer(writer: Writer, pages: queue.Queue, *, stopping: bool) -> None:
+    """Hand the writer its sentinel and wait for its last commit.
+
+    When stopping, a commit still running after WRITER_STOP_JOIN_S is left behind (the database rolls
+    it back when the process ends: data and checkpoint together), which is no error.
+    """
+    deadline = time.monotonic() + (WRITER_STOP_JOIN_S if stopping else WRITER_JOIN_S)
+    while writer.is_alive() and time.monotonic() < deadline:
+        try:
+            pages.put(SENTINEL, timeout=WAIT_SLICE_S)
+            break
+        except queue.Full:
+            continue
+    writer.join(max(0.0, deadline - time.monotonic()))
+    if writer.is_alive() and not stopping:
+        writer.error = writer.error or DatabaseError("the writer did not finish its last commit in time")

@@ -1,0 +1,128 @@
+"""One budget's throttle: when its next request may go, how many may be in flight, and how many chains it feeds.
+
+A budget is an endpoint with its own rate limit (the feed; `/api/v1/events` with the key in a header;
+with the key as `?api_key=`). Its throttle puts the three ways we keep under a limit behind one
+interface: the fixed windows the API announces in `X-RateLimit-*` (RateLimiter), the spacing learned
+from 429s where nothing is announced (Pacer), and how many requests may be in flight (AdaptiveConcurrency).
+It also learns how long one answer takes, so the scheduler gives the budget the chains it can keep
+busy (its rate × its latency) and no more: every extra chain costs a partial page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from ingest.concurrency import AdaptiveConcurrency
+from ingest.limiter import RateLimiter
+from ingest.pacer import Pacer
+
+# Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
+# extends the lockout on the live API, so every 429 pause gets this much on top.
+RETRY_AFTER_MARGIN_S = 0.25  # s
+LATENCY_WEIGHT = 0.2  # weight of the newest answer in the moving average of latencies
+DEFAULT_LATENCY_S = 3.5  # s; a 5000-event page on the live API, until answers say otherwise
+
+
+class Throttle:
+    """The pace of one budget, shared by every chain that draws on it; thread-safe."""
+
+    def __init__(self, name: str, *, limiter: RateLimiter | None = None, pacer: Pacer | None = None,
+                 gate: AdaptiveConcurrency | None = None, max_chains: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.limiter = limiter or RateLimiter(clock=clock)
+        self.pacer = pacer  # None: the budget announces its limit (or has none); no spacing to learn
+        self.gate = gate  # None: in-flight requests are limited by the chains alone
+        self.max_chains = max_chains
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._latency_s: float | None = None
+        self.answered = 0  # successful answers
+        self.throttled = 0  # 429s
+        self.failed = 0  # other retried failures
+
+    @contextlib.contextmanager
+    def turn(self, stop: threading.Event) -> Iterator[bool]:
+        """Wait for this budget's next request; yields False without one when `stop` is set meanwhile."""
+        self.limiter.acquire(stop)
+        if self.pacer is not None:
+            self.pacer.acquire(stop)
+        if stop.is_set():
+            yield False
+            return
+        if self.gate is None:
+            yield True
+            return
+        with self.gate.slot(stop) as admitted:
+            yield admitted
+
+    def observe(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        """X-RateLimit-* of an answer to this budget (call from the thread that sent the request)."""
+        self.limiter.observe(limit, remaining, reset)
+
+    def on_success(self, latency_s: float) -> None:
+        with self._lock:
+            self.answered += 1
+            previous = self._latency_s
+            self._latency_s = latency_s if previous is None else (
+                (1 - LATENCY_WEIGHT) * previous + LATENCY_WEIGHT * latency_s)
+        if self.gate is not None:
+            self.gate.on_success()
+        if self.pacer is not None:
+            self.pacer.on_success()
+
+    def count_failure(self, *, throttled: bool) -> None:
+        with self._lock:
+            if throttled:
+                self.throttled += 1
+            else:
+                self.failed += 1
+
+    def on_rate_limited(self, retry_after_s: float | None, fallback_s: float) -> float:
+        """A 429: every chain of this budget waits the full Retry-After (or `fallback_s`); the wait in s."""
+        delay = fallback_s if retry_after_s is None else retry_after_s + RETRY_AFTER_MARGIN_S
+        if self.gate is not None:
+            self.gate.on_throttled()
+        self.limiter.pause_for(delay)
+        if self.pacer is not None:
+            self.pacer.on_throttled(retry_after_s, self._clock() + delay)
+        return delay
+
+    @property
+    def latency_s(self) -> float:
+        with self._lock:
+            return self._latency_s if self._latency_s is not None else DEFAULT_LATENCY_S
+
+    def rate_per_s(self) -> float | None:
+        """Requests per second this budget allows, as far as known (None: no limit seen yet)."""
+        announced = self.limiter.rate_per_s()
+        if announced is not None:
+            return announced
+        if self.pacer is not None:
+            return self.pacer.rate_per_s()
+        return None
+
+    def chains(self) -> int:
+        """Chains that keep this budget busy: its rate × one answer's latency, at least 1, at most max_chains.
+
+        Before any answer, one chain (the first answer may announce a limit); answered without a limit
+        in sight, `max_chains`.
+        """
+        rate = self.rate_per_s()
+        if rate is not None:
+            wanted = math.ceil(rate * self.latency_s - 1e-9)
+        elif self.pacer is None and not self.answered:
+            wanted = 1
+        else:
+            wanted = self.max_chains
+        if self.gate is not None:
+            wanted = min(wanted, self.gate.limit)
+        return max(1, min(self.max_chains, wanted))
+
+    @property
+    def waited_seconds(self) -> float:
+        return self.limiter.waited_seconds
