@@ -167,3 +167,22 @@ def persist_cover(conn: psycopg.Connection, pass_id: int, refused_id: int, exten
                 (created.partition_id, pass_id),
             )
         conn.execute("UPDATE ingest_partitions SET done = true WHERE partition_id = %s", (refused_id,))
+
+
+def save_budget_states(conn: psycopg.Connection, states: dict[str, tuple[float | None, float | None]]) -> None:
+    """Persist each budget's learned rate (req/s) and its not-before deadline (epoch s); commits."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO ingest_budgets (name, rate_per_s, not_before) VALUES (%s, %s, to_timestamp(%s))"
+            " ON CONFLICT (name) DO UPDATE SET rate_per_s = excluded.rate_per_s, not_before = excluded.not_before,"
+            " updated_at = now()",
+            [(name, rate, not_before) for name, (rate, not_before) in states.items()],
+        )
+
+
+def load_budget_states(conn: psycopg.Connection) -> dict[str, tuple[float | None, float | None]]:
+    """{budget name: (rate per s, not-before as epoch s)} as the last run left them."""
+    rows = conn.execute(
+        "SELECT name, rate_per_s, extract(epoch FROM not_before)::float8 FROM ingest_budgets").fetchall()
+    conn.commit()
+    return {name: (rate, not_before) for name, rate, not_before in rows}

@@ -50,14 +50,17 @@ def recorded_demo(database_url: str) -> dict[str, object] | None:
 
 
 @contextlib.contextmanager
-def simulator(profile: str, events: int, seed: int = 1, knobs: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+def simulator(profile: str, events: int, seed: int = 1, knobs: tuple[str, ...] = (),
+              keys: int = 1) -> Iterator[tuple[str, str]]:
     """Start `python -m datasync_sim` on a free port; yield (base URL, API key); always stop it.
 
-    `knobs` are extra simulator flags (e.g. `--p-5xx 0`), for benchmarks.
+    `knobs` are extra simulator flags (e.g. `--p-5xx 0`), for benchmarks; with `keys` > 1 the key is
+    that many comma-separated keys, each with its own budgets on the simulator.
     """
-    api_key = "ds_" + secrets.token_hex(16)
+    api_key = ",".join("ds_" + secrets.token_hex(16) for _ in range(keys))
     command = [sys.executable, "-m", "datasync_sim", "--host", "127.0.0.1", "--port", "0",
-               "--profile", profile, "--events", str(events), "--seed", str(seed), "--api-key", api_key, *knobs]
+               "--profile", profile, "--events", str(events), "--seed", str(seed), "--api-key", api_key,
+               "--keys", str(keys), *knobs]
     root = Path(__file__).resolve().parent.parent
     child = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})

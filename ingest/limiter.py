@@ -145,6 +145,11 @@ class RateLimiter:
             self._trust_guess = False
             self._paused_until = max(self._paused_until, monotonic_deadline)
 
+    def paused_for(self) -> float:
+        """Seconds left of the current 429 pause (0 when none)."""
+        with self._lock:
+            return max(0.0, self._paused_until - self._clock())
+
     def pause_for(self, seconds: float) -> None:
         """`pause_until` now + `seconds`."""
         self.pause_until(self._clock() + seconds)

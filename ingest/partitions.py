@@ -105,8 +105,8 @@ class Plan:
                       ) -> tuple[int, int, Partition] | None:
         """A split of the running partition with the most range left: (its id, middle, new partition).
 
-        The new partition takes the lower `share_of(its id)` of the range left; the running one keeps
-        the rest. None when either piece would hold less than MIN_SPLIT_PAGES pages. Changes nothing:
+        The new partition takes the lower `share_of(its id)` of the range left, at least MIN_SPLIT_PAGES
+        pages of it; the running one keeps the rest. None when it would keep less than that. Changes nothing:
         the caller persists the split, then applies it (`apply_split`), so no walker acts on a bound the
         database does not hold yet.
         """
@@ -116,8 +116,9 @@ class Plan:
                 return None
             widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
             width = widest.remaining_ms(self.oldest_ms)
-            lower = int(width * share_of(widest.partition_id))
-            if min(lower, width - lower) < self.min_split_ms:
+            # A slow thief still takes the smallest piece worth a split rather than idling.
+            lower = max(int(width * share_of(widest.partition_id)), self.min_split_ms)
+            if width - lower < self.min_split_ms:
                 return None
             top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms
             assert top is not None  # width > 0 implies a known top

@@ -83,6 +83,10 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
         check_origin(conn, ours, lambda anchor: anchor_served(first, identity, anchor), record=True,
                      reset=settings.reset)
         budgets = open_budgets(settings, clients, stats, stop.event)
+        learned = checkpoint.load_budget_states(conn)
+        for budget in budgets:
+            if budget.name in learned:
+                budget.throttle.restore(*learned[budget.name])
         header = next((b for b in budgets if b.kind != FEED), budgets[0])
         strategy = "+".join(b.name for b in budgets)
         walked: list[str] = []

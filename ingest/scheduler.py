@@ -46,6 +46,7 @@ WAIT_SLICE_S = 0.25  # s; the scheduler wakes this often to log progress and see
 STOP_GRACE_S = 4.0  # s
 WRITER_STOP_JOIN_S = 3.0  # s
 WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
+BUDGET_STATE_EVERY_S = 5.0  # s; learned rates are saved this often (a new 429 deadline at once)
 # Failures that end one budget, not the run, while another budget can carry on.
 BUDGET_FAILURES = (BudgetRetired, StreamAccessDenied, AuthenticationFailed, RetriesExhausted)
 
@@ -75,6 +76,8 @@ class Scheduler:
         self._running: dict[Future, tuple[int, Budget]] = {}
         self._todo: deque[Partition] = deque(plan.pending())
         self._error: BaseException | None = None
+        self._saved_states: dict[str, tuple[float | None, float | None]] = {}
+        self._saved_at = float("-inf")
 
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
@@ -98,6 +101,7 @@ class Scheduler:
                     self._fail(writer.error)
                 for future in done:
                     self._settle(future)
+                self._save_budget_states()
                 if self._stop.is_set():
                     wait(self._running, timeout=STOP_GRACE_S)
                     break
@@ -105,6 +109,7 @@ class Scheduler:
             pool.shutdown(wait=False, cancel_futures=True)
             _finish_writer(writer, pages, stopping=self._stop.is_set())
             progress.close()
+            self._save_budget_states(final=True)
         if writer.error is not None:
             raise writer.error
         if self._error is not None:
@@ -115,6 +120,21 @@ class Scheduler:
         if self.plan.pending():
             raise FatalApiError("every budget was retired before the pass was done; rerun to resume")
         progress.maybe_log()
+
+    def _save_budget_states(self, *, final: bool = False) -> None:
+        """Persist what the throttles learned: a new 429 deadline at once, rates every few seconds."""
+        states = {budget.name: budget.throttle.state() for budget in self.budgets}
+        deadlines_moved = any(states[name][1] != self._saved_states.get(name, (None, None))[1]
+                              and states[name][1] is not None for name in states)
+        due = time.monotonic() - self._saved_at >= BUDGET_STATE_EVERY_S
+        if states == self._saved_states or not (final or deadlines_moved or due):
+            return
+        try:
+            checkpoint.save_budget_states(self.ctx.conn, states)
+        except psycopg.Error as exc:  # a lost lesson is no reason to stop the run; the writer notices a dead DB
+            logger.warning("could not save the budgets' state: {}", str(exc).strip())
+            return
+        self._saved_states, self._saved_at = states, time.monotonic()
 
     def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
         """Give every budget's free chains work: a pending partition, else a piece split off a running one."""

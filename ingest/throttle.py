@@ -126,3 +126,17 @@ class Throttle:
     @property
     def waited_seconds(self) -> float:
         return self.limiter.waited_seconds
+
+    def state(self, wall: Callable[[], float] = time.time) -> tuple[float | None, float | None]:
+        """(learned rate per s, not-before as epoch s) to persist; None where there is nothing to keep."""
+        rate = self.pacer.rate_per_s() if self.pacer is not None else None
+        pause_s = self.limiter.paused_for()
+        return rate, (wall() + pause_s if pause_s > 0 else None)
+
+    def restore(self, rate_per_s: float | None, not_before: float | None,
+                wall: Callable[[], float] = time.time) -> None:
+        """Take up what an earlier run learned: its pace, and no request before its last deadline."""
+        if rate_per_s is not None and self.pacer is not None:
+            self.pacer.restore(rate_per_s)
+        if not_before is not None and not_before > wall():
+            self.limiter.pause_for(not_before - wall())
