@@ -322,15 +322,17 @@ class App:
 
     def _events(self, req: Request) -> Response:
         auth = self._auth(req, "events")
-        rate = self._limit(auth, "events", self.cfg.events_limit, "events")
+        # /__sim/stats counts the ?api_key= pool apart, so tests can see which budget was spent.
+        label = "events_query" if auth.via_query else "events"
+        rate = self._limit(auth, "events", self.cfg.events_limit, label)
         plan = self._plan("events", data=True)
         view = self.ds.snapshot()
         try:
-            start = self._cursor(req, view, "events")
+            start = self._cursor(req, view, label)
         except _Refusal as refusal:
             refusal.response.headers[:0] = rate
             raise
-        resp = self._listing(req, view, "events", MIXED, plan, start, None, rate)
+        resp = self._listing(req, view, label, MIXED, plan, start, None, rate)
         resp.headers += self._cache_headers(req, resp)
         return resp
 

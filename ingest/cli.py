@@ -7,11 +7,15 @@ import dataclasses
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from ingest.config import ENV_SETTINGS, Settings, database_only, environment_with_dotenv, load_settings
 from ingest.errors import ConfigError, IngestError
+
+if TYPE_CHECKING:
+    from ingest.pipeline import Outcome
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -131,7 +135,8 @@ def _run(settings: Settings) -> int:
     s, v = outcome.stats, outcome.verification
     figures = (f"{v.stored:,} events in the table ({s.stored:,} new this run, {s.duplicates:,} duplicates skipped,"
                f" {s.quarantined:,} quarantined, {s.with_nulls:,} with NULL fields) in {s.elapsed():.1f} s"
-               f" ({s.rate():,.0f} events/s, strategy {outcome.strategy}, passes: {', '.join(outcome.passes)})")
+               f" ({s.rate():,.0f} events/s; requests by budget: {_by_budget(outcome)};"
+               f" passes: {', '.join(outcome.passes)})")
     if not v.complete:
         logger.error("ingestion INCOMPLETE: {}; {} (rerun to retry; `verify` explains)", v.problem, figures)
         return EXIT_INCOMPLETE
@@ -140,6 +145,17 @@ def _run(settings: Settings) -> int:
                        v.surplus, v.api_total)
     logger.info("ingestion complete: {}", figures)
     return EXIT_OK
+
+
+def _by_budget(outcome: Outcome) -> str:
+    """`feed 57 (3 429s), header 10, query 5`: what each budget answered, and its 429s."""
+    parts = []
+    for budget in outcome.budgets:
+        throttle = budget.throttle
+        notes = [f"{throttle.throttled} 429s"] if throttle.throttled else []
+        notes += ["retired"] if budget.retired else []
+        parts.append(f"{budget.name} {throttle.answered}" + (f" ({', '.join(notes)})" if notes else ""))
+    return ", ".join(parts) or "none"
 
 
 def _demo(args: argparse.Namespace, env: dict, overrides: dict) -> int:

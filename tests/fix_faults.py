@@ -54,9 +54,10 @@ def stored_ids(database_url: str) -> set[str]:
 def record(scenario: str, server: SimServer, database_url: str, outcome: str) -> dict:
     """Compare the table with the API's ids; keep the row for the summary; return the figures.
 
-    The simulator's latency is switched off first: walking it is not part of the scenario.
+    The simulator's latency and rate limits are switched off first: walking it is not part of the scenario.
     """
-    server.app.cfg = dataclasses.replace(server.app.cfg, latency_ms_per_event=0.0, latency_base_ms=0.0)
+    server.app.cfg = dataclasses.replace(server.app.cfg, latency_ms_per_event=0.0, latency_base_ms=0.0,
+                                         events_limit=0, query_key_limit=0)
     want, got = served_ids(server.url), stored_ids(database_url)
     row = {"expected": len(want), "stored": len(got), "missing": len(want - got), "extra": len(got - want)}
     SUMMARY.append({"scenario": scenario, **row, "outcome": outcome})

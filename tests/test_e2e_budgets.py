@@ -1,0 +1,93 @@
+"""Every budget combination over real HTTP: feed + both pools, a shared pool, no feed, two keys, failures.
+
+The simulator runs the live profile's shape at a quicker pace (2 s windows, a feed of 600 requests/min
+with bursts of 3, 5 ms per page), so each run spends every budget many times in a few seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from datasync_sim import SimServer, profile_config
+from ingest.cli import main
+from tests.fix_faults import record
+from tests.fix_ingest import API_KEY, ROOT, ingest_args, run_ingest, sim_stats
+from tests.test_e2e_faults import wait_for_rows
+
+pytestmark = pytest.mark.slow
+
+EVENTS = 40_000
+SECOND_KEY = "ds_" + "fedcba9876543210" * 2
+QUICK_LIVE = dict(window_s=2.0, events_limit=10, query_key_limit=5, feed_throttle="soft", feed_rpm=600.0,
+                  feed_burst=3, latency_base_ms=5.0, penalize_early_retries=True)
+
+
+def sim(**knobs) -> SimServer:
+    return SimServer(profile_config("fast", events=EVENTS, seed=41, **{**QUICK_LIVE, **knobs}))
+
+
+def served(stats: dict, endpoint: str, status: str = "200") -> int:
+    return stats["requests"].get(endpoint, {}).get(status, 0)
+
+
+def test_the_feed_and_both_pools_are_spent_together(database_url: str) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url, "--page-size", "500") == 0
+        stats = sim_stats(server.url)
+        result = record("feed + header pool + query pool", server, database_url, "exit 0")
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
+    assert (served(stats, "feed") > 0, served(stats, "events") > 0, served(stats, "events_query") > 0) == (
+        True, True, True)
+    assert stats["early_retries"] <= 3  # requests in flight when the feed's first 429 came
+
+
+def test_a_shared_query_pool_is_retired_after_the_answer_that_proves_it(database_url: str) -> None:
+    with sim(query_key_shares_bucket=True) as server:
+        assert run_ingest(server.url, database_url, "--page-size", "500") == 0
+        stats = sim_stats(server.url)
+        result = record("query pool shared with the header pool", server, database_url, "exit 0")
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
+    assert served(stats, "events_query", "429") <= 1
+    assert served(stats, "events_query") + served(stats, "events_query", "429") <= 3
+
+
+def test_without_the_feed_the_two_documented_pools_carry_the_run(database_url: str) -> None:
+    with sim(stream_access_enabled=False) as server:
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        stats = sim_stats(server.url)
+        result = record("feed refused: header + query pools", server, database_url, "exit 0")
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
+    assert (served(stats, "feed"), served(stats, "events") > 0, served(stats, "events_query") > 0) == (0, True, True)
+    assert stats["early_retries"] == 0
+
+
+def test_two_keys_add_their_budgets_to_the_same_plan(database_url: str) -> None:
+    with sim(api_key=f"{API_KEY},{SECOND_KEY}", keys=2) as server:
+        args = ingest_args(server.url, database_url, "--page-size", "500")
+        args[args.index("--api-key") + 1] = f"{API_KEY},{SECOND_KEY}"
+        assert main(args) == 0
+        stats = sim_stats(server.url)
+        result = record("two keys, six budgets", server, database_url, "exit 0")
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
+    assert stats["tokens_issued"] == 2  # a feed token per key
+    # Only requests already in flight when a feed's first 429 came can arrive inside its lockout.
+    assert stats["early_retries"] <= 2 * 3
+
+
+def test_a_key_revoked_mid_run_retires_its_budgets_and_the_other_key_finishes(database_url: str) -> None:
+    keys = f"{API_KEY},{SECOND_KEY}"
+    with sim(api_key=keys, keys=2, latency_ms_per_event=0.05) as server:
+        args = ingest_args(server.url, database_url, "--page-size", "500", "--log-level", "INFO")
+        args[args.index("--api-key") + 1] = keys
+        child = subprocess.Popen([sys.executable, str(ROOT / "ingest.py"), *args], cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for_rows(database_url, 4_000)
+        server.app._keys = frozenset({API_KEY})  # the second key is refused from now on (401)
+        out, _ = child.communicate(timeout=120)
+        result = record("second key revoked mid-run", server, database_url, f"exit {child.returncode}")
+    assert child.returncode == 0, out
+    assert "budget header#2 retired" in out or "budget feed#2 retired" in out or "budget query#2 retired" in out
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
