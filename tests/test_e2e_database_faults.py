@@ -128,8 +128,9 @@ def test_database_going_away_mid_run_exits_1_and_a_rerun_completes() -> None:
                 with psycopg.connect(url) as conn:
                     (stored,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
                     (checkpointed,) = conn.execute("SELECT coalesce(sum(events), 0) FROM ingest_partitions").fetchone()
-                # No row without its checkpoint; rows received also count the overlap at bounds the upsert absorbed.
-        assert stored <= checkpointed  # no half-written batch survived the crash
+                # No half-written batch survived the crash: no row without its checkpoint (rows received
+                # also count the overlap at bounds that the upsert absorbed).
+                assert stored <= checkpointed
                 assert run_ingest(sim.url, url) == 0
                 assert exactness(sim.url, url) == {"expected": 60_000, "stored": 60_000, "identical": True}
         finally:
