@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one test command: creates or reuses .venv, installs the pinned requirements, lints, runs pytest.
+# The one test command: creates or reuses .venv, installs the pinned requirements, lints (ruff), checks
+# types (mypy over ingest/, settings in pyproject.toml), runs pytest.
 # Extra arguments go to pytest, e.g. ./run-tests.sh -k limiter
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,4 +14,5 @@ if [ ! -f "$stamp" ] || ! cmp -s <(cat requirements.txt requirements-dev.txt) "$
   cat requirements.txt requirements-dev.txt > "$stamp"
 fi
 .venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

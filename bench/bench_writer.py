@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_database, median, realistic_events  # noqa: E402
 from ingest import checkpoint  # noqa: E402
-from ingest.pages import Page  # noqa: E402
+from ingest.pages import PageCommit  # noqa: E402
 from ingest.partitions import Partition  # noqa: E402
 from ingest.stats import Stats  # noqa: E402
 from ingest.transform import parse_timestamps, transform_events  # noqa: E402
@@ -37,15 +37,15 @@ BOUND_DDL = (
 )
 
 
-def build_pages(rows: int) -> list[Page]:
+def build_pages(rows: int) -> list[PageCommit]:
     pages = []
     for events in realistic_events(rows):
         out = transform_events(events, parse_timestamps(events))
-        pages.append(Page(1, "c", 0, "x", False, tuple(out.lines)))
+        pages.append(PageCommit(1, "c", 0, "x", False, tuple(out.lines)))
     return pages
 
 
-def run_bound(url: str, pages: list[Page]) -> float:
+def run_bound(url: str, pages: list[PageCommit]) -> float:
     with psycopg.connect(url) as conn:
         conn.execute(BOUND_DDL)
         conn.commit()
@@ -59,7 +59,7 @@ def run_bound(url: str, pages: list[Page]) -> float:
         return time.perf_counter() - started
 
 
-def run_ours(url: str, pages: list[Page]) -> float:
+def run_ours(url: str, pages: list[PageCommit]) -> float:
     with psycopg.connect(url) as conn:
         checkpoint.create_schema(conn)
         checkpoint.start_pass(conn, [Partition(1, None, None)], None)

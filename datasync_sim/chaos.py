@@ -30,10 +30,6 @@ class Plan:
     replay: int = 0  # events of the previous page repeated at the start
     rng_seed: int = 0  # for choosing the affected events
 
-    @property
-    def any_data(self) -> bool:
-        return self.missing_fields or self.ts_variant or self.replay > 0
-
 
 class Chaos:
     """Draws a `Plan` for each request from the config's probabilities."""

@@ -48,7 +48,6 @@ _ENDPOINTS = ("/api/users", "/api/orders", "/api/products", "/api/cart", "/api/s
 _FORMS = ("signup", "login", "contact", "newsletter", "checkout")
 _ERRORS = ("TypeError", "NetworkError", "TimeoutError", "ReferenceError")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-_B36_PAIRS = [a + b for a in _B36 for b in _B36]
 # record fields: a record is a tuple, for speed. An event's JSON is HEAD + timestamp value + TAIL.
 R_TS, R_ID, R_HEAD, R_TAIL, R_TYPE, R_SESSION, R_SERVED_ID = range(7)
 

@@ -136,8 +136,8 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
     for index, client in enumerate(clients):
         suffix = "" if index == 0 else f"#{index + 1}"
 
-        def loop(name: str, **parts: object) -> RetryLoop:
-            throttle = Throttle(name, max_chains=settings.concurrency, **parts)  # type: ignore[arg-type]
+        def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None) -> RetryLoop:
+            throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency)
             return RetryLoop(throttle, policy, stats, stop)
 
         if settings.strategy != "documented":

@@ -8,6 +8,7 @@ from importlib import resources
 
 import psycopg
 
+from ingest.database import one
 from ingest.partitions import Partition
 
 FULL = "full"
@@ -39,9 +40,9 @@ def create_schema(conn: psycopg.Connection) -> None:
 
 def _adopt_partitions_without_pass(conn: psycopg.Connection) -> None:
     """A store written before passes were recorded: its partitions become one open full pass."""
-    (orphans,) = conn.execute("SELECT count(*) FROM ingest_partitions WHERE pass_id IS NULL").fetchone()
+    (orphans,) = one(conn.execute("SELECT count(*) FROM ingest_partitions WHERE pass_id IS NULL"))
     if orphans:
-        (pass_id,) = conn.execute(f"INSERT INTO ingest_passes (kind) VALUES ('{FULL}') RETURNING pass_id").fetchone()
+        (pass_id,) = one(conn.execute(f"INSERT INTO ingest_passes (kind) VALUES ('{FULL}') RETURNING pass_id"))
         conn.execute("UPDATE ingest_partitions SET pass_id = %s WHERE pass_id IS NULL", (pass_id,))
 
 
@@ -54,9 +55,9 @@ def load_state(conn: psycopg.Connection) -> PassState:
         "SELECT partition_id, lo_ms, hi_ms, cursor, pos_ms, pos_id, done, events"
         " FROM ingest_partitions WHERE pass_id = %s ORDER BY partition_id", (pass_id,)
     ).fetchall()
-    watermark, oldest, min_split = conn.execute(
+    watermark, oldest, min_split = one(conn.execute(
         "SELECT watermark_ms, oldest_ms, min_split_ms FROM ingest_state"
-    ).fetchone()
+    ))
     conn.commit()
     return PassState(pass_id, kind, [Partition(*row) for row in rows], watermark, oldest, min_split)
 
@@ -68,10 +69,10 @@ def start_pass(
     """Persist a newly planned pass; its id and its partitions, numbered after every earlier one."""
     floor = None if kind == FULL else min((p.lo_ms for p in partitions if p.lo_ms is not None), default=None)
     with conn.transaction():
-        (pass_id,) = conn.execute(
+        (pass_id,) = one(conn.execute(
             "INSERT INTO ingest_passes (kind, floor_ms) VALUES (%s, %s) RETURNING pass_id", (kind, floor)
-        ).fetchone()
-        (base,) = conn.execute("SELECT coalesce(max(partition_id), 0) FROM ingest_partitions").fetchone()
+        ))
+        (base,) = one(conn.execute("SELECT coalesce(max(partition_id), 0) FROM ingest_partitions"))
         numbered = [dataclasses.replace(p, partition_id=base + i + 1) for i, p in enumerate(partitions)]
         with conn.cursor() as cur:
             cur.executemany(
@@ -104,20 +105,20 @@ def close_pass(conn: psycopg.Connection, pass_id: int, api_total: int | None, se
     pass are kept for `verify`. Returns the watermark.
     """
     with conn.transaction():
-        (pending,) = conn.execute(
+        (pending,) = one(conn.execute(
             "SELECT count(*) FROM ingest_partitions WHERE pass_id = %s AND NOT done", (pass_id,)
-        ).fetchone()
+        ))
         if pending:
             raise RuntimeError(f"close_pass with {pending} partitions not done")
-        (kind, newest) = conn.execute(
+        (kind, newest) = one(conn.execute(
             "UPDATE ingest_passes SET completed_at = now(), api_total = %s WHERE pass_id = %s"
             " RETURNING kind, newest_ms", (api_total, pass_id),
-        ).fetchone()
+        ))
         if newest is None:  # no page came from the top (e.g. an empty API): what is stored, up to now
-            (newest,) = conn.execute(
+            (newest,) = one(conn.execute(
                 "SELECT (extract(epoch FROM max(\"timestamp\")) * 1000)::bigint FROM ingested_events"
                 " WHERE \"timestamp\" <= timestamptz 'epoch' + %s * interval '1 millisecond'", (server_now_ms,)
-            ).fetchone()
+            ))
         watermark = min(newest, server_now_ms) if newest is not None else None
         conn.execute(
             "UPDATE ingest_state SET completed_at = now(), watermark_ms = coalesce(%s, watermark_ms)", (watermark,)
@@ -135,9 +136,9 @@ def close_pass(conn: psycopg.Connection, pass_id: int, api_total: int | None, se
 
 def start_run(conn: psycopg.Connection, strategy: str) -> int:
     with conn.transaction():
-        (run_id,) = conn.execute(
+        (run_id,) = one(conn.execute(
             "INSERT INTO ingest_runs (strategy) VALUES (%s) RETURNING run_id", (strategy,)
-        ).fetchone()
+        ))
     return run_id
 
 

@@ -28,7 +28,7 @@ ONLY_FOR = {
     "--force": ("submit", "export"),
     "--out": ("export",),
 }
-DEMO_DEFAULTS = {"demo_events": 3_000_000, "demo_profile": "fast"}
+DEMO_DEFAULTS = (3_000_000, "fast")  # events, profile
 DEMO_DATA_SUBDIR = "demo"  # under DATA_DIR: the demo's embedded store, apart from the live one
 DEMO_SEED = 1
 
@@ -126,7 +126,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(settings: Settings) -> int:
-    from ingest.pipeline import StopFlag, run_ingestion
+    from ingest.pipeline import run_ingestion
+    from ingest.signals import StopFlag
 
     stop = StopFlag()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -165,38 +166,39 @@ def _demo(args: argparse.Namespace, env: dict, overrides: dict) -> int:
 
     database_url = _demo_database_url(env, overrides)
     last = recorded_demo(database_url) if args.command != "run" else None
-    size = {name: getattr(args, name) if getattr(args, name) is not None else (last or DEMO_DEFAULTS)[name]
-            for name in DEMO_DEFAULTS}
-    logger.info("demo: starting the simulator ({demo_profile} profile, {demo_events:,} events)", **size)
-    with simulator(size["demo_profile"], size["demo_events"], seed=DEMO_SEED) as (sim_url, key):
+    known_events, known_profile = last or DEMO_DEFAULTS
+    events = args.demo_events if args.demo_events is not None else known_events
+    profile = args.demo_profile if args.demo_profile is not None else known_profile
+    logger.info("demo: starting the simulator ({} profile, {:,} events)", profile, events)
+    with simulator(profile, events, seed=DEMO_SEED) as (sim_url, key):
         settings = load_settings(env, {**overrides, "API_BASE_URL": sim_url, "API_KEY": key,
                                        "DATABASE_URL": database_url})
         # The demo's dataset is the store's origin: the simulator's URL and key change with every start.
-        label = f"demo simulator ({size['demo_events']:,} events, seed {DEMO_SEED})"
+        label = f"demo simulator ({events:,} events, seed {DEMO_SEED})"
         settings = dataclasses.replace(settings, demo_label=label, reset=args.reset)
         code = _dispatch(args, settings)
         if args.command != "run" or code != EXIT_OK:
             return code
-        record_demo(database_url, **size)
+        record_demo(database_url, demo_events=events, demo_profile=profile)
         return _verify(settings)
 
 
 def _demo_database_url(env: dict, overrides: dict) -> str:
     """DATABASE_URL if set, else the demo's own embedded store: never the one a live run uses."""
-    from ingest.database import embedded_database_url
+    from ingest.database import store_url
 
     url, data_dir = database_only(env, overrides)
-    return url or embedded_database_url(data_dir / DEMO_DATA_SUBDIR)
+    return store_url(url, data_dir / DEMO_DATA_SUBDIR)
 
 
 def _status(env: dict, overrides: dict, *, demo: bool) -> int:
     from ingest.checkpoint import create_schema
-    from ingest.database import connect, embedded_database_url
+    from ingest.database import connect, store_url
     from ingest.report import status_lines
     from ingest.running import running_lines
 
     url, data_dir = database_only(env, overrides)
-    database_url = _demo_database_url(env, overrides) if demo else url or embedded_database_url(data_dir)
+    database_url = _demo_database_url(env, overrides) if demo else store_url(url, data_dir)
     with connect(database_url, autocommit=True, role="status") as conn:
         create_schema(conn)
         print("\n".join(status_lines(conn) + running_lines(conn)))
@@ -205,10 +207,10 @@ def _status(env: dict, overrides: dict, *, demo: bool) -> int:
 
 def _verify(settings: Settings) -> int:
     from ingest.checkpoint import create_schema
-    from ingest.database import connect, embedded_database_url
+    from ingest.database import connect, store_url
     from ingest.total import verify_against_api
 
-    url = settings.database_url or embedded_database_url(settings.data_dir)
+    url = store_url(settings.database_url, settings.data_dir)
     with connect(url, autocommit=True, role="verify") as conn:
         create_schema(conn)
         result = verify_against_api(conn, settings)

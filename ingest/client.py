@@ -36,8 +36,6 @@ BROWSER_USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 )
 CONNECT_TIMEOUT_S = 10.0  # s; a healthy server accepts in milliseconds
-# A reset reset value above this is an epoch time, not "seconds remaining" (contract §6).
-EPOCH_THRESHOLD = 1_000_000_000
 
 
 # Takes an answer's X-RateLimit-Limit, -Remaining and -Reset (None where absent).
@@ -45,7 +43,7 @@ LimitObserver = Callable[[int | None, int | None, float | None], None]
 
 
 @dataclass(frozen=True)
-class EventsPage:
+class Envelope:
     """One parsed events envelope (documented endpoint or feed)."""
 
     events: list
@@ -171,7 +169,7 @@ class ApiClient:
         return FatalApiError(detail)
 
     def events_page(self, path: str, params: Mapping, headers: Mapping | None = None, *,
-                    observe: LimitObserver | None = None, query_auth: bool = False) -> EventsPage:
+                    observe: LimitObserver | None = None, query_auth: bool = False) -> Envelope:
         """One page of events from the documented endpoint or the feed.
 
         `query_auth`: the key goes as `?api_key=` instead of the X-API-Key header (its own rate pool
@@ -199,6 +197,8 @@ class ApiClient:
         response = self.request("POST", "/internal/dashboard/stream-access", headers=browser, data=b"")
         body = _json_or_none(response.content)
         grant = body.get("streamAccess") if isinstance(body, dict) else None
+        if not isinstance(grant, dict):
+            raise RetryableApiError("stream-access answer without a streamAccess object")
         try:
             granted = StreamGrant(
                 endpoint=str(grant["endpoint"]),
@@ -233,7 +233,7 @@ def is_own_path(endpoint: str) -> bool:
     )
 
 
-def parse_envelope(content: bytes) -> EventsPage:
+def parse_envelope(content: bytes) -> Envelope:
     """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end.
 
     A body orjson refuses but the stdlib parser accepts (NaN, 1e400, a lone surrogate) is not damaged:
@@ -253,7 +253,7 @@ def parse_envelope(content: bytes) -> EventsPage:
         raise RetryableApiError("hasMore is true but nextCursor is missing")
     meta = body.get("meta")
     total = int_or_none(meta.get("total")) if isinstance(meta, dict) else None
-    return EventsPage(
+    return Envelope(
         body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total,
         _float(pagination.get("cursorExpiresIn")),
     )
@@ -285,14 +285,18 @@ def _origin(response: requests.Response) -> str:
 
 def int_or_none(value: object) -> int | None:
     """An int from a header or JSON value, or None when absent or not a number."""
+    if not isinstance(value, str | bytes | int | float) or isinstance(value, bool):
+        return None
     try:
-        return int(value) if value is not None else None  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         return None
 
 
 def _float(value: object) -> float | None:
+    if not isinstance(value, str | bytes | int | float) or isinstance(value, bool):
+        return None
     try:
-        return float(value) if value is not None else None  # type: ignore[arg-type]
+        return float(value)
     except (TypeError, ValueError):
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -92,7 +92,7 @@ def _text(name: str, text: str) -> str:
     return text.strip()
 
 
-ENV_SETTINGS: dict[str, tuple[str, object]] = {
+ENV_SETTINGS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "API_BASE_URL": ("api_base_url", _text),
     "API_KEY": ("api_key", _text),
     "DATABASE_URL": ("database_url", _text),
@@ -116,13 +116,13 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None]) -
             raw = env.get(name)
         if raw is None or raw.strip() == "":
             continue
-        values[field_name] = parse(name, raw)  # type: ignore[operator]
+        values[field_name] = parse(name, raw)
     for required in ("API_BASE_URL", "API_KEY"):
         if ENV_SETTINGS[required][0] not in values:
             flag = "--" + required.lower().replace("_", "-")
             raise ConfigError(f"{required} is not set (environment, .env or {flag})")
     values.setdefault("database_url", None)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)  # type: ignore[arg-type]  # each value was parsed for its field above
 
 
 def environment_with_dotenv(path: Path = Path(".env")) -> dict[str, str]:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from loguru import logger
@@ -15,6 +16,19 @@ from ingest.errors import DatabaseError
 
 APPLICATION_NAME = "datasync-ingest"
 CONNECT_TIMEOUT_S = 10  # s; a database that does not answer by then is down for our purposes
+
+
+def one(cursor: psycopg.Cursor) -> tuple[Any, ...]:
+    """The row a statement that always returns one row returned (a count, an UPDATE … RETURNING)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise DatabaseError("the database returned no row where one was expected")
+    return row
+
+
+def store_url(database_url: str | None, data_dir: Path) -> str:
+    """The database to use: DATABASE_URL when set, else the embedded PostgreSQL under DATA_DIR."""
+    return database_url or embedded_database_url(data_dir)
 
 
 def embedded_database_url(data_dir: Path) -> str:

@@ -41,12 +41,12 @@ def record_demo(database_url: str, *, demo_events: int, demo_profile: str) -> No
         )
 
 
-def recorded_demo(database_url: str) -> dict[str, object] | None:
-    """{demo_events, demo_profile} of the last demo run into this database, or None."""
+def recorded_demo(database_url: str) -> tuple[int, str] | None:
+    """(demo events, demo profile) of the last demo run into this database, or None."""
     with connect(database_url, autocommit=True, role="demo") as conn:
         conn.execute(DEMO_TABLE)
         row = conn.execute("SELECT demo_events, demo_profile FROM ingest_demo").fetchone()
-    return {"demo_events": row[0], "demo_profile": row[1]} if row else None
+    return (int(row[0]), str(row[1])) if row else None
 
 
 @contextlib.contextmanager

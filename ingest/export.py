@@ -16,7 +16,7 @@ import psycopg
 
 from ingest.checkpoint import create_schema
 from ingest.config import Settings
-from ingest.database import connect, embedded_database_url
+from ingest.database import connect, store_url
 from ingest.errors import ConfigError, DatabaseError, IngestError
 from ingest.handin import IdLines, count_in_snapshot, ready_to_hand_in
 
@@ -31,7 +31,7 @@ def export_command(settings: Settings, out: Path, *, force: bool) -> int:
     """
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; name the file to write")
-    url = settings.database_url or embedded_database_url(settings.data_dir)
+    url = store_url(settings.database_url, settings.data_dir)
     started = time.monotonic()
     with connect(url, autocommit=True, role="export") as conn:
         create_schema(conn)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 
 from ingest.config import Settings
+from ingest.database import one
 from ingest.errors import DatabaseError, IngestError
 from ingest.lock import describe_holder
 from ingest.report import Verification
@@ -55,7 +56,7 @@ def _why_not_ready(result: Verification, conn: psycopg.Connection) -> str | None
 def count_in_snapshot(conn: psycopg.Connection) -> int:
     """Start a read-only snapshot and count the ids in it; read them with IdLines in the same transaction."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    (count,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+    (count,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
     return count
 
 

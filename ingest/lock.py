@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
+from ingest.database import one
 from ingest.errors import LockHeld
 
 LOCK_KEY = 0x0DA7A5C1  # arbitrary, constant: every datasync-ingest run takes the same lock
@@ -11,7 +12,7 @@ LOCK_KEY = 0x0DA7A5C1  # arbitrary, constant: every datasync-ingest run takes th
 
 def acquire_run_lock(conn: psycopg.Connection) -> None:
     """Take the run lock on an autocommit connection kept open for the run, or raise LockHeld."""
-    (got,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+    (got,) = one(conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)))
     if got:
         return
     raise LockHeld(f"another run holds the ingestion lock ({describe_holder(conn) or 'holder unknown'})")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from loguru import logger
 
+from ingest.database import one
 from ingest.errors import OriginMismatch
 
 KEY_FINGERPRINT_SALT = b"datasync-ingest key fingerprint\n"
@@ -95,7 +96,7 @@ def _mismatch(theirs: Origin, ours: Origin, anchor: Anchor | None) -> str:
 
 
 def _first_origin(conn: psycopg.Connection, ours: Origin, *, record: bool) -> None:
-    (stored,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
     conn.commit()
     if not record:
         if stored:

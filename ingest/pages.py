@@ -8,7 +8,7 @@ from ingest.transform import Quarantined
 
 
 @dataclass(frozen=True)
-class Page:
+class PageCommit:
     """Rows of one API page for one partition, and where the partition stands after it."""
 
     partition_id: int

@@ -73,11 +73,7 @@ class Plan:
             part = self.partitions[partition_id]
             part.cursor, part.pos_ms, part.pos_id, part.cursor_kind = cursor, pos_ms, pos_id, cursor_kind
 
-    def finish(self, partition_id: int) -> None:
-        with self._lock:
-            self.partitions[partition_id].done = True
-
-    def claim_finish(self, partition_id: int, lower_bound_used: int | None) -> bool:
+    def claim_done(self, partition_id: int, lower_bound_used: int | None) -> bool:
         """Mark a partition done if its lower bound is still the one its last page was cut at.
 
         False when a split or a fallback moved the bound meanwhile: the page must be cut again.

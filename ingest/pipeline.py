@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import psycopg
@@ -12,13 +11,14 @@ from ingest import checkpoint
 from ingest.budgets import FEED, Budget, open_budgets
 from ingest.client import ApiClient
 from ingest.config import Settings
-from ingest.database import connect, embedded_database_url
+from ingest.database import connect, one, store_url
 from ingest.errors import DatabaseError, Stopped
 from ingest.lock import acquire_run_lock
 from ingest.origin import check_origin, origin_for
 from ingest.partitions import Partition, Plan, even_partitions, min_split_ms
 from ingest.report import Verification, verify
 from ingest.scheduler import PassContext, Scheduler
+from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.total import anchor_served, api_clients, api_total_via, one_off_loop
 
@@ -39,21 +39,9 @@ class Outcome:
     budgets: tuple[Budget, ...]
 
 
-class StopFlag:
-    """Set by a signal handler; remembers which signal, for the exit code."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum = 0
-
-    def trigger(self, signum: int) -> None:
-        self.signum = signum
-        self.event.set()
-
-
 def run_ingestion(settings: Settings, stop: StopFlag) -> Outcome:
     """Run to completion, to a stop signal (raises Stopped), or to a fatal error (raises it)."""
-    url = settings.database_url or embedded_database_url(settings.data_dir)
+    url = store_url(settings.database_url, settings.data_dir)
     lock_conn = connect(url, autocommit=True, role="lock")
     try:
         acquire_run_lock(lock_conn)
@@ -93,7 +81,7 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
         wanted: str | None = None
         while True:
             pass_id, kind, plan = _resume_or_plan(conn, budgets, settings, wanted)
-            (already,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+            (already,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
             conn.commit()
             ctx = PassContext(url, conn, pass_id, stats, stop, settings.progress_interval_s, already,
                               first.server_clock.now_ms)
@@ -144,6 +132,7 @@ def _resume_or_plan(conn: psycopg.Connection, budgets: list[Budget], settings: S
                     len(state.partitions))
         return state.pass_id, state.kind, Plan(state.partitions, state.oldest_ms, state.min_split_ms)
     kind = wanted or (checkpoint.INCREMENTAL if state.watermark_ms is not None else checkpoint.FULL)
+    oldest: int | None
     if kind == checkpoint.INCREMENTAL and state.watermark_ms is not None:
         floor = state.watermark_ms - LOOKBACK_MS
         logger.info("previous pass complete; fetching events at or after {} ms (watermark minus {} s)",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ingest.database import one
 from ingest.lock import describe_holder
 
 
@@ -48,9 +49,9 @@ class Verification:
 
 def status_lines(conn: psycopg.Connection) -> list[str]:
     """Human-readable status: partitions, totals, last run, lock holder."""
-    (stored,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-    (quarantined,) = conn.execute("SELECT count(*) FROM ingest_quarantine").fetchone()
-    watermark, completed = conn.execute("SELECT watermark_ms, completed_at FROM ingest_state").fetchone()
+    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
+    (quarantined,) = one(conn.execute("SELECT count(*) FROM ingest_quarantine"))
+    watermark, completed = one(conn.execute("SELECT watermark_ms, completed_at FROM ingest_state"))
     lines = [f"events stored: {stored:,}", f"quarantined: {quarantined:,}"]
     lines.append(
         f"last complete pass: {completed:%Y-%m-%d %H:%M:%S %Z} (newest event {watermark} ms)"
@@ -85,12 +86,12 @@ def status_lines(conn: psycopg.Connection) -> list[str]:
 
 def verify(conn: psycopg.Connection, api_total: int | None, *, per_day: bool = True) -> Verification:
     """Account for the API's meta.total in the store, and prove the cover from the partition table."""
-    (stored,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-    (quarantined,) = conn.execute(
+    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
+    (quarantined,) = one(conn.execute(
         "SELECT count(DISTINCT q.event_id) + count(*) FILTER (WHERE q.event_id IS NULL)"
         " FROM ingest_quarantine q"
         " WHERE q.event_id IS NULL OR NOT EXISTS (SELECT 1 FROM ingested_events e WHERE e.id = q.event_id)"
-    ).fetchone()
+    ))
     days = conn.execute(
         "SELECT coalesce(to_char(\"timestamp\" AT TIME ZONE 'UTC', 'YYYY-MM-DD'), 'no timestamp'), count(*)"
         " FROM ingested_events GROUP BY 1 ORDER BY 1"
@@ -111,9 +112,9 @@ def coverage_gap(conn: psycopg.Connection) -> str | None:
     if open_pass:
         kind, done, count = open_pass
         return f"a {kind} pass is unfinished ({done} of {count} partitions done): run the ingestion to finish it"
-    full = conn.execute(
+    full = one(conn.execute(
         "SELECT max(pass_id) FROM ingest_passes WHERE kind = 'full' AND completed_at IS NOT NULL"
-    ).fetchone()[0]
+    ))[0]
     if full is None:
         return "no complete full pass is recorded: run the ingestion"
     ranges = conn.execute(

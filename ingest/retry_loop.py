@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from loguru import logger
 
@@ -40,13 +40,14 @@ class RetryLoop:
         attempt = 0
         while True:
             attempt += 1
-            failure = self._attempt(send, what, attempt)
-            if not isinstance(failure, BaseException):
-                return failure
+            done, result, failure = self._attempt(send, what, attempt)
+            if done:
+                return cast(T, result)
+            assert failure is not None
             throttled = isinstance(failure, RateLimited)
-            self.stats.count(requests=1, retries=1, throttled=throttled)
+            self.stats.count(retries=1, throttled=throttled)
             self.throttle.count_failure(throttled=throttled)
-            if isinstance(failure, StreamTokenInvalid):  # the source renewed the token: send again now
+            if not isinstance(failure, RetryableApiError):  # a stream token the source renewed: send again now
                 if self.policy.gives_up(attempt):
                     raise FatalApiError(f"{what}: stream token refused {attempt} times") from None
                 continue
@@ -54,8 +55,12 @@ class RetryLoop:
                 raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {failure}") from failure
             self._wait_after(failure, attempt, what)
 
-    def _attempt(self, send: Callable[[], T], what: str, attempt: int) -> T | RetryableApiError | StreamTokenInvalid:
-        """One request in the budget's turn: its result, or the failure to retry (final errors propagate)."""
+    def _attempt(self, send: Callable[[], T], what: str, attempt: int,
+                 ) -> tuple[bool, T | None, RetryableApiError | StreamTokenInvalid | None]:
+        """One request in the budget's turn: (True, its result, None), or (False, None, the failure to retry).
+
+        Failures that are final propagate.
+        """
         with self.throttle.turn(self.stop) as admitted:
             if not admitted or self.stop.is_set():
                 raise Stopped(0)
@@ -64,10 +69,9 @@ class RetryLoop:
             try:
                 result = send()
             except (RetryableApiError, StreamTokenInvalid) as exc:
-                return exc
+                return False, None, exc
         self.throttle.on_success(self._clock() - started)
-        self.stats.count(requests=1)
-        return result
+        return True, result, None
 
     def _wait_after(self, exc: RetryableApiError, attempt: int, what: str) -> None:
         backoff = self.policy.backoff(attempt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
+from ingest.database import one
 from ingest.lock import describe_holder
 
 
@@ -23,8 +24,7 @@ def running_lines(conn: psycopg.Connection) -> list[str]:
     if row is None:
         return []
     run_id, strategy, started_at, elapsed_s = row
-    (by_run,) = conn.execute("SELECT count(*) FROM ingested_events WHERE ingested_at >= %s",
-                             (started_at,)).fetchone()
+    (by_run,) = one(conn.execute("SELECT count(*) FROM ingested_events WHERE ingested_at >= %s", (started_at,)))
     rate = by_run / max(float(elapsed_s), 1e-9)
     return [f"run in progress: #{run_id} ({strategy}), {float(elapsed_s):,.0f} s so far:"
             f" {by_run:,} events stored by it, {rate:,.0f} events/s"]

@@ -34,6 +34,7 @@ from ingest.errors import (
 )
 from ingest.partitions import Partition, Plan
 from ingest.progress import Progress
+from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.walker import ChainWalker
 from ingest.writer import SENTINEL, Writer
@@ -59,7 +60,7 @@ class PassContext:
     conn: psycopg.Connection  # the control connection: splits are committed on it
     pass_id: int
     stats: Stats
-    stop: object  # pipeline.StopFlag (its .event and .signum)
+    stop: StopFlag
     progress_interval_s: float
     already_stored: int
     server_now_ms: Callable[[], int]
@@ -72,7 +73,7 @@ class Scheduler:
         self.ctx = ctx
         self.plan = plan
         self.budgets = budgets
-        self._stop = ctx.stop.event  # type: ignore[attr-defined]
+        self._stop = ctx.stop.event
         self._running: dict[Future, tuple[int, Budget]] = {}
         self._todo: deque[Partition] = deque(plan.pending())
         self._error: BaseException | None = None
@@ -116,7 +117,7 @@ class Scheduler:
             raise self._error if isinstance(self._error, IngestError) else FatalApiError(
                 f"fetcher failed: {self._error!r}")
         if self._stop.is_set():
-            raise Stopped(self.ctx.stop.signum)  # type: ignore[attr-defined]
+            raise Stopped(self.ctx.stop.signum)
         if self.plan.pending():
             raise FatalApiError("every budget was retired before the pass was done; rerun to resume")
         progress.maybe_log()
@@ -180,8 +181,8 @@ class Scheduler:
         pid, budget = self._running.pop(future)
         exc = future.exception()
         if exc is None:
-            self.plan.finish(pid)
-        elif isinstance(exc, BuiltCursorsRefused):
+            return  # the walker claimed its partition done with its last page
+        if isinstance(exc, BuiltCursorsRefused):
             self._cover_with_server_cursors(pid)
         elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
             budget.retire(str(exc))

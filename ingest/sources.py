@@ -1,6 +1,6 @@
 """Where pages come from: the documented /api/v1/events chain, or the dashboard's fast feed.
 
-Both answer `page(cursor, lo_ms, hi_ms)` with an EventsPage. Only the feed can cut a time window on
+Both answer `page(cursor, lo_ms, hi_ms)` with an Envelope. Only the feed can cut a time window on
 the server (since/until); the documented endpoint ignores those, so it starts a bounded partition
 with a built cursor instead. Either way the caller filters to [lo_ms, hi_ms) itself, so the result is
 exact whatever the server's since/until semantics (inclusive or exclusive).
@@ -14,7 +14,7 @@ from typing import Protocol
 
 from loguru import logger
 
-from ingest.client import ApiClient, EventsPage, LimitObserver, StreamGrant
+from ingest.client import ApiClient, Envelope, LimitObserver, StreamGrant
 from ingest.errors import StreamTokenInvalid
 
 EVENTS_PATH = "/api/v1/events"
@@ -28,7 +28,7 @@ class Source(Protocol):
 
     def page(
         self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None
-    ) -> EventsPage: ...
+    ) -> Envelope: ...
 # Renew a feed token this long before it expires (or at three quarters of a shorter life), so no
 # request goes out with a dying token.
 TOKEN_RENEW_BEFORE_S = 30.0
@@ -47,7 +47,7 @@ class DocumentedSource:
         self._observe = observe
         self._query_auth = query_auth
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> EventsPage:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
         params: dict[str, object] = {"limit": limit or self._page_size}
         if cursor:
             params["cursor"] = cursor
@@ -100,7 +100,7 @@ class FeedSource:
         self._tokens = tokens
         self._page_size = page_size
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> EventsPage:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
         grant = self._tokens.current()
         params: dict[str, object] = {"limit": limit or self._page_size}
         if cursor:

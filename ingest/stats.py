@@ -14,26 +14,21 @@ class Stats:
     duplicates: int = 0
     quarantined: int = 0
     with_nulls: int = 0
-    pages_committed: int = 0
-    requests: int = 0
     retries: int = 0
     throttled: int = 0  # 429 answers
     total_hint: int | None = None  # meta.total as the API last reported it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def committed(
-        self, *, stored: int, duplicates: int, quarantined: int, with_nulls: int, pages: int
-    ) -> None:
+    def committed(self, *, stored: int, duplicates: int, quarantined: int, with_nulls: int) -> None:
         with self._lock:
             self.stored += stored
             self.duplicates += duplicates
             self.quarantined += quarantined
             self.with_nulls += with_nulls
-            self.pages_committed += pages
 
-    def count(self, *, requests: int = 0, retries: int = 0, throttled: int = 0) -> None:
+    def count(self, *, retries: int = 0, throttled: int = 0) -> None:
+        """A failed request to retry (a 429 counts as both)."""
         with self._lock:
-            self.requests += requests
             self.retries += retries
             self.throttled += throttled
 

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from ingest.checkpoint import create_schema
 from ingest.client import ApiClient, int_or_none
 from ingest.config import Settings
-from ingest.database import connect, embedded_database_url
+from ingest.database import connect, store_url
 from ingest.errors import ConfigError, DatabaseError, FatalApiError, IngestError, RateLimited, RetryableApiError
 from ingest.handin import CHUNK_IDS, ID_LINE_BYTES, IdLines, count_in_snapshot, or_unknown, ready_to_hand_in
 from ingest.retry_loop import RetryLoop
@@ -41,7 +41,7 @@ def submit_command(settings: Settings, repo: str | None, *, force: bool, assume_
     """
     repo = _checked_repo(repo)
     ids_in_file = _checked_id_file(id_file) if id_file is not None else 0  # before any request
-    url = settings.database_url or embedded_database_url(settings.data_dir)
+    url = store_url(settings.database_url, settings.data_dir)
     with connect(url, autocommit=True, role="submit") as conn:
         create_schema(conn)
         if id_file is None:
@@ -191,7 +191,7 @@ def _post_once(client: ApiClient, body: IdLines | IdFile, repo: str) -> object:
     try:
         response = client.request(
             "POST", SUBMISSIONS_PATH, params={"github_repo": repo}, headers={"Content-Type": "text/plain"},
-            data=body,  # type: ignore[arg-type]  # a sized iterable: requests streams it
+            data=body,  # a sized iterable: requests streams it with a Content-Length
         )
     except RateLimited:
         raise

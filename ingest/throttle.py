@@ -25,11 +25,6 @@ from ingest.pacer import Pacer
 RETRY_AFTER_MARGIN_S = 0.25  # s
 LATENCY_WEIGHT = 0.2  # weight of the newest answer in the moving average of latencies
 DEFAULT_LATENCY_S = 3.5  # s; a 5000-event page on the live API, until answers say otherwise
-# A budget that announces nothing (the feed) starts with this many chains and gains one per
-# GROW_EVERY_ANSWERS answers while no 429 shows a limit: every chain costs a partial page at its end,
-# and four already use up a 15-request burst within half a minute.
-UNPACED_START_CHAINS = 4
-GROW_EVERY_ANSWERS = 20
 
 
 class Throttle:
@@ -115,15 +110,13 @@ class Throttle:
         """Chains that keep this budget busy: its rate × one answer's latency, at least 1, at most max_chains.
 
         A budget that announces its limits: one chain before the first answer (it may announce one),
-        `max_chains` when answers announce none. One that never announces (the feed): UNPACED_START_CHAINS,
-        growing while no 429 shows a limit.
+        `max_chains` when answers announce none. One that never announces (the feed): `max_chains` until
+        a 429 shows its rate (its burst is free).
         """
         rate = self.rate_per_s()
         if rate is not None:
             wanted = math.ceil(rate * self.latency_s - 1e-9)
-        elif self.pacer is not None:
-            wanted = UNPACED_START_CHAINS + self.answered // GROW_EVERY_ANSWERS
-        elif not self.answered:
+        elif self.pacer is None and not self.answered:
             wanted = 1
         else:
             wanted = self.max_chains

@@ -16,8 +16,6 @@ from ingest.timestamps import parse_timestamp_ms
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 NULL = b"\\N"
-# Fields the typed columns are filled from; a missing or unusable one becomes NULL and is counted.
-TYPED_FIELDS = ("type", "timestamp", "sessionId", "userId")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -31,7 +29,7 @@ class Quarantined:
 
 
 @dataclass
-class TransformedPage:
+class Rows:
     """The rows of one page, ready for COPY, plus what could not be stored."""
 
     lines: list[bytes] = field(default_factory=list)
@@ -77,9 +75,9 @@ def event_line(event: dict, ts_ms: int | None) -> tuple[bytes | None, str | None
     return line + b"\n", None, has_null
 
 
-def transform_events(events: list, timestamps_ms: list[int | None]) -> TransformedPage:
+def transform_events(events: list, timestamps_ms: list[int | None]) -> Rows:
     """Rows for a page's events; `timestamps_ms` are their parsed timestamps, index for index."""
-    page = TransformedPage()
+    page = Rows()
     for event, ts_ms in zip(events, timestamps_ms, strict=True):
         if not isinstance(event, dict):
             page.quarantined.append(Quarantined(orjson.dumps(event), "event is not a JSON object"))

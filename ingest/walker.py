@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import queue
 from collections.abc import Callable
+from functools import partial
 
 from loguru import logger
 
-from ingest.client import EventsPage
+from ingest.client import Envelope
 from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
 from ingest.errors import (
     BuiltCursorsRefused,
@@ -18,7 +19,7 @@ from ingest.errors import (
     RepeatedCursor,
     Stopped,
 )
-from ingest.pages import Page
+from ingest.pages import PageCommit
 from ingest.partitions import Partition, Plan
 from ingest.retry_loop import RetryLoop
 from ingest.sources import Source
@@ -54,18 +55,20 @@ class ChainWalker:
         pid, hi = partition.partition_id, partition.hi_ms
         cursor, built = self._start_cursor(partition)
         stored = cursor is not None and not built  # a checkpointed cursor, maybe of another endpoint
-        pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None else None
+        pos: tuple[int, str] | None = None
+        if partition.pos_ms is not None and partition.pos_id is not None:
+            pos = (partition.pos_ms, partition.pos_id)
         seen: set[str] = set()
         first_page = True
         expired_in_a_row = 0
         while True:
             lo = self.plan.lower_bound(pid)
-            if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_finish(pid, lo):
-                self._put(Page(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
+            if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_done(pid, lo):
+                self._put(PageCommit(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
                 return
             at_top = cursor is None and pos is None and hi is None
             try:
-                page = self.retry.call(lambda c=cursor, lo=lo: self.source.page(c, lo, hi), f"partition {pid}")
+                page = self.retry.call(partial(self.source.page, cursor, lo, hi), f"partition {pid}")
             except CursorExpired:
                 expired_in_a_row += 1
                 if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:
@@ -100,7 +103,7 @@ class ChainWalker:
                 # fallback may lower it before the partition is claimed done.
                 lo = self.plan.lower_bound(pid)
                 last = not page.has_more or (lo is not None and out.pos_ms is not None and out.pos_ms < lo)
-                if not last or self.plan.claim_finish(pid, lo):
+                if not last or self.plan.claim_done(pid, lo):
                     break
             if first_page:
                 self._learn_density(page, at_top=at_top)
@@ -114,9 +117,10 @@ class ChainWalker:
             if last:
                 return
             cursor, built = out.next_cursor, False
-            seen.add(cursor)
+            if cursor is not None:
+                seen.add(cursor)
 
-    def _learn_density(self, page: EventsPage, *, at_top: bool) -> None:
+    def _learn_density(self, page: Envelope, *, at_top: bool) -> None:
         stamps = [ts for ts in parse_timestamps(page.events) if ts is not None]
         if stamps:
             self.plan.learn_density(max(stamps), min(stamps), len(stamps), page.total, len(page.events),
@@ -141,14 +145,14 @@ class ChainWalker:
     def _built(self, ts_ms: int, event_id: str) -> str:
         return build_cursor(ts_ms, event_id, now_ms=self.server_now_ms() if self.server_now_ms else None)
 
-    def _page_out(self, pid: int, page: EventsPage, cursor: str | None, pos: tuple[int, str] | None,
-                  *, at_top: bool) -> Page:
+    def _page_out(self, pid: int, page: Envelope, cursor: str | None, pos: tuple[int, str] | None,
+                  *, at_top: bool) -> PageCommit:
         """The page's rows and where the partition stands after it (`last` is decided by the caller)."""
         events = page.events
         stamps = parse_timestamps(events)
         rows = transform_events(events, stamps)
         new_pos = decode_cursor(page.next_cursor) or _last_position(events, stamps) or pos
-        return Page(
+        return PageCommit(
             partition_id=pid,
             next_cursor=page.next_cursor,
             pos_ms=new_pos[0] if new_pos else None,
@@ -161,7 +165,7 @@ class ChainWalker:
             newest=_newest(events, stamps) if at_top else None,
         )
 
-    def _put(self, page: Page) -> None:
+    def _put(self, page: PageCommit) -> None:
         while True:
             try:
                 self.pages.put(page, timeout=PUT_POLL_S)

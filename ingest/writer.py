@@ -11,7 +11,7 @@ import psycopg
 from loguru import logger
 
 from ingest.errors import DatabaseError
-from ingest.pages import Page
+from ingest.pages import PageCommit
 from ingest.stats import Stats
 
 # Rows per transaction. Larger batches amortise the upsert's per-statement cost; 20,000 rows of
@@ -78,7 +78,7 @@ class Writer(threading.Thread):
             self._drain()
 
     def _consume(self, conn: psycopg.Connection) -> None:
-        batch: list[Page] = []
+        batch: list[PageCommit] = []
         rows = 0
         first_at = 0.0
         while True:
@@ -89,7 +89,7 @@ class Writer(threading.Thread):
             if item is SENTINEL:
                 commit_batch(conn, batch, self._stats)
                 return
-            if isinstance(item, Page):
+            if isinstance(item, PageCommit):
                 if not batch:
                     first_at = time.monotonic()
                 batch.append(item)
@@ -110,7 +110,7 @@ class Writer(threading.Thread):
                 continue
 
 
-def commit_batch(conn: psycopg.Connection, pages: list[Page], stats: Stats) -> None:
+def commit_batch(conn: psycopg.Connection, pages: list[PageCommit], stats: Stats) -> None:
     """Write a batch and its checkpoints in one transaction; nothing of it is visible on failure."""
     if not pages:
         return
@@ -133,12 +133,11 @@ def commit_batch(conn: psycopg.Connection, pages: list[Page], stats: Stats) -> N
         duplicates=staged - inserted,
         quarantined=quarantined,
         with_nulls=sum(p.events_with_nulls for p in pages),
-        pages=len(pages),
     )
     logger.debug("committed {} pages: {} new, {} duplicates", len(pages), inserted, staged - inserted)
 
 
-def _quarantine(cur: psycopg.Cursor, pages: Iterable[Page]) -> int:
+def _quarantine(cur: psycopg.Cursor, pages: Iterable[PageCommit]) -> int:
     """Insert what cannot be stored; the number of new quarantine rows (a payload seen before is skipped)."""
     records = [(q.payload, q.reason, p.source, q.event_id) for p in pages for q in p.quarantined]
     if not records:
@@ -147,7 +146,7 @@ def _quarantine(cur: psycopg.Cursor, pages: Iterable[Page]) -> int:
     return cur.rowcount
 
 
-def _checkpoint(cur: psycopg.Cursor, pages: list[Page]) -> None:
+def _checkpoint(cur: psycopg.Cursor, pages: list[PageCommit]) -> None:
     cur.executemany(
         CHECKPOINT,
         [(p.next_cursor, p.pos_ms, p.pos_id, p.last, len(p.lines), p.partition_id) for p in pages],

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from ingest import checkpoint
-from ingest.pages import Page
+from ingest.pages import PageCommit
 from ingest.partitions import Partition, Plan
 from ingest.report import coverage_gap, first_gap
 from ingest.scheduler import commit_split
@@ -53,20 +53,20 @@ def test_a_split_is_in_the_database_before_any_fetcher_sees_the_raised_bound(con
     assert plan.seen_at_apply == [(1, 500_000, 1_000_000, False), (2, 0, 500_000, False)]
     assert (new.partition_id, new.lo_ms, new.hi_ms) == (2, 0, 500_000)
     # The narrowed fetcher ends at the raised bound and its last page commits; a kill now loses nothing:
-    commit_batch(conn, [Page(1, None, 499_999, "x", True, ())], Stats())
+    commit_batch(conn, [PageCommit(1, None, 499_999, "x", True, ())], Stats())
     assert partitions(database_url) == [(1, 500_000, 1_000_000, True), (2, 0, 500_000, False)]
 
 
 def test_closing_a_pass_caps_the_watermark_at_the_clock_and_keeps_the_full_pass_partitions(conn) -> None:
     first, parts = checkpoint.start_pass(conn, checkpoint.FULL, [Partition(1, None, None)], None)
     future = 4_000_000_000_000  # 2096: one future-dated event at the top
-    commit_batch(conn, [Page(parts[0].partition_id, None, 1, "x", True, (), newest=(future, EVENT_ID))], Stats())
+    commit_batch(conn, [PageCommit(parts[0].partition_id, None, 1, "x", True, (), newest=(future, EVENT_ID))], Stats())
     now = 1_800_000_000_000
     assert checkpoint.close_pass(conn, first, 100, now) == now
 
     second, parts = checkpoint.start_pass(conn, checkpoint.INCREMENTAL, [Partition(1, now - 3_600_000, None)], None)
     assert [p.partition_id for p in parts] == [2]
-    commit_batch(conn, [Page(2, None, 1, "x", True, (), newest=(now - 5, EVENT_ID))], Stats())
+    commit_batch(conn, [PageCommit(2, None, 1, "x", True, (), newest=(now - 5, EVENT_ID))], Stats())
     assert checkpoint.close_pass(conn, second, 100, now) == now - 5
     assert [row[0] for row in conn.execute("SELECT partition_id FROM ingest_partitions ORDER BY 1")] == [1, 2]
     assert coverage_gap(conn) is None

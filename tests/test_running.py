@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 
@@ -16,12 +17,14 @@ from tests.test_status_verify import _wait_for_rows
 @pytest.mark.slow
 def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str,
                                                                capsys: pytest.CaptureFixture) -> None:
-    # 0.4 ms per event: a 500-event page takes 200 ms and the run ~4 s, so status lands midway.
-    cfg = profile_config("fast", events=20_000, seed=31, latency_ms_per_event=0.4)
+    # 2 ms per event: a 500-event page takes 1 s, the run longer than the writer's first commit. Once
+    # rows arrive, every new answer takes 5 s, so status lands midway however fast the machine is.
+    cfg = profile_config("fast", events=20_000, seed=31, latency_ms_per_event=2.0)
     with SimServer(cfg) as server:
         child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2")
         try:
             _wait_for_rows(database_url, 1_000, child)
+            server.app.cfg = dataclasses.replace(server.app.cfg, latency_base_ms=5_000.0)
             capsys.readouterr()
             assert main(ingest_args(server.url, database_url, "status")) == 0
             lines = capsys.readouterr().out.splitlines()

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
-from ingest.client import EventsPage
+from ingest.client import Envelope
 from ingest.cursors import build_cursor, decode_cursor
 from ingest.errors import CursorExpired, FatalApiError
-from ingest.pages import Page
+from ingest.pages import PageCommit
 from ingest.partitions import Partition, Plan
 from ingest.retry import RetryPolicy
 from ingest.retry_loop import RetryLoop
@@ -46,7 +46,7 @@ class ListSource:
         self.cursors: list[str | None] = []  # every cursor asked for, in order
         self.expire: Callable[[str | None], bool] = lambda cursor: False
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> EventsPage:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
         self.cursors.append(cursor)
         if self.expire(cursor):
             raise CursorExpired("HTTP 400 CURSOR_EXPIRED")
@@ -59,10 +59,10 @@ class ListSource:
         more = start + self.page_size < len(self.items)
         last = chunk[-1] if chunk else None
         next_cursor = build_cursor(last["timestamp"], last["id"]) if more and last else None
-        return EventsPage([self.render(e) for e in chunk], more, next_cursor, len(self.items))
+        return Envelope([self.render(e) for e in chunk], more, next_cursor, len(self.items))
 
 
-def walk(source: ListSource, partition: Partition) -> list[Page]:
+def walk(source: ListSource, partition: Partition) -> list[PageCommit]:
     """Run one fetcher over `partition` alone; the pages it handed to the writer."""
     pages: queue.Queue = queue.Queue()
     plan = Plan([partition], None)
@@ -74,7 +74,7 @@ def walk(source: ListSource, partition: Partition) -> list[Page]:
     return out
 
 
-def stored_ids(pages: list[Page]) -> set[str]:
+def stored_ids(pages: list[PageCommit]) -> set[str]:
     return {line.split(b"\t", 1)[0].decode() for page in pages for line in page.lines}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from ingest import checkpoint
 from ingest.client import parse_envelope
-from ingest.pages import Page
+from ingest.pages import PageCommit
 from ingest.partitions import Partition
 from ingest.stats import Stats
 from ingest.transform import parse_timestamps, transform_events
@@ -25,9 +25,9 @@ def event(n: int, ts="2026-01-27T19:20:12.369Z", **extra) -> dict:
     return e
 
 
-def page_of(events: list, pid=1, cursor="c1", pos=(1769541612369, "x"), last=False) -> Page:
+def page_of(events: list, pid=1, cursor="c1", pos=(1769541612369, "x"), last=False) -> PageCommit:
     rows = transform_events(events, parse_timestamps(events))
-    return Page(pid, cursor, pos[0], pos[1], last, tuple(rows.lines), tuple(rows.quarantined),
+    return PageCommit(pid, cursor, pos[0], pos[1], last, tuple(rows.lines), tuple(rows.quarantined),
                 rows.events_with_nulls, source="test")
 
 
@@ -99,7 +99,7 @@ def test_events_without_usable_id_are_quarantined_with_reason_and_payload(conn) 
 
 
 def test_a_failed_batch_leaves_neither_rows_nor_checkpoint(conn) -> None:
-    bad = Page(99, "c", 1, "x", False, page_of([event(5)]).lines)  # partition 99 does not exist
+    bad = PageCommit(99, "c", 1, "x", False, page_of([event(5)]).lines)  # partition 99 does not exist
     good = page_of([event(6)])
     conn.execute("ALTER TABLE ingest_partitions ADD CONSTRAINT no_c CHECK (cursor IS DISTINCT FROM 'boom')")
     conn.commit()
@@ -124,7 +124,7 @@ def test_a_damaged_event_met_again_is_quarantined_once_with_its_id(conn) -> None
 def test_the_top_page_records_the_pass_newest_event_and_the_store_anchor(conn) -> None:
     conn.execute("INSERT INTO ingest_origin (base_url, key_fingerprint) VALUES ('http://api', 'f')")
     conn.commit()
-    top = Page(1, "c1", 5, "x", False, (), newest=(1769541612369, str(uuid.UUID(int=1))))
+    top = PageCommit(1, "c1", 5, "x", False, (), newest=(1769541612369, str(uuid.UUID(int=1))))
     commit_batch(conn, [top], Stats())
     assert conn.execute("SELECT newest_ms FROM ingest_passes").fetchone() == (1769541612369,)
     assert conn.execute("SELECT anchor_ms, anchor_id::text FROM ingest_origin").fetchone() == (
