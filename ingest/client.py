@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import orjson
@@ -38,6 +39,7 @@ BROWSER_USER_AGENT = (
 CONNECT_TIMEOUT_S = 10.0  # s; a healthy server accepts in milliseconds
 
 
+N = TypeVar("N", int, float)
 # Takes an answer's X-RateLimit-Limit, -Remaining and -Reset (None where absent).
 LimitObserver = Callable[[int | None, int | None, float | None], None]
 
@@ -285,18 +287,17 @@ def _origin(response: requests.Response) -> str:
 
 def int_or_none(value: object) -> int | None:
     """An int from a header or JSON value, or None when absent or not a number."""
-    if not isinstance(value, str | bytes | int | float) or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return _number(value, int)
 
 
 def _float(value: object) -> float | None:
+    return _number(value, float)
+
+
+def _number(value: object, kind: Callable[[str | bytes | int | float], N]) -> N | None:
     if not isinstance(value, str | bytes | int | float) or isinstance(value, bool):
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
         return None

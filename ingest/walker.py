@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from loguru import logger
@@ -31,18 +32,17 @@ MAX_REBUILDS_IN_A_ROW = 3
 PUT_POLL_S = 0.5  # s; how often a fetcher blocked on a full queue checks that the writer is alive
 
 
+@dataclass
 class ChainWalker:
-    """Follows a partition's cursor chain to its lower bound on one budget, putting Pages on the queue."""
+    """Follows a partition's cursor chain to its lower bound on one budget, putting pages on the queue."""
 
-    def __init__(self, source: Source, retry: RetryLoop, plan: Plan, pages: queue.Queue,
-                 writer_alive: Callable[[], bool], *, server_now_ms: Callable[[], int] | None = None) -> None:
-        self.source = source
-        self.retry = retry
-        self.plan = plan
-        self.pages = pages
-        self.writer_alive = writer_alive
-        # Cursors we build expire by the server's clock: by ours, a server running ahead calls them expired.
-        self.server_now_ms = server_now_ms
+    source: Source
+    retry: RetryLoop
+    plan: Plan
+    pages: queue.Queue
+    writer_alive: Callable[[], bool]
+    # Cursors we build expire by the server's clock: by ours, a server running ahead calls them expired.
+    server_now_ms: Callable[[], int] | None = None
 
     def run(self, partition: Partition) -> None:
         """Fetch `partition` to its lower bound; where it ends is decided by the API's own order.
