@@ -72,6 +72,6 @@ def anchor_served(client: ApiClient, requester: RetryLoop, anchor: Anchor) -> bo
 def verify_against_api(conn: psycopg.Connection, settings: Settings, *, per_day: bool = True) -> Verification:
     """`verify` for a store: refused (OriginMismatch) when it holds another API's events; creates no rows."""
     with api_requests(settings) as (client, requester):
-        ours = origin_for(settings.base_url, settings.api_key, settings.demo_label)
+        ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
         check_origin(conn, ours, lambda anchor: anchor_served(client, requester, anchor), record=False)
         return verify(conn, api_total_via(client, requester), per_day=per_day)
