@@ -84,7 +84,7 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
             (already,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
             conn.commit()
             ctx = PassContext(url, conn, pass_id, stats, stop, settings.progress_interval_s, already,
-                              first.server_clock.now_ms)
+                              first.server_clock.now_ms, settings.concurrency * len(clients))
             Scheduler(ctx, plan, budgets).run()
             walked.append(kind)
             total = stats.total_hint if stats.total_hint is not None else api_total_via(first, header.retry)

@@ -64,6 +64,9 @@ class PassContext:
     progress_interval_s: float
     already_stored: int
     server_now_ms: Callable[[], int]
+    # Chains of all budgets at once (CONCURRENCY per key): each holds a page in memory and parses on the
+    # same cores as the writer, so where no limit is announced (every budget unlimited) this is the cap.
+    max_chains: int
 
 
 class Scheduler:
@@ -89,8 +92,7 @@ class Scheduler:
                                        server_now_ms=self.ctx.server_now_ms) for budget in self.budgets}
         progress = Progress(self.ctx.stats, [b.throttle for b in self.budgets], pages, self.ctx.progress_interval_s,
                             self.ctx.already_stored)
-        pool = ThreadPoolExecutor(max_workers=sum(b.throttle.max_chains for b in self.budgets),
-                                  thread_name_prefix="fetch")
+        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains, thread_name_prefix="fetch")
         try:
             while True:
                 self._assign(pool, walkers)
@@ -140,7 +142,8 @@ class Scheduler:
     def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
         """Give every budget's free chains work: a pending partition, else a piece split off a running one."""
         for budget in self.budgets:
-            while not self._stop.is_set() and self._busy(budget) < self._wanted_chains(budget):
+            while (not self._stop.is_set() and len(self._running) < self.ctx.max_chains
+                   and self._busy(budget) < self._wanted_chains(budget)):
                 part = self._todo.popleft() if self._todo else self._steal(budget)
                 if part is None:
                     break
