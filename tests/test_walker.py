@@ -219,6 +219,29 @@ def test_a_split_landing_while_a_request_is_in_flight_ends_the_walk_at_the_raise
     assert stored_ids(pages) == {e["id"] for e in items[:40]}  # everything at or above the raised bound, and more
 
 
+def test_a_fallback_opening_the_bound_just_before_the_claim_keeps_the_walk_going() -> None:
+    items = events(100)
+    lo = items[29]["timestamp"]
+    source = ListSource(items, page_size=20)
+    top = Partition(1, lo, None)
+    plan = Plan([top, Partition(2, None, lo)], None)  # partition 2: the API refuses its built start cursor
+    claims: list[tuple[int, int | None]] = []
+    claim = plan.claim_finish
+
+    def fallback_then_claim(partition_id: int, lower_bound_used: int | None) -> bool:
+        if not claims:
+            plan.cover_with_server_cursors(2)  # the scheduler folds 2 into the top between read and claim
+        claims.append((partition_id, lower_bound_used))
+        return claim(partition_id, lower_bound_used)
+
+    plan.claim_finish = fallback_then_claim  # type: ignore[method-assign]
+    pages = walk(source, top, plan)
+    # The page that passed the old bound is not the last: the top walks on to the oldest event.
+    assert (claims, [p.last for p in pages]) == ([(1, lo), (1, None)], [False, False, False, False, True])
+    assert (plan.partitions[1].lo_ms, plan.partitions[1].done) == (None, True)
+    assert stored_ids(pages) == {e["id"] for e in items}
+
+
 def test_a_refused_built_cursor_on_a_bounded_partition_hands_the_range_to_the_scheduler() -> None:
     items = events(50)
     hi = items[10]["timestamp"]
