@@ -110,6 +110,7 @@ class ProbationSource:
     def __init__(self, inner: DocumentedSource, probe: QueryPoolProbe) -> None:
         self._inner = inner
         self._probe = probe
+        self.page_size = inner.page_size
 
     def page(self, cursor, lo_ms, hi_ms, limit=None):  # noqa: ANN001, ANN201 - the Source protocol
         refusal = self._probe.refusal()

@@ -25,6 +25,7 @@ class Source(Protocol):
 
     kind: str  # the endpoint whose cursors it issues: "documented" or "feed"
     windowed: bool  # True: it cuts [lo_ms, hi_ms) on the server (since/until)
+    page_size: int  # events asked for per page
 
     def page(
         self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None
@@ -43,12 +44,12 @@ class DocumentedSource:
     def __init__(self, client: ApiClient, page_size: int, observe: LimitObserver | None = None, *,
                  query_auth: bool = False) -> None:
         self._client = client
-        self._page_size = page_size
+        self.page_size = page_size
         self._observe = observe
         self._query_auth = query_auth
 
     def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
-        params: dict[str, object] = {"limit": limit or self._page_size}
+        params: dict[str, object] = {"limit": limit or self.page_size}
         if cursor:
             params["cursor"] = cursor
         return self._client.events_page(EVENTS_PATH, params, observe=self._observe, query_auth=self._query_auth)
@@ -98,11 +99,11 @@ class FeedSource:
     def __init__(self, client: ApiClient, tokens: StreamTokens, page_size: int) -> None:
         self._client = client
         self._tokens = tokens
-        self._page_size = page_size
+        self.page_size = page_size
 
     def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
         grant = self._tokens.current()
-        params: dict[str, object] = {"limit": limit or self._page_size}
+        params: dict[str, object] = {"limit": limit or self.page_size}
         if cursor:
             params["cursor"] = cursor
         if lo_ms is not None:

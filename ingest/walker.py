@@ -123,7 +123,8 @@ class ChainWalker:
     def _learn_density(self, page: Envelope, *, at_top: bool) -> None:
         stamps = [ts for ts in parse_timestamps(page.events) if ts is not None]
         if stamps:
-            self.plan.learn_density(max(stamps), min(stamps), len(stamps), page.total, len(page.events),
+            # The page size asked for, not this page's length: a resumed chain's first page may be its tail.
+            self.plan.learn_density(max(stamps), min(stamps), len(stamps), page.total, self.source.page_size,
                                     at_top=at_top)
 
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:

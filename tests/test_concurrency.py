@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -68,13 +67,38 @@ def test_inconsistent_bounds_are_refused(kwargs: dict[str, int]) -> None:
         AdaptiveConcurrency(**kwargs)
 
 
-def run_threads(
-    gate: AdaptiveConcurrency, threads: int, keep_going: Callable[[], str | None]
-) -> tuple[list[tuple[str, int]], list[threading.Thread]]:
-    """Threads take slots while `keep_going()`; returns (phase before asking, in flight) per entry."""
+class StopAsked(threading.Event):
+    """A stop event that says when a thread waiting for a slot first looked at it.
+
+    `slot` looks at `stop` only while every slot is taken, holding the gate's lock, just before it waits
+    on the gate: once `asked` is set, the waiter is blocked, and anything that needs the gate's lock (a
+    success, a release) reaches it only after it waits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = threading.Event()
+
+    def is_set(self) -> bool:
+        self.asked.set()
+        return super().is_set()
+
+
+GUARD_S = 60  # s; only turns a hang into a failure, never the condition a test waits for
+
+
+def run_threads(gate: AdaptiveConcurrency, threads: int, keep_going: Callable[[], str | None],
+                meet: threading.Barrier | None = None, release: threading.Event | None = None,
+                ) -> tuple[list[tuple[str, int]], list[threading.Thread]]:
+    """Threads take slots while `keep_going()`; returns (phase before asking, in flight) per entry.
+
+    With `meet`, the first `meet.parties - 1` entries hold their slots until they and the test's thread
+    meet there, then until `release` is set: the test knows exactly what is in flight when it acts.
+    """
     lock = threading.Lock()
     in_flight = 0
     entries: list[tuple[str, int]] = []
+    holders = meet.parties - 1 if meet is not None else 0
 
     def worker() -> None:
         nonlocal in_flight
@@ -84,7 +108,10 @@ def run_threads(
                 with lock:
                     in_flight += 1
                     entries.append((phase, in_flight))
-                time.sleep(0.002)
+                    holds = len(entries) <= holders
+                if holds:
+                    meet.wait(GUARD_S)
+                    release.wait(GUARD_S)
                 with lock:
                     in_flight -= 1
 
@@ -94,38 +121,51 @@ def run_threads(
     return entries, pool
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 5
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)
-
-
 def join_all(pool: list[threading.Thread]) -> None:
     for thread in pool:
-        thread.join(timeout=5)
+        thread.join(timeout=GUARD_S)
     assert not any(thread.is_alive() for thread in pool)
 
 
 def test_threads_never_exceed_the_limit_in_flight() -> None:
+    gate = AdaptiveConcurrency(3)
     budget = iter(range(80))
-    entries, pool = run_threads(AdaptiveConcurrency(3), 8, lambda: "run" if next(budget, None) is not None else None)
+    meet, release = threading.Barrier(3 + 1), threading.Event()
+    entries, pool = run_threads(gate, 8, lambda: "run" if next(budget, None) is not None else None, meet, release)
+    meet.wait(GUARD_S)  # three threads hold a slot each; the five others ask for one
+    stop = threading.Event()
+    stop.set()
+    with gate.slot(stop) as fourth:
+        pass
+    release.set()
     join_all(pool)
-    assert (len(entries), max(flight for _, flight in entries)) == (80, 3)
+    assert (fourth, len(entries), max(flight for _, flight in entries)) == (False, 80, 3)
 
 
 def test_threads_respect_a_limit_that_shrinks_while_they_run() -> None:
     gate = AdaptiveConcurrency(8, shrink_after=1, grow_after=1000)
     phase = "wide"
-    entries, pool = run_threads(gate, 10, lambda: phase)
-    wait_for(lambda: any(flight == 8 for _, flight in entries))
+    narrow_entries = threading.Semaphore(0)
+
+    def keep_going() -> str | None:
+        current = phase
+        if current == "narrow":
+            narrow_entries.release()
+        return current
+
+    meet, release = threading.Barrier(8 + 1), threading.Event()
+    entries, pool = run_threads(gate, 10, keep_going, meet, release)
+    meet.wait(GUARD_S)  # eight slots held: the limit is reached, two threads wait
     for _ in range(3):
         gate.on_throttled()  # this thread holds no slot, so each 429 counts: 8 → 4 → 2 → 1
     phase = "narrow"  # a slot asked for from now on is granted under limit 1
-    wait_for(lambda: sum(p == "narrow" for p, _ in entries) >= 10)
+    release.set()
+    for _ in range(20):  # twenty slots asked for under the narrow limit, however slowly the threads run
+        assert narrow_entries.acquire(timeout=GUARD_S)
     phase = None
     join_all(pool)
     peaks = {name: max(flight for p, flight in entries if p == name) for name in ("wide", "narrow")}
-    assert (gate.limit, peaks) == (1, {"wide": 8, "narrow": 1})
+    assert (gate.limit, peaks, sum(p == "narrow" for p, _ in entries) >= 20) == (1, {"wide": 8, "narrow": 1}, True)
 
 
 def test_a_set_stop_yields_false_without_a_slot() -> None:
@@ -140,9 +180,9 @@ def test_a_set_stop_yields_false_without_a_slot() -> None:
 
 
 def test_stop_ends_a_wait_for_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(concurrency, "WAIT_SLICE_S", 0.01)
+    monkeypatch.setattr(concurrency, "WAIT_SLICE_S", 0.01)  # how soon the waiter looks at `stop` again
     gate = AdaptiveConcurrency(1)
-    stop = threading.Event()
+    stop = StopAsked()
     results: list[bool] = []
 
     def waiter() -> None:
@@ -152,24 +192,28 @@ def test_stop_ends_a_wait_for_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     with gate.slot():
         thread = threading.Thread(target=waiter, name="waiter")
         thread.start()
-        time.sleep(0.02)
+        assert stop.asked.wait(GUARD_S)  # it waits for the slot this thread holds
         stop.set()
-        thread.join(timeout=2)
+        join_all([thread])
         assert results == [False]
 
 
-def test_growth_wakes_a_waiting_thread() -> None:
+def test_growth_wakes_a_waiting_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The waiter would look again only after an hour: only the growth's notify can wake it in time.
+    monkeypatch.setattr(concurrency, "WAIT_SLICE_S", 3600)
     gate = AdaptiveConcurrency(2, initial=1, grow_after=1)
+    asking = StopAsked()
     got_slot = threading.Event()
 
     def waiter() -> None:
-        with gate.slot():
+        with gate.slot(asking):
             got_slot.set()
 
     with gate.slot():
-        thread = threading.Thread(target=waiter, name="waiter")
+        thread = threading.Thread(target=waiter, name="waiter", daemon=True)
         thread.start()
-        assert not got_slot.wait(0.02)
-        gate.on_success()
-        assert got_slot.wait(0.2)
-    thread.join(timeout=2)
+        assert asking.asked.wait(GUARD_S)  # blocked on the gate: limit 1, held here
+        assert not got_slot.is_set()
+        gate.on_success()  # limit 2
+        assert got_slot.wait(GUARD_S)
+    join_all([thread])

@@ -8,11 +8,13 @@ import time
 
 import psycopg
 import pytest
+import requests
 
 from datasync_sim import SimServer, profile_config
+from ingest.cursors import cursor_expiry_ms
 from ingest.lock import LOCK_KEY
 from tests.fix_faults import record
-from tests.fix_ingest import exactness, run_ingest, sim_stats, spawn_ingest
+from tests.fix_ingest import API_KEY, exactness, run_ingest, sim_stats, spawn_ingest
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +31,38 @@ def wait_for_rows(database_url: str, at_least: int, timeout_s: float = 30.0) -> 
             pass
         time.sleep(0.05)
     raise AssertionError(f"fewer than {at_least} rows after {timeout_s} s")
+
+
+def wait_until_the_stored_cursors_expire(sim_url: str, database_url: str, timeout_s: float = 60.0) -> int:
+    """Ask the API with the checkpoint's cursor that expires last until it answers CURSOR_EXPIRED.
+
+    The server's verdict, not a sleep measured against the TTL: from then on every stored cursor is
+    expired on the server's clock. Returns how many unfinished partitions hold a cursor.
+    """
+    with psycopg.connect(database_url) as conn:
+        stored = [c for (c,) in conn.execute(
+            "SELECT cursor FROM ingest_partitions WHERE NOT done AND cursor IS NOT NULL")]
+    assert stored, "the run was stopped before any partition checkpointed a cursor"
+    last = max(stored, key=lambda cursor: cursor_expiry_ms(cursor) or 0)
+    deadline = time.monotonic() + timeout_s  # a guard against a hang, not a race: the wait ends on the answer
+    with requests.Session() as session:
+        session.headers["X-API-Key"] = API_KEY
+        while True:
+            r = session.get(sim_url + "/api/v1/events", params={"cursor": last, "limit": 1}, timeout=10)
+            if r.status_code == 400 and r.json()["code"] == "CURSOR_EXPIRED":
+                return len(stored)
+            assert r.status_code == 200, r.text
+            assert time.monotonic() < deadline, f"the stored cursors did not expire within {timeout_s} s"
+            time.sleep(0.05)
+
+
+def wait_for_a_checkpoint_in_pg_sleep(conn: psycopg.Connection, timeout_s: float = 60.0) -> None:
+    """Until a session of this database sleeps in the slow checkpoint trigger (polled; no fixed sleep)."""
+    deadline = time.monotonic() + timeout_s  # a guard against a hang: the wait ends on what the server shows
+    while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                       " AND wait_event = 'PgSleep'").fetchone() == (0,):
+        assert time.monotonic() < deadline, f"no checkpoint reached the slow trigger within {timeout_s} s"
+        time.sleep(0.02)
 
 
 def slow_sim(events: int = 60_000, **knobs) -> SimServer:
@@ -143,13 +177,16 @@ def test_expired_cursors_are_rebuilt_from_the_checkpoint_not_restarted(database_
         with psycopg.connect(database_url) as conn:
             (stored_before,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
             (unfinished,) = conn.execute("SELECT count(*) FROM ingest_partitions WHERE NOT done").fetchone()
-        served_before = sim_stats(server.url)["events_served"]
-        time.sleep(1.5)  # the stored cursor is now past its lifetime
+        wait_until_the_stored_cursors_expire(server.url, database_url)
+        # The rerun's own cursors live long: every expiry it meets is one of a checkpoint, however slow the machine.
+        server.app.cfg = dataclasses.replace(server.app.cfg, cursor_ttl_s=3600.0)
+        before = sim_stats(server.url)
+        served_before, expired_before = before["events_served"], before["requests"]["events"].get("400", 0)
         assert run_ingest(server.url, database_url, "--strategy", "documented", "--page-size", "1000") == 0
         stats = sim_stats(server.url)
         result = exactness(server.url, database_url)
     assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
-    assert stats["requests"]["events"].get("400", 0) >= 1  # the CURSOR_EXPIRED answer
+    assert stats["requests"]["events"].get("400", 0) > expired_before  # the rerun met CURSOR_EXPIRED
     # The rerun fetched what was missing plus at most about a page of overlap per partition still open
     # (its first page repeats up to a page, its last one is cut at the bound), never the dataset again.
     assert stats["events_served"] - served_before <= 40_000 - stored_before + 2 * 1_000 * unfinished
@@ -178,7 +215,8 @@ def test_refused_rebuilt_cursors_restart_the_partition_from_its_upper_bound(data
         child.send_signal(signal.SIGTERM)
         first, _ = child.communicate(timeout=15)
         assert child.returncode == 143, first
-        time.sleep(1.5)  # every stored cursor has expired; rebuilt ones are refused
+        wait_until_the_stored_cursors_expire(server.url, database_url)  # rebuilt ones are refused
+        server.app.cfg = dataclasses.replace(server.app.cfg, cursor_ttl_s=3600.0)  # none expires in the rerun
         child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
         out, _ = child.communicate(timeout=120)
         result = exactness(server.url, database_url)
@@ -232,7 +270,7 @@ def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(da
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("CREATE TRIGGER slow BEFORE UPDATE ON ingest_partitions"
                          " FOR EACH ROW EXECUTE FUNCTION slow_checkpoint()")
-        time.sleep(0.5)
+            wait_for_a_checkpoint_in_pg_sleep(conn)  # the writer is slow now, not merely about to be
         sent = time.monotonic()
         child.send_signal(signal.SIGTERM)
         out, _ = child.communicate(timeout=30)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,13 @@ class FixedWindowServer:
             self.statuses.append(200 if self.counts[-1] <= self.limit else 429)
             left = self._end - now
             return self.limit, max(0, self.limit - self.counts[-1]), math.ceil(left) if self.whole_seconds else left
+
+
+def join_all(pool: list[threading.Thread]) -> None:
+    """Wait for the threads; the timeout only turns a hang into a failure, it is no race."""
+    for thread in pool:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in pool)
 
 
 def make_limiter(clock: FakeClock, margin: float = 0.5) -> RateLimiter:
@@ -188,8 +196,7 @@ def test_429_pauses_every_fetcher_until_the_deadline() -> None:
     threads = [threading.Thread(target=fetcher, name=f"fetch-{i}") for i in range(6)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=5)
+    join_all(threads)
     assert [t >= START + 30 for t in returned_at] == [True] * 6
 
 
@@ -243,26 +250,77 @@ def test_a_stop_already_set_returns_at_once() -> None:
     assert (limiter.acquire(stop), limiter.acquire(), clock.sleeps) == (0.0, 0.0, [])
 
 
+class VirtualTime:
+    """A clock shared by real threads that moves only when every one of them sleeps.
+
+    A sleeping thread waits until all registered threads sleep (or have finished), then time jumps to the
+    earliest wake-up. So no time passes while any thread is between `acquire` and the server's answer:
+    a request is never in flight across a window's end, however slowly the machine runs the threads.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.now = START
+        self._running = threads  # registered threads not asleep
+        self._sleepers: list[tuple[float, int, list[bool]]] = []  # heap of (wake at, order, [woken])
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+
+    def __call__(self) -> float:
+        with self._changed:
+            return self.now
+
+    def wall(self) -> float:
+        return EPOCH_AT_START + (self() - START)
+
+    def sleep(self, seconds: float) -> None:
+        with self._changed:
+            woken = [False]
+            heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._order), woken))
+            self._running -= 1
+            self._advance_if_all_asleep()
+            while not woken[0]:
+                self._changed.wait()
+
+    def finished(self) -> None:
+        """A registered thread is done: time may move without it."""
+        with self._changed:
+            self._running -= 1
+            self._advance_if_all_asleep()
+
+    def _advance_if_all_asleep(self) -> None:
+        if self._running > 0 or not self._sleepers:
+            return
+        self.now = max(self.now, self._sleepers[0][0])
+        while self._sleepers and self._sleepers[0][0] <= self.now:
+            heapq.heappop(self._sleepers)[2][0] = True
+            self._running += 1  # counted as running from now, before it gets the lock back
+        self._changed.notify_all()
+
+
 @pytest.mark.parametrize("threads", [2, 7])
 def test_threads_sharing_a_limiter_never_exceed_the_limit_per_window(threads: int) -> None:
-    """Real threads and real time: 3 requests per 50 ms window, 18 requests in all (~0.4 s)."""
-    limiter = RateLimiter(reset_margin=0.01)
-    server = FixedWindowServer(time.monotonic, limit=3, window_s=0.05, whole_seconds=False)
+    """Real threads racing for tokens, virtual time: 3 requests per 50 ms window, 18 requests in all."""
+    clock = VirtualTime(threads)
+    limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=0.01)
+    server = FixedWindowServer(clock, limit=3, window_s=0.05, whole_seconds=False)
     fetch(limiter, server)  # the first answer tells the limiter the limit; until then nothing is held back
     budget = iter(range(17))
     lock = threading.Lock()
 
     def fetcher() -> None:
-        while True:
-            with lock:
-                if next(budget, None) is None:
-                    return
-            fetch(limiter, server)
+        try:
+            while True:
+                with lock:
+                    if next(budget, None) is None:
+                        return
+                fetch(limiter, server)
+        finally:
+            clock.finished()
 
     pool = [threading.Thread(target=fetcher, name=f"fetch-{i}") for i in range(threads)]
     for thread in pool:
         thread.start()
-    for thread in pool:
-        thread.join(timeout=5)
-    # a window may be underfilled when threads start late; none may be overfilled
-    assert (max(server.counts) <= 3, sum(server.counts), set(server.statuses)) == (True, 18, {200})
+    join_all(pool)
+    # 18 requests at 3 per window: every window full, none overfilled, nothing refused
+    assert (server.counts, set(server.statuses)) == ([3] * 6, {200})
+    assert clock() - START == pytest.approx(5 * 0.06)  # five waits of a window and its margin

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.fix_sim import client, cursor, decode_cursor, events_page, read_all, running, ts_ms
+from tests.fix_sim import SimClock, client, cursor, decode_cursor, events_page, read_all, running, ts_ms
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 ABOVE_ANY_ID = "~"  # sorts after every hex id
@@ -117,12 +117,16 @@ def test_expired_cursor_says_how_many_minutes_ago():
 
 
 def test_issued_cursor_expires_after_the_configured_ttl():
-    with running(cursor_ttl_s=0.3) as sim:
+    clock = SimClock()
+    with running(clock=clock, cursor_ttl_s=0.3) as sim:
         s = client()
         page = events_page(s, sim.url, limit=2)
         assert page["pagination"]["cursorExpiresIn"] == 0
-        time.sleep(0.4)
+        clock.advance(0.3)
+        last_moment = s.get(sim.url + "/api/v1/events", params={"cursor": page["pagination"]["nextCursor"]})
+        clock.advance(0.001)
         r = s.get(sim.url + "/api/v1/events", params={"cursor": page["pagination"]["nextCursor"]})
+    assert last_moment.status_code == 200
     assert (r.status_code, r.json()["code"], r.json()["message"]) == (
         400, "CURSOR_EXPIRED", "Cursor expired 0 minute(s) ago")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 import requests
 
 from tests.fix_sim import KEY, OTHER_KEY, client, events_page, read_all, running, ts_ms
@@ -154,10 +155,22 @@ def test_stats_count_requests_by_endpoint_and_status_and_events_served():
     assert (stats["rate_limited"], stats["early_retries"]) == (0, 0)
 
 
-def test_concurrent_requests_overlap_their_latency():
+def test_concurrent_requests_overlap_their_latency(monkeypatch: pytest.MonkeyPatch):
     import threading
-    import time
+    import types
 
+    from datasync_sim import server
+
+    # Each answer's latency is slept at a barrier of four: the answers return only once all four requests
+    # are in their latency at the same time, which a server that serialised them would never reach.
+    overlap = threading.Barrier(4)
+    slept: list[float] = []
+
+    def sleep_together(seconds: float) -> None:
+        slept.append(seconds)
+        overlap.wait(timeout=60)  # a guard: a server that serialised latencies breaks the barrier
+
+    monkeypatch.setattr(server, "time", types.SimpleNamespace(sleep=sleep_together))
     with running(latency_ms_per_event=2.0, events=3_000) as sim:  # 0.5 s per 250-event page
         done = []
 
@@ -165,11 +178,9 @@ def test_concurrent_requests_overlap_their_latency():
             done.append(client(KEY).get(sim.url + "/api/v1/events", params={"limit": 250}).status_code)
 
         threads = [threading.Thread(target=fetch) for _ in range(4)]
-        t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        elapsed = time.monotonic() - t0
     assert done == [200] * 4
-    assert 0.5 <= elapsed < 1.2
+    assert slept == [pytest.approx(0.5, abs=0.05)] * 4

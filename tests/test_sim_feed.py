@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import requests
 
-from tests.fix_sim import BROWSER_UA, KEY, OTHER_KEY, client, read_all, running, stream_token, ts_ms
+from tests.fix_sim import BROWSER_UA, KEY, OTHER_KEY, SimClock, client, read_all, running, stream_token, ts_ms
 
 FEED = "/api/v1/events/d4ta/x7k9/feed"
 
@@ -71,27 +69,31 @@ def test_since_is_inclusive_and_until_exclusive():
 
 
 def test_bad_missing_foreign_or_expired_token_is_invalid_stream_token():
-    with running(token_ttl_s=0.5) as sim:
+    clock = SimClock()
+    with running(clock=clock, token_ttl_s=0.5) as sim:
         s = client()
         token = stream_token(s, sim.url)
         fresh = _feed(s, sim.url, token, limit=1).status_code
         wrong = _feed(s, sim.url, {"token": "ab" * 32}, limit=1)
         missing = s.get(sim.url + FEED)
         foreign = _feed(client(OTHER_KEY), sim.url, token, limit=1)
-        time.sleep(0.6)
+        clock.advance(0.499)
+        last_moment = _feed(s, sim.url, token, limit=1).status_code
+        clock.advance(0.001)  # the token's lifetime is over
         expired = _feed(s, sim.url, token, limit=1)
-    assert fresh == 200
+    assert (fresh, last_moment) == (200, 200)
     for r in (wrong, missing, foreign, expired):
         assert (r.status_code, r.json()) == (403, {"error": "Forbidden", "message": "Invalid or expired stream token",
                                                    "code": "INVALID_STREAM_TOKEN"})
 
 
 def test_soft_throttle_allows_a_burst_then_429_with_retry_after_in_whole_seconds():
-    with running(feed_throttle="soft", feed_rpm=30, feed_burst=3) as sim:  # one token per 2 s
+    clock = SimClock()
+    with running(clock=clock, feed_throttle="soft", feed_rpm=30, feed_burst=3) as sim:  # one token per 2 s
         s = client()
         token = stream_token(s, sim.url)
         codes = [_feed(s, sim.url, token, limit=1) for _ in range(4)]
-        time.sleep(int(codes[-1].headers["Retry-After"]))
+        clock.advance(int(codes[-1].headers["Retry-After"]))
         later = _feed(s, sim.url, token, limit=1)
     assert [r.status_code for r in codes] == [200, 200, 200, 429]
     assert codes[-1].headers["Retry-After"] == "2"
@@ -101,14 +103,14 @@ def test_soft_throttle_allows_a_burst_then_429_with_retry_after_in_whole_seconds
 
 
 def test_shared_throttle_spends_the_events_bucket():
-    with running("tight", feed_throttle="shared") as sim:  # events: 3 per window
+    with running("tight", SimClock(), feed_throttle="shared") as sim:  # events: 3 per window
         s = client()
         token = stream_token(s, sim.url)
         feed = [_feed(s, sim.url, token, limit=1).status_code for _ in range(2)]
         events = [s.get(sim.url + "/api/v1/events").status_code for _ in range(2)]
         feed_after = _feed(s, sim.url, token, limit=1)
     assert (feed, events, feed_after.status_code) == ([200, 200], [200, 429], 429)
-    assert "X-RateLimit-Limit" not in feed_after.headers and feed_after.headers["Retry-After"] in {"1", "2"}
+    assert "X-RateLimit-Limit" not in feed_after.headers and feed_after.headers["Retry-After"] == "2"
 
 
 def test_no_throttle_on_the_feed_when_none():

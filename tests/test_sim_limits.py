@@ -1,12 +1,14 @@
-"""Fixed-window rate limits: headers, the 429 sequence and its recovery, penalties, buckets."""
+"""Fixed-window rate limits: headers, the 429 sequence and its recovery, penalties, buckets.
+
+The simulator runs on a SimClock: time moves only when a test advances it, so a window never ends
+between two requests because the machine is slow.
+"""
 
 from __future__ import annotations
 
-import time
-
 import requests
 
-from tests.fix_sim import KEY, OTHER_KEY, client, running
+from tests.fix_sim import KEY, OTHER_KEY, SimClock, client, running
 
 
 def _rate(r: requests.Response) -> tuple[str, str, str] | None:
@@ -17,11 +19,12 @@ def _rate(r: requests.Response) -> tuple[str, str, str] | None:
 
 
 def test_eleventh_request_in_a_window_gets_429_with_retry_after_then_recovers():
-    with running("tight", events_limit=10, window_s=3.0, penalize_early_retries=False) as sim:
+    clock = SimClock()
+    with running("tight", clock, events_limit=10, window_s=3.0, penalize_early_retries=False) as sim:
         s = client()
         answers = [s.get(sim.url + "/api/v1/events", params={"limit": 5}) for _ in range(11)]
         refused = answers[-1]
-        time.sleep(int(refused.headers["Retry-After"]) + 0.05)
+        clock.advance(int(refused.headers["Retry-After"]))
         again = s.get(sim.url + "/api/v1/events")
         stats = requests.get(sim.url + "/__sim/stats").json()
     assert [r.status_code for r in answers] == [200] * 10 + [429]
@@ -37,10 +40,11 @@ def test_eleventh_request_in_a_window_gets_429_with_retry_after_then_recovers():
 
 
 def test_reset_counts_down_the_seconds_left_in_the_window():
-    with running("tight", events_limit=10, window_s=3.0) as sim:
+    clock = SimClock()
+    with running("tight", clock, events_limit=10, window_s=3.0) as sim:
         s = client()
         first = s.get(sim.url + "/api/v1/events")
-        time.sleep(1.2)
+        clock.advance(1.2)
         later = s.get(sim.url + "/api/v1/events")
     assert (_rate(first), _rate(later)) == (("10", "9", "3"), ("10", "8", "2"))
 
@@ -48,12 +52,13 @@ def test_reset_counts_down_the_seconds_left_in_the_window():
 def test_early_retry_extends_the_lockout_only_when_penalized():
     outcomes = {}
     for penalize in (False, True):
-        with running("tight", penalize_early_retries=penalize) as sim:  # 3 per 2 s
+        clock = SimClock()
+        with running("tight", clock, penalize_early_retries=penalize) as sim:  # 3 per 2 s
             s = client()
             codes = [s.get(sim.url + "/api/v1/events").status_code for _ in range(4)]
-            time.sleep(1.0)
+            clock.advance(1.0)
             early = s.get(sim.url + "/api/v1/events")
-            time.sleep(1.1)  # the original window is over now
+            clock.advance(1.1)  # the original window is over now
             after = s.get(sim.url + "/api/v1/events")
             stats = requests.get(sim.url + "/__sim/stats").json()
         outcomes[penalize] = (codes, early.status_code, early.headers["Retry-After"], after.status_code,
@@ -65,7 +70,7 @@ def test_early_retry_extends_the_lockout_only_when_penalized():
 
 
 def test_unknown_event_404_costs_a_request_and_unknown_paths_cost_nothing():
-    with running("tight") as sim:  # 3 per window
+    with running("tight", SimClock()) as sim:  # 3 per window
         s = client()
         missing = s.get(sim.url + "/api/v1/events/export")
         nowhere = [s.get(sim.url + "/api/v2/events") for _ in range(5)]
@@ -80,7 +85,7 @@ def test_unknown_event_404_costs_a_request_and_unknown_paths_cost_nothing():
 
 
 def test_buckets_are_per_key_and_per_endpoint():
-    with running("tight", sessions_limit=5, metrics_limit=4) as sim:
+    with running("tight", SimClock(), sessions_limit=5, metrics_limit=4) as sim:
         a, b = client(KEY), client(OTHER_KEY)
         events_a = [a.get(sim.url + "/api/v1/events").status_code for _ in range(4)]
         events_b = b.get(sim.url + "/api/v1/events")
@@ -93,8 +98,8 @@ def test_buckets_are_per_key_and_per_endpoint():
 
 
 def test_query_key_has_the_lower_limit_in_its_own_bucket_or_shared_when_switched():
-    with running("tight", events_limit=4, query_key_limit=2) as sim, \
-            running("tight", events_limit=4, query_key_limit=2, query_key_shares_bucket=True) as shared:
+    with running("tight", SimClock(), events_limit=4, query_key_limit=2) as sim, \
+            running("tight", SimClock(), events_limit=4, query_key_limit=2, query_key_shares_bucket=True) as shared:
         results = {}
         for name, srv in (("own", sim), ("shared", shared)):
             q = [requests.get(srv.url + "/api/v1/events", params={"api_key": KEY}).status_code for _ in range(3)]
@@ -104,11 +109,11 @@ def test_query_key_has_the_lower_limit_in_its_own_bucket_or_shared_when_switched
 
 
 def test_missing_or_invalid_key_is_401_and_costs_nothing():
-    with running("tight", api_key=KEY) as sim:
+    with running("tight", SimClock(), api_key=KEY) as sim:
         none = requests.get(sim.url + "/api/v1/events")
         other = client(OTHER_KEY).get(sim.url + "/api/v1/events")
         good = [client().get(sim.url + "/api/v1/events").status_code for _ in range(3)]
-    with running("tight") as sim:
+    with running("tight", SimClock()) as sim:
         malformed = client("ds_NOTHEX").get(sim.url + "/api/v1/events")
     assert (none.status_code, none.json()["code"], _rate(none)) == (401, "MISSING_API_KEY", None)
     assert (other.status_code, other.json()) == (401, {"error": "Unauthorized", "message": "Invalid API key",
@@ -118,9 +123,12 @@ def test_missing_or_invalid_key_is_401_and_costs_nothing():
 
 
 def test_key_expires_after_its_ttl_from_first_use():
-    with running(key_ttl_s=0.5) as sim:
+    clock = SimClock()
+    with running(clock=clock, key_ttl_s=0.5) as sim:
         s = client()
         first = s.get(sim.url + "/api/v1/events").status_code
-        time.sleep(0.6)
+        clock.advance(0.5)
+        last_moment = s.get(sim.url + "/api/v1/events").status_code  # 0.5 s after first use: still valid
+        clock.advance(0.001)
         late = s.get(sim.url + "/api/v1/events")
-    assert (first, late.status_code, late.json()["code"]) == (200, 401, "API_KEY_EXPIRED")
+    assert (first, last_moment, late.status_code, late.json()["code"]) == (200, 200, 401, "API_KEY_EXPIRED")

@@ -14,10 +14,10 @@ from collections.abc import Callable
 import pytest
 
 from ingest.client import Envelope
-from ingest.cursors import build_cursor, decode_cursor
-from ingest.errors import CursorExpired, FatalApiError
+from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
+from ingest.errors import BuiltCursorsRefused, CursorExpired, CursorRejected, FatalApiError, RepeatedCursor
 from ingest.pages import PageCommit
-from ingest.partitions import Partition, Plan
+from ingest.partitions import MIN_SPLIT_PAGES, Partition, Plan
 from ingest.retry import RetryPolicy
 from ingest.retry_loop import RetryLoop
 from ingest.stats import Stats
@@ -25,6 +25,10 @@ from ingest.throttle import Throttle
 from ingest.walker import MAX_REBUILDS_IN_A_ROW, ChainWalker
 
 BASE_MS = 1769541612369  # 2026-01-27T19:20:12.369Z
+# The server's clock when the fake source issues a cursor, and when the walker builds one: fixed, so no
+# test reads the wall clock, and a rebuilt cursor never equals an issued one by landing in the same ms.
+ISSUED_AT_MS = BASE_MS + 60_000
+REBUILT_AT_MS = BASE_MS + 120_000
 
 
 def events(count: int, step_ms: int = 1000) -> list[dict]:
@@ -34,7 +38,11 @@ def events(count: int, step_ms: int = 1000) -> list[dict]:
 
 
 class ListSource:
-    """Serves `items` page by page like /api/v1/events; `render` changes how an event is sent."""
+    """Serves `items` page by page like /api/v1/events; `render` changes how an event is sent.
+
+    Hooks for the protocol's odd turns: `expire(cursor)` answers CURSOR_EXPIRED, `reject(cursor)` refuses a
+    cursor (the API's 400 CURSOR_INVALID_FORMAT), `during(cursor)` runs while the request is in flight.
+    """
 
     kind = "documented"
     windowed = False
@@ -44,12 +52,18 @@ class ListSource:
         self.page_size = page_size
         self.render = render
         self.cursors: list[str | None] = []  # every cursor asked for, in order
+        self.issued: set[str] = set()  # every next cursor this source handed out
         self.expire: Callable[[str | None], bool] = lambda cursor: False
+        self.reject: Callable[[str | None], bool] = lambda cursor: False
+        self.during: Callable[[str | None], None] = lambda cursor: None
 
     def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
         self.cursors.append(cursor)
         if self.expire(cursor):
             raise CursorExpired("HTTP 400 CURSOR_EXPIRED")
+        if self.reject(cursor):
+            raise CursorRejected("HTTP 400 CURSOR_INVALID_FORMAT")
+        self.during(cursor)
         start = 0
         if cursor is not None:
             ts, eid = decode_cursor(cursor)
@@ -58,19 +72,27 @@ class ListSource:
         chunk = self.items[start:start + self.page_size]
         more = start + self.page_size < len(self.items)
         last = chunk[-1] if chunk else None
-        next_cursor = build_cursor(last["timestamp"], last["id"]) if more and last else None
+        next_cursor = build_cursor(last["timestamp"], last["id"], now_ms=ISSUED_AT_MS) if more and last else None
+        if next_cursor is not None:
+            self.issued.add(next_cursor)
         return Envelope([self.render(e) for e in chunk], more, next_cursor, len(self.items))
 
 
-def walk(source: ListSource, partition: Partition) -> list[PageCommit]:
-    """Run one fetcher over `partition` alone; the pages it handed to the writer."""
+def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
+         handed: list[PageCommit] | None = None) -> list[PageCommit]:
+    """Run one fetcher over `partition` (alone unless `plan` says otherwise); the pages it handed to the writer.
+
+    `handed` collects the pages too, for a test that expects the walk to raise.
+    """
     pages: queue.Queue = queue.Queue()
-    plan = Plan([partition], None)
+    plan = plan or Plan([partition], None)
     retry = RetryLoop(Throttle("test"), RetryPolicy(max_attempts=2), Stats(), threading.Event())
-    ChainWalker(source, retry, plan, pages, lambda: True).run(partition)
-    out = []
-    while not pages.empty():
-        out.append(pages.get())
+    out = [] if handed is None else handed
+    try:
+        ChainWalker(source, retry, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS).run(partition)
+    finally:
+        while not pages.empty():
+            out.append(pages.get())
     return out
 
 
@@ -146,3 +168,135 @@ def test_the_top_page_names_the_newest_event() -> None:
     items = events(30)
     pages = walk(ListSource(items, page_size=10), Partition(1, None, None))
     assert [p.newest for p in pages] == [(items[0]["timestamp"], items[0]["id"]), None, None]
+
+
+class StuckSource(ListSource):
+    """A server stuck on page one: whatever the cursor, it answers the first page again."""
+
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
+        answer = super().page(None, lo_ms, hi_ms, limit)
+        self.cursors[-1] = cursor
+        return answer
+
+
+def test_a_server_that_repeats_a_cursor_stops_the_walk_instead_of_looping() -> None:
+    items = events(50)
+    source = StuckSource(items, page_size=20)
+    handed: list[PageCommit] = []
+    with pytest.raises(RepeatedCursor, match="repeated cursor"):
+        walk(source, Partition(1, None, None), handed=handed)
+    repeated = source.cursors[1]
+    assert (source.cursors, decode_cursor(repeated)) == ([None, repeated], (items[19]["timestamp"], items[19]["id"]))
+    assert [(p.next_cursor, p.last) for p in handed] == [(repeated, False)]  # the repeat is not handed on
+
+
+def test_a_split_landing_while_a_request_is_in_flight_ends_the_walk_at_the_raised_bound() -> None:
+    items = events(100)
+    lo, middle = items[79]["timestamp"], items[30]["timestamp"]
+    source = ListSource(items, page_size=20)
+    partition = Partition(1, lo, None)
+    plan = Plan([partition], None)
+    claims: list[tuple[int, int | None]] = []
+    claim = plan.claim_done
+
+    def recorded_claim(partition_id: int, lower_bound_used: int | None) -> bool:
+        claims.append((partition_id, lower_bound_used))
+        return claim(partition_id, lower_bound_used)
+
+    plan.claim_done = recorded_claim  # type: ignore[method-assign]
+
+    def split_while_fetching_page_two(cursor: str | None) -> None:
+        if cursor is not None and not claims and len(plan.partitions) == 1:
+            plan.apply_split(1, middle, Partition(2, lo, middle))  # committed by the scheduler meanwhile
+
+    source.during = split_while_fetching_page_two
+    pages = walk(source, partition, plan)
+    # PageCommit two (items 20-39) ends below the raised bound: the walk ends there, claiming the bound it read
+    # after the answer, without a third request for a range that is now partition 2's.
+    assert (len(source.cursors), [p.last for p in pages], claims) == (2, [False, True], [(1, middle)])
+    assert (plan.partitions[1].done, plan.partitions[1].lo_ms) == (True, middle)
+    assert (plan.partitions[2].done, plan.partitions[2].lo_ms, plan.partitions[2].hi_ms) == (False, lo, middle)
+    assert stored_ids(pages) == {e["id"] for e in items[:40]}  # everything at or above the raised bound, and more
+
+
+def test_a_fallback_opening_the_bound_just_before_the_claim_keeps_the_walk_going() -> None:
+    items = events(100)
+    lo = items[29]["timestamp"]
+    source = ListSource(items, page_size=20)
+    top = Partition(1, lo, None)
+    plan = Plan([top, Partition(2, None, lo)], None)  # partition 2: the API refuses its built start cursor
+    claims: list[tuple[int, int | None]] = []
+    claim = plan.claim_done
+
+    def fallback_then_claim(partition_id: int, lower_bound_used: int | None) -> bool:
+        if not claims:
+            plan.cover_with_server_cursors(2)  # the scheduler folds 2 into the top between read and claim
+        claims.append((partition_id, lower_bound_used))
+        return claim(partition_id, lower_bound_used)
+
+    plan.claim_done = fallback_then_claim  # type: ignore[method-assign]
+    pages = walk(source, top, plan)
+    # The page that passed the old bound is not the last: the top walks on to the oldest event.
+    assert (claims, [p.last for p in pages]) == ([(1, lo), (1, None)], [False, False, False, False, True])
+    assert (plan.partitions[1].lo_ms, plan.partitions[1].done) == (None, True)
+    assert stored_ids(pages) == {e["id"] for e in items}
+
+
+def test_a_refused_built_cursor_on_a_bounded_partition_hands_the_range_to_the_scheduler() -> None:
+    items = events(50)
+    hi = items[10]["timestamp"]
+    source = ListSource(items, page_size=20)
+    source.reject = lambda cursor: cursor is not None and cursor not in source.issued  # it refuses built cursors
+    handed: list[PageCommit] = []
+    with pytest.raises(BuiltCursorsRefused, match="partition 1"):
+        walk(source, Partition(1, None, hi), handed=handed)
+    assert (len(source.cursors), decode_cursor(source.cursors[0]), handed) == (1, (hi, ZERO_ID), [])
+
+
+def test_a_refused_rebuilt_cursor_on_the_open_top_partition_restarts_it_from_the_top() -> None:
+    items = events(50)
+    lo = items[44]["timestamp"]
+    source = ListSource(items, page_size=20)
+    source.reject = lambda cursor: cursor is not None and cursor not in source.issued
+    first_use = {"expired": False}
+
+    def expire_the_first_server_cursor(cursor: str | None) -> bool:
+        if cursor is not None and cursor in source.issued and not first_use["expired"]:
+            first_use["expired"] = True
+            return True
+        return False
+
+    source.expire = expire_the_first_server_cursor
+    pages = walk(source, Partition(1, lo, None))
+    issued, rebuilt = source.cursors[1], source.cursors[2]
+    assert decode_cursor(rebuilt) == decode_cursor(issued) and rebuilt not in source.issued
+    assert source.cursors == [None, issued, rebuilt, None, issued, source.cursors[5]]
+    assert [p.last for p in pages] == [False, False, False, True]  # page one twice, then on to the bound
+    assert stored_ids(pages) == {e["id"] for e in items}
+
+
+def test_a_stored_cursor_of_another_endpoint_is_rebuilt_from_the_stored_position() -> None:
+    items = events(60)
+    pos = (items[19]["timestamp"], items[19]["id"])  # committed after the first page, by the feed before a restart
+    foreign = "a cursor the feed issued"
+    source = ListSource(items, page_size=20)
+    source.reject = lambda cursor: cursor == foreign
+    # read from a checkpoint: which endpoint issued the cursor is not known (cursor_kind None)
+    stored = Partition(1, None, None, cursor=foreign, pos_ms=pos[0], pos_id=pos[1], cursor_kind=None)
+    pages = walk(source, stored)
+    assert (source.cursors[0], decode_cursor(source.cursors[1])) == (foreign, pos)
+    assert None not in source.cursors  # never restarted from the top
+    assert stored_ids(pages) == {e["id"] for e in items[20:]}
+    assert [p.last for p in pages] == [False, True]
+
+
+def test_a_partial_first_page_does_not_narrow_the_split_width() -> None:
+    items = events(60, step_ms=1_000)
+    tail = items[54]  # resumed near its end: the chain's first page is its last, 5 events of a page of 20
+    source = ListSource(items, page_size=20)
+    resumed = Partition(1, None, None, pos_ms=tail["timestamp"], pos_id=tail["id"])
+    plan = Plan([resumed], None)  # resumed from a plan made without a probe: the density is unknown
+    pages = walk(source, resumed, plan)
+    assert (len(pages[0].lines), pages[0].last) == (5, True)
+    # Learning nothing (0) or the width of MIN_SPLIT_PAGES full pages (2 x 20 events, 1 s apart) is right.
+    assert plan.min_split_ms in (0, MIN_SPLIT_PAGES * 20 * 1_000)
