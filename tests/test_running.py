@@ -10,15 +10,16 @@ import pytest
 from datasync_sim import SimServer, profile_config
 from ingest.cli import main
 from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
+from tests.fix_sim import hold_after
 from tests.test_status_verify import _wait_for_rows
 
 
 @pytest.mark.slow
 def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str,
                                                                capsys: pytest.CaptureFixture) -> None:
-    # 0.4 ms per event: a 500-event page takes 200 ms and the run ~4 s, so status lands midway.
-    cfg = profile_config("fast", events=20_000, seed=31, latency_ms_per_event=0.4)
+    cfg = profile_config("fast", events=20_000, seed=31)
     with SimServer(cfg) as server:
+        release = hold_after(server, 2_000)
         child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2")
         try:
             _wait_for_rows(database_url, 1_000, child)
@@ -27,6 +28,7 @@ def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str
             lines = capsys.readouterr().out.splitlines()
         finally:
             child.send_signal(signal.SIGTERM)
+            release.set()
             child.communicate(timeout=15)
         capsys.readouterr()
         assert main(ingest_args(server.url, database_url, "status")) == 0
