@@ -60,6 +60,7 @@ class Writer(threading.Thread):
         self._pages = pages
         self._stats = stats
         self.error: BaseException | None = None
+        self._sentinel_taken = False  # the last item came: after a failure there is nothing left to drain
 
     def run(self) -> None:
         try:
@@ -87,6 +88,7 @@ class Writer(threading.Thread):
             except queue.Empty:
                 item = _IDLE
             if item is SENTINEL:
+                self._sentinel_taken = True
                 commit_batch(conn, batch, self._stats)
                 return
             if isinstance(item, PageCommit):
@@ -100,7 +102,7 @@ class Writer(threading.Thread):
 
     def _drain(self) -> None:
         """After a failure, keep taking pages so no fetcher blocks forever on a full queue."""
-        if self.error is None:
+        if self.error is None or self._sentinel_taken:
             return
         while True:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
 from collections.abc import Iterator
 
 import requests
@@ -51,6 +52,36 @@ def running(profile: str = "fast", clock: SimClock | None = None, **overrides) -
         server.app = server._httpd.app = App(server.cfg, clock=clock, wall_ms=clock.wall_ms)
     with server as sim:
         yield sim
+
+
+HOLD_GUARD_S = 120  # s; a held request is let through after this anyway: it turns a hang into a failure
+
+
+def hold_after(server: SimServer, events: int) -> threading.Event:
+    """Hold every API request once the simulator has served `events` events, until the returned event is set.
+
+    A run against it cannot finish while held, however fast the machine: what it fetched before gets
+    committed, and a test can stop, kill or inspect the run knowing it is mid-way. Set the event (after
+    the signal, the kill, the change) to let the held requests through; later ones are not held.
+    """
+    release = threading.Event()
+    served = 0
+    lock = threading.Lock()
+    handle = server.app.handle
+
+    def held(req):
+        nonlocal served
+        with lock:
+            hold = served >= events and not req.path.startswith("/__sim/")
+        if hold:
+            release.wait(HOLD_GUARD_S)
+        resp = handle(req)
+        with lock:
+            served += resp.events
+        return resp
+
+    server.app.handle = held
+    return release
 
 
 def client(key: str = KEY) -> requests.Session:

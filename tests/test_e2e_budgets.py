@@ -15,6 +15,7 @@ from datasync_sim import SimServer, profile_config
 from ingest.cli import main
 from tests.fix_faults import record
 from tests.fix_ingest import API_KEY, ROOT, ingest_args, run_ingest, sim_stats
+from tests.fix_sim import hold_after
 from tests.test_e2e_faults import wait_for_rows
 
 pytestmark = pytest.mark.slow
@@ -84,10 +85,12 @@ def test_a_key_revoked_mid_run_retires_its_budgets_and_the_other_key_finishes(da
     with sim(api_key=keys, keys=2, latency_ms_per_event=0.05) as server:
         args = ingest_args(server.url, database_url, "--page-size", "500", "--log-level", "INFO")
         args[args.index("--api-key") + 1] = keys
+        release = hold_after(server, 6_000)  # the second key is revoked before the run can end
         child = subprocess.Popen([sys.executable, str(ROOT / "ingest.py"), *args], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for_rows(database_url, 4_000)
         server.app._keys = frozenset({API_KEY})  # the second key is refused from now on (401)
+        release.set()
         out, _ = child.communicate(timeout=120)
         result = record("second key revoked mid-run", server, database_url, f"exit {child.returncode}")
     assert child.returncode == 0, out

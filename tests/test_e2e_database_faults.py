@@ -13,6 +13,7 @@ import pytest
 
 from datasync_sim import SimServer, profile_config
 from tests.fix_ingest import API_KEY, ROOT, exactness, run_ingest, spawn_ingest
+from tests.fix_sim import hold_after
 from tests.test_e2e_faults import slow_sim, wait_for_rows
 
 pytestmark = pytest.mark.slow
@@ -87,6 +88,7 @@ def test_database_user_without_rights_exits_1_and_creates_nothing(database_url: 
 def test_a_failing_writer_statement_stops_the_run_and_commits_nothing_half(database_url: str) -> None:
     with slow_sim() as server:
         # Every commit stores whole pages with their checkpoint; a statement error must leave no partial batch.
+        release = hold_after(server, 4_000)  # pages are still to come when the trigger is in place
         child = spawn_ingest(server.url, database_url, "--page-size", "1000")
         wait_for_rows(database_url, 2_000)
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -94,6 +96,7 @@ def test_a_failing_writer_statement_stops_the_run_and_commits_nothing_half(datab
                          " $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$")
             conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON ingested_events"
                          " FOR EACH ROW EXECUTE FUNCTION refuse()")
+        release.set()
         out, _ = child.communicate(timeout=60)
         with psycopg.connect(database_url, autocommit=True) as conn:
             (stored,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()

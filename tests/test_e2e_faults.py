@@ -15,6 +15,7 @@ from ingest.cursors import cursor_expiry_ms
 from ingest.lock import LOCK_KEY
 from tests.fix_faults import record
 from tests.fix_ingest import API_KEY, exactness, run_ingest, sim_stats, spawn_ingest
+from tests.fix_sim import hold_after
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +95,12 @@ def test_resumes_after_repeated_sigkill_without_loss_or_duplicates(database_url:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_within_10_s_with_a_checkpoint_and_the_rerun_completes(database_url: str, signum) -> None:
     with slow_sim() as server:
+        release = hold_after(server, 8_000)  # the run is surely mid-way when the signal comes
         child = spawn_ingest(server.url, database_url, "--page-size", "1000")
         wait_for_rows(database_url, 5_000)
         sent = time.monotonic()
         child.send_signal(signum)
+        release.set()
         out, _ = child.communicate(timeout=15)
         took = time.monotonic() - sent
         with psycopg.connect(database_url) as conn:
@@ -116,10 +119,12 @@ def test_signal_stops_within_10_s_with_a_checkpoint_and_the_rerun_completes(data
 
 def test_second_run_exits_3_while_the_first_holds_the_lock(database_url: str) -> None:
     with slow_sim() as server:
+        release = hold_after(server, 3_000)  # the first run still holds the lock when the second starts
         first = spawn_ingest(server.url, database_url, "--page-size", "1000")
         wait_for_rows(database_url, 1_000)
         second = spawn_ingest(server.url, database_url, "--page-size", "1000")
         out2, _ = second.communicate(timeout=30)
+        release.set()
         out1, _ = first.communicate(timeout=120)
         result = exactness(server.url, database_url)
     assert second.returncode == 3, out2
@@ -170,9 +175,11 @@ def test_expired_cursors_are_rebuilt_from_the_checkpoint_not_restarted(database_
     cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=4, latency_ms_per_event=0.1),
                               cursor_ttl_s=1.0)
     with SimServer(cfg) as server:
+        release = hold_after(server, 14_000)  # partitions are surely left unfinished
         child = spawn_ingest(server.url, database_url, "--strategy", "documented", "--page-size", "1000")
         wait_for_rows(database_url, 10_000)
         child.send_signal(signal.SIGTERM)
+        release.set()
         child.communicate(timeout=15)
         with psycopg.connect(database_url) as conn:
             (stored_before,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
@@ -206,13 +213,14 @@ def test_bad_key_is_fatal_at_once_with_exit_1_and_no_damage(database_url: str) -
 
 @pytest.mark.parametrize("strategy", ["feed", "documented"])
 def test_refused_rebuilt_cursors_restart_the_partition_from_its_upper_bound(database_url: str, strategy: str) -> None:
-    # 0.1 ms per event: a 1000-event page takes 0.1 s, so the first run is surely stopped mid-way.
     cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=6, latency_ms_per_event=0.1),
                               cursor_ttl_s=1.0, reject_forged_cursors=True)
     with SimServer(cfg) as server:
+        release = hold_after(server, 12_000)  # partitions are surely left unfinished
         child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
         wait_for_rows(database_url, 8_000)
         child.send_signal(signal.SIGTERM)
+        release.set()
         first, _ = child.communicate(timeout=15)
         assert child.returncode == 143, first
         wait_until_the_stored_cursors_expire(server.url, database_url)  # rebuilt ones are refused
@@ -244,9 +252,11 @@ def test_stream_access_refused_mid_run_falls_back_to_the_documented_endpoint(dat
     cfg = dataclasses.replace(profile_config("fast", events=40_000, seed=8, latency_ms_per_event=0.5),
                               token_ttl_s=1.0)
     with SimServer(cfg) as server:
+        release = hold_after(server, 8_000)  # the feed is refused before the run can end
         child = spawn_ingest(server.url, database_url, "--page-size", "1000", "--concurrency", "4")
         wait_for_rows(database_url, 5_000)
         server.app.cfg = dataclasses.replace(server.app.cfg, stream_access_enabled=False)
+        release.set()
         out, _ = child.communicate(timeout=120)
         stats = sim_stats(server.url)
         result = exactness(server.url, database_url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import signal
 
@@ -11,25 +10,25 @@ import pytest
 from datasync_sim import SimServer, profile_config
 from ingest.cli import main
 from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
+from tests.fix_sim import hold_after
 from tests.test_status_verify import _wait_for_rows
 
 
 @pytest.mark.slow
 def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str,
                                                                capsys: pytest.CaptureFixture) -> None:
-    # 2 ms per event: a 500-event page takes 1 s, the run longer than the writer's first commit. Once
-    # rows arrive, every new answer takes 5 s, so status lands midway however fast the machine is.
-    cfg = profile_config("fast", events=20_000, seed=31, latency_ms_per_event=2.0)
+    cfg = profile_config("fast", events=20_000, seed=31)
     with SimServer(cfg) as server:
+        release = hold_after(server, 2_000)
         child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2")
         try:
             _wait_for_rows(database_url, 1_000, child)
-            server.app.cfg = dataclasses.replace(server.app.cfg, latency_base_ms=5_000.0)
             capsys.readouterr()
             assert main(ingest_args(server.url, database_url, "status")) == 0
             lines = capsys.readouterr().out.splitlines()
         finally:
             child.send_signal(signal.SIGTERM)
+            release.set()
             child.communicate(timeout=15)
         capsys.readouterr()
         assert main(ingest_args(server.url, database_url, "status")) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import signal
 import time
@@ -14,6 +13,7 @@ from datasync_sim import SimServer, profile_config
 from ingest.cli import main
 from ingest.lock import LOCK_KEY
 from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
+from tests.fix_sim import hold_after
 
 EVENTS = 5_000
 WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+"  # a timestamp as status prints it
@@ -52,14 +52,13 @@ def test_status_after_a_full_run_shows_events_last_run_and_a_free_lock(
 def test_status_of_a_stopped_run_shows_its_partitions_and_the_lock_of_a_live_run(
     database_url: str, capsys: pytest.CaptureFixture
 ) -> None:
-    # 2 ms per event: a 500-event page takes 1 s, the run longer than the writer's first commit. Once
-    # rows arrive, every new answer takes 5 s, so the run is stopped midway however fast the machine is.
-    cfg = profile_config("fast", events=20_000, seed=22, latency_ms_per_event=2.0)
+    cfg = profile_config("fast", events=20_000, seed=22)
     with SimServer(cfg) as server:
+        release = hold_after(server, 2_000)  # the run is stopped midway however fast the machine is
         child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2")
         _wait_for_rows(database_url, 1_000, child)
-        server.app.cfg = dataclasses.replace(server.app.cfg, latency_base_ms=5_000.0)
         child.send_signal(signal.SIGTERM)
+        release.set()
         child.communicate(timeout=15)
         code, lines = command(server.url, database_url, "status", capsys)
         with psycopg.connect(database_url, autocommit=True, application_name="another ingester") as holder:

@@ -1,6 +1,7 @@
 """The writer against a real PostgreSQL: COPY → staging → upsert + checkpoint in one transaction."""
 
 import queue
+import threading
 import uuid
 
 import orjson
@@ -9,6 +10,7 @@ import pytest
 
 from ingest import checkpoint
 from ingest.client import parse_envelope
+from ingest.errors import DatabaseError
 from ingest.pages import PageCommit
 from ingest.partitions import Partition
 from ingest.stats import Stats
@@ -142,3 +144,39 @@ def test_writer_thread_commits_everything_before_the_sentinel(database_url: str,
     writer.join(10)
     assert (writer.is_alive(), writer.error, stats.stored) == (False, None, 50)
     assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (50,)
+
+
+class WatchedQueue(queue.Queue):
+    """A page queue that notes a writer asking for more after it took the sentinel (there is only one)."""
+
+    def __init__(self, settled: threading.Event) -> None:
+        super().__init__()
+        self.sentinel_taken = False
+        self.asked_after_sentinel = False
+        self._settled = settled
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        if self.sentinel_taken:
+            self.asked_after_sentinel = True
+            self._settled.set()
+        item = super().get(block, timeout)
+        if item is SENTINEL:
+            self.sentinel_taken = True
+        return item
+
+
+def test_a_writer_whose_last_commit_fails_stops_without_a_second_sentinel(database_url: str, conn) -> None:
+    conn.execute("ALTER TABLE ingest_partitions ADD CONSTRAINT no_boom CHECK (cursor IS DISTINCT FROM 'boom')")
+    conn.commit()
+    settled = threading.Event()  # the writer ended, or asked for a page after the only sentinel
+    pages = WatchedQueue(settled)
+    pages.put(page_of([event(1)], cursor="boom"))  # held in the batch until the sentinel, then refused
+    pages.put(SENTINEL)
+    writer = Writer(database_url, pages, Stats())
+    run = writer.run
+    writer.run = lambda: (run(), settled.set())  # type: ignore[method-assign]
+    writer.start()
+    assert settled.wait(60)
+    pages.put(SENTINEL)  # lets a writer waiting for a second sentinel end
+    writer.join(60)
+    assert (pages.asked_after_sentinel, type(writer.error), writer.is_alive()) == (False, DatabaseError, False)
