@@ -140,14 +140,20 @@ class Scheduler:
         self._saved_states, self._saved_at = states, time.monotonic()
 
     def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
-        """Give every budget's free chains work: a pending partition, else a piece split off a running one."""
-        for budget in self.budgets:
-            while (not self._stop.is_set() and len(self._running) < self.ctx.max_chains
-                   and self._busy(budget) < self._wanted_chains(budget)):
-                part = self._todo.popleft() if self._todo else self._steal(budget)
-                if part is None:
-                    break
-                self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
+        """Give free chains work — a pending partition, else a piece split off a running one — to the budget
+        running the fewest chains first, so every budget runs one before any runs two: the first budget
+        in the list must not take every slot of the cap while the others wait for its partitions to end."""
+        no_work: set[Budget] = set()
+        while not self._stop.is_set() and len(self._running) < self.ctx.max_chains:
+            wanting = [b for b in self.budgets if b not in no_work and self._busy(b) < self._wanted_chains(b)]
+            if not wanting:
+                return
+            budget = min(wanting, key=self._busy)
+            part = self._todo.popleft() if self._todo else self._steal(budget)
+            if part is None:
+                no_work.add(budget)
+                continue
+            self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
 
     def _busy(self, budget: Budget) -> int:
         return sum(1 for _, owner in self._running.values() if owner is budget)
