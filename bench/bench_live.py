@@ -75,7 +75,10 @@ def run(args: argparse.Namespace) -> dict:
                 child.send_signal(signal.SIGKILL)
                 child.wait()
                 kills += 1
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
+                              env={**os.environ, "LOG_LEVEL": "DEBUG"} if args.log else None)
+        if args.log:
+            Path(args.log).write_text(proc.stderr)
         took = time.monotonic() - started
         bounds = requests.get(url + "/__sim/bounds", timeout=10).json()
         stats = requests.get(url + "/__sim/stats", timeout=10).json()
@@ -99,6 +102,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL the ingester this many times, then rerun")
     parser.add_argument("--penalize", action="store_true", help="an early retry restarts a full lockout")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill moments")
+    parser.add_argument("--log", help="write the last run's log (DEBUG) to this file")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     r = run(args)

@@ -60,37 +60,48 @@ class Budget:
 class QueryPoolProbe:
     """Tells whether `?api_key=` has a pool of its own or draws on the header pool, from X-RateLimit-Remaining.
 
-    Separate: within one of its windows its Remaining falls by exactly our query requests, while the
-    header pool was answering in between. Shared: it falls by more (the header requests count in it),
-    or the first answers are 429s. Until then the query budget runs one chain.
+    Between two of its answers in one window, Remaining falls by the requests that reached the pool
+    meanwhile; in a new window it starts from Limit. Shared: it fell by more than the query requests we
+    sent (the header pool's count in it). Separate: by exactly ours while the header pool was answering.
+    The run's first answer is only a baseline (its window may still count the requests of a run killed
+    a moment ago), and every send counts, answered or not (a timed-out request still reached the pool).
+    Until a verdict the query budget runs one chain; the probe learns from answers only, so a verdict
+    costs no request of its own.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.verdict: str | None = None  # "separate" or "shared"
-        self._in_window = 0  # our query answers in the query pool's current window
-        self._last_reset: float | None = None
-        self._header_between = False  # the header pool answered since the last query answer
+        self._last: tuple[float, int] | None = None  # (Reset, Remaining) of our last answer with both
+        self._sent_since = 0  # our query requests sent since that answer, this one's included
+        self._header_between = False  # the header pool answered since that answer
 
     def header_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
         with self._lock:
             self._header_between = True
 
+    def query_sending(self) -> None:
+        with self._lock:
+            self._sent_since += 1
+
     def query_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
-        if limit is None or remaining is None or reset is None:
+        if remaining is None or reset is None:
             return
         with self._lock:
             if self.verdict is not None:
                 return
-            if self._last_reset is None or reset > self._last_reset:
-                self._in_window = 0  # Reset counts down within a window: a larger one is a new window
-            self._last_reset = reset
-            self._in_window += 1
-            if remaining < limit - self._in_window:
+            last, self._last = self._last, (reset, remaining)
+            sent, header_between = self._sent_since, self._header_between
+            self._sent_since, self._header_between = 0, False
+            if last is None:
+                return  # the run's first answer: its window may still count a killed run's requests
+            if reset > last[0]:  # Reset counts down within a window: a larger one opens a new window
+                if limit is not None and limit - remaining > sent:
+                    self.verdict = "shared"
+            elif last[1] - remaining > sent:
                 self.verdict = "shared"
-            elif self._header_between and self._in_window >= 2:
+            elif header_between and last[1] - remaining == sent:
                 self.verdict = "separate"
-            self._header_between = False
         if self.verdict is not None:
             logger.info("the ?api_key= pool is {} (X-RateLimit-Remaining {} of {})", self.verdict, remaining, limit)
 
@@ -116,6 +127,7 @@ class ProbationSource:
         refusal = self._probe.refusal()
         if refusal is not None:
             raise BudgetRetired(refusal)
+        self._probe.query_sending()
         return self._inner.page(cursor, lo_ms, hi_ms, limit)
 
 

@@ -70,6 +70,10 @@ class BudgetRetired(IngestError):
     """This budget may not be spent any more (its pool proved shared): its partition goes to another budget."""
 
 
+class HandedBack(IngestError):
+    """A chain gave its partition back between pages: its budget cannot send for a while and another can."""
+
+
 class StreamAccessDenied(IngestError):
     """stream-access will not grant a token: use the documented endpoint instead."""
 

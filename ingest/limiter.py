@@ -139,6 +139,16 @@ class RateLimiter:
                 # answers arrive late and out of order, and lateness only pushes `end` later
                 self._window_end = min(self._window_end, end)
 
+    def wait_s(self) -> float:
+        """Seconds until a request could go (0: now); takes nothing."""
+        with self._lock:
+            now = self._clock()
+            if now < self._paused_until:
+                return self._paused_until - now
+            if not self._engaged or self._tokens > 0 or self._window_end is None or now >= self._window_end:
+                return 0.0
+            return self._window_end - now
+
     def pause_until(self, monotonic_deadline: float) -> None:
         """After a 429: no thread returns from `acquire` before this instant. Never shortens a pause."""
         with self._lock:

@@ -53,6 +53,11 @@ class Pacer:
         with self._lock:
             self._rate, self._ramping = max(MIN_RATE_PER_S, rate_per_s), False
 
+    def wait_s(self) -> float:
+        """Seconds until the next turn (0: now); takes nothing."""
+        with self._lock:
+            return max(0.0, self._next_at - self._clock())
+
     def acquire(self, stop: threading.Event | None = None) -> None:
         """Block until this request's turn; returns early (no turn taken) once `stop` is set."""
         while stop is None or not stop.is_set():

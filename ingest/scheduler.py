@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 
 import psycopg
 from loguru import logger
@@ -27,6 +28,7 @@ from ingest.errors import (
     BuiltCursorsRefused,
     DatabaseError,
     FatalApiError,
+    HandedBack,
     IngestError,
     RetriesExhausted,
     Stopped,
@@ -48,6 +50,11 @@ STOP_GRACE_S = 4.0  # s
 WRITER_STOP_JOIN_S = 3.0  # s
 WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
 BUDGET_STATE_EVERY_S = 5.0  # s; learned rates are saved this often (a new 429 deadline at once)
+# A budget that cannot send for this many of its page-times (a spent window, a 429 lockout) hands its
+# partitions back when another budget can send: the range waits for nobody, and no split (no partial page)
+# is needed to move it. Never for less than HAND_BACK_MIN_S, so the feed's spacing between turns is no reason.
+HAND_BACK_PAGE_TIMES = 2.0
+HAND_BACK_MIN_S = 2.0  # s
 # Failures that end one budget, not the run, while another budget can carry on.
 BUDGET_FAILURES = (BudgetRetired, StreamAccessDenied, AuthenticationFailed, RetriesExhausted)
 
@@ -89,7 +96,9 @@ class Scheduler:
         writer = Writer(self.ctx.database_url, pages, self.ctx.stats)
         writer.start()
         walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
-                                       server_now_ms=self.ctx.server_now_ms) for budget in self.budgets}
+                                       server_now_ms=self.ctx.server_now_ms,
+                                       hand_back=partial(hand_back_due, budget, self.budgets))
+                   for budget in self.budgets}
         progress = Progress(self.ctx.stats, [b.throttle for b in self.budgets], pages, self.ctx.progress_interval_s,
                             self.ctx.already_stored)
         pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains, thread_name_prefix="fetch")
@@ -165,6 +174,8 @@ class Scheduler:
         request for every remaining page (plus the split's partial page), fetching them in parallel
         finishes a window's worth of pages in one page-time instead of one after another.
         """
+        if hand_back_due(budget, self.budgets):
+            return 0
         chains = budget.chains()
         limiter = budget.throttle.limiter
         if chains == 0 or not limiter.engaged:
@@ -191,6 +202,10 @@ class Scheduler:
         exc = future.exception()
         if exc is None:
             return  # the walker claimed its partition done with its last page
+        if isinstance(exc, HandedBack):
+            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, budget.throttle.wait_s())
+            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
+            return
         if isinstance(exc, BuiltCursorsRefused):
             self._cover_with_server_cursors(pid)
         elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
@@ -222,6 +237,17 @@ def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: t
     checkpoint.persist_split(conn, pass_id, narrowed_id, middle, new)
     plan.apply_split(narrowed_id, middle, new)
     return new
+
+
+def hand_back_due(budget: Budget, budgets: list[Budget]) -> bool:
+    """True while `budget` faces a long wait and another budget could send now (any thread may ask)."""
+    return _stalled(budget) and any(other.retired is None and not _stalled(other)
+                                    for other in budgets if other is not budget)
+
+
+def _stalled(budget: Budget) -> bool:
+    throttle = budget.throttle
+    return throttle.wait_s() > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * throttle.latency_s)
 
 
 def _share(thief: Budget, owner: Budget) -> float:

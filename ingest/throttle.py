@@ -92,6 +92,11 @@ class Throttle:
             self.pacer.on_throttled(retry_after_s, self._clock() + delay)
         return delay
 
+    def wait_s(self) -> float:
+        """Seconds until this budget could send (0: now): a 429 pause, a spent window, or the pacer's spacing."""
+        pacer_wait = self.pacer.wait_s() if self.pacer is not None else 0.0
+        return max(self.limiter.wait_s(), pacer_wait)
+
     @property
     def latency_s(self) -> float:
         with self._lock:

@@ -17,6 +17,7 @@ from ingest.errors import (
     CursorExpired,
     CursorRejected,
     FatalApiError,
+    HandedBack,
     RepeatedCursor,
     Stopped,
 )
@@ -43,6 +44,9 @@ class ChainWalker:
     writer_alive: Callable[[], bool]
     # Cursors we build expire by the server's clock: by ours, a server running ahead calls them expired.
     server_now_ms: Callable[[], int] | None = None
+    # Asked before every request: True when this budget should give its partition to another budget
+    # instead of sitting on it through a long wait (a spent window, a 429 lockout).
+    hand_back: Callable[[], bool] = lambda: False
 
     def run(self, partition: Partition) -> None:
         """Fetch `partition` to its lower bound; where it ends is decided by the API's own order.
@@ -66,6 +70,8 @@ class ChainWalker:
             if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_done(pid, lo):
                 self._put(PageCommit(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
                 return
+            if self.hand_back():
+                raise HandedBack(f"partition {pid}")  # its position is in the plan: the next chain resumes there
             at_top = cursor is None and pos is None and hi is None
             try:
                 page = self.retry.call(partial(self.source.page, cursor, lo, hi), f"partition {pid}")

@@ -15,7 +15,14 @@ import pytest
 
 from ingest.client import Envelope
 from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
-from ingest.errors import BuiltCursorsRefused, CursorExpired, CursorRejected, FatalApiError, RepeatedCursor
+from ingest.errors import (
+    BuiltCursorsRefused,
+    CursorExpired,
+    CursorRejected,
+    FatalApiError,
+    HandedBack,
+    RepeatedCursor,
+)
 from ingest.pages import PageCommit
 from ingest.partitions import MIN_SPLIT_PAGES, Partition, Plan
 from ingest.retry import RetryPolicy
@@ -79,7 +86,7 @@ class ListSource:
 
 
 def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
-         handed: list[PageCommit] | None = None) -> list[PageCommit]:
+         handed: list[PageCommit] | None = None, hand_back: Callable[[], bool] = lambda: False) -> list[PageCommit]:
     """Run one fetcher over `partition` (alone unless `plan` says otherwise); the pages it handed to the writer.
 
     `handed` collects the pages too, for a test that expects the walk to raise.
@@ -89,7 +96,8 @@ def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
     retry = RetryLoop(Throttle("test"), RetryPolicy(max_attempts=2), Stats(), threading.Event())
     out = [] if handed is None else handed
     try:
-        ChainWalker(source, retry, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS).run(partition)
+        ChainWalker(source, retry, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS,
+                    hand_back=hand_back).run(partition)
     finally:
         while not pages.empty():
             out.append(pages.get())
@@ -300,3 +308,21 @@ def test_a_partial_first_page_does_not_narrow_the_split_width() -> None:
     assert (len(pages[0].lines), pages[0].last) == (5, True)
     # Learning nothing (0) or the width of MIN_SPLIT_PAGES full pages (2 x 20 events, 1 s apart) is right.
     assert plan.min_split_ms in (0, MIN_SPLIT_PAGES * 20 * 1_000)
+
+
+def test_a_chain_hands_its_partition_back_between_pages_and_the_next_resumes_at_its_position() -> None:
+    """A budget facing a long wait gives its partition away: no page is fetched twice, none is skipped."""
+    items = events(100)
+    partition = Partition(1, None, None)
+    plan = Plan([partition], None)
+    stalled = ListSource(items, page_size=30)
+    handed: list[PageCommit] = []
+    with pytest.raises(HandedBack):
+        walk(stalled, partition, plan, handed, hand_back=lambda: len(stalled.cursors) == 2)
+    assert len(handed) == 2 and not partition.done
+    other = ListSource(items, page_size=30)  # another budget of the same endpoint
+    rest = walk(other, partition, plan)
+    assert other.cursors[0] in stalled.issued  # the cursor the stalled chain was given last
+    assert stored_ids(handed) | stored_ids(rest) == {e["id"] for e in items}
+    assert len(stalled.cursors) + len(other.cursors) == 4  # 100 events in pages of 30: four requests in all
+    assert partition.done

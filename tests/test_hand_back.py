@@ -1,0 +1,54 @@
+"""When a chain gives its partition back: its budget faces a long wait while another budget could send."""
+
+from __future__ import annotations
+
+import threading
+
+from ingest.budgets import FEED, HEADER, QUERY, Budget
+from ingest.retry import RetryPolicy
+from ingest.retry_loop import RetryLoop
+from ingest.scheduler import HAND_BACK_PAGE_TIMES, hand_back_due
+from ingest.stats import Stats
+from ingest.throttle import DEFAULT_LATENCY_S, Throttle
+
+NOW = 1000.0
+LONG_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S + 1  # longer than two page-times
+SHORT_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S - 1
+
+
+def budget(kind: str) -> Budget:
+    throttle = Throttle(kind, clock=lambda: NOW)
+    retry = RetryLoop(throttle, RetryPolicy(), Stats(), threading.Event())
+    return Budget(kind, kind, source=None, retry=retry)  # no source: only its throttle is asked
+
+
+def test_a_budget_locked_out_for_longer_than_two_page_times_hands_back_while_another_can_send() -> None:
+    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
+    header.throttle.limiter.pause_for(LONG_WAIT_S)
+    assert [hand_back_due(b, [feed, header, query]) for b in (feed, header, query)] == [False, True, False]
+
+
+def test_a_short_wait_is_no_reason_to_hand_back() -> None:
+    feed, header = budget(FEED), budget(HEADER)
+    header.throttle.limiter.pause_for(SHORT_WAIT_S)
+    assert not hand_back_due(header, [feed, header])
+
+
+def test_nobody_hands_back_when_every_budget_waits() -> None:
+    feed, header = budget(FEED), budget(HEADER)
+    feed.throttle.limiter.pause_for(LONG_WAIT_S)
+    header.throttle.limiter.pause_for(LONG_WAIT_S)
+    assert not hand_back_due(header, [feed, header]) and not hand_back_due(feed, [feed, header])
+
+
+def test_a_retired_budget_takes_nothing_so_nothing_is_handed_to_it() -> None:
+    feed, header = budget(FEED), budget(HEADER)
+    header.throttle.limiter.pause_for(LONG_WAIT_S)
+    feed.retire("stream-access refused")
+    assert not hand_back_due(header, [feed, header])
+
+
+def test_a_spent_window_counts_as_a_wait() -> None:
+    header, query = budget(HEADER), budget(QUERY)
+    header.throttle.observe(10, 0, 40.0)  # the window's last request is spent; 40 s to its end
+    assert hand_back_due(header, [header, query])

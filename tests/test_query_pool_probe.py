@@ -1,0 +1,84 @@
+"""The query pool's probe: shared or separate from X-RateLimit-Remaining, never fooled by a lost answer or a restart."""
+
+from __future__ import annotations
+
+from ingest.budgets import QueryPoolProbe
+
+LIMIT = 5
+
+
+def query(probe: QueryPoolProbe, remaining: int, reset: float, *, sends: int = 1) -> None:
+    """`sends` query requests go out (the last one answered with these headers)."""
+    for _ in range(sends):
+        probe.query_sending()
+    probe.query_answered(LIMIT, remaining, reset)
+
+
+def header(probe: QueryPoolProbe) -> None:
+    probe.header_answered(10, 7, 50.0)
+
+
+def test_a_separate_pool_falls_by_our_requests_alone_while_the_header_pool_answers() -> None:
+    probe = QueryPoolProbe()
+    query(probe, 4, 59.0)
+    header(probe)
+    query(probe, 3, 55.0)
+    assert probe.verdict == "separate"
+    assert probe.refusal() is None
+
+
+def test_a_shared_pool_falls_by_the_header_requests_too() -> None:
+    probe = QueryPoolProbe()
+    query(probe, 4, 59.0)
+    header(probe)
+    query(probe, 1, 55.0)  # two header requests reached the same pool meanwhile
+    assert probe.verdict == "shared"
+    assert probe.refusal() is not None
+
+
+def test_a_request_that_timed_out_still_counts_as_ours() -> None:
+    probe = QueryPoolProbe()
+    query(probe, 4, 59.0)
+    header(probe)
+    query(probe, 2, 40.0, sends=2)  # the first of the two timed out: no answer, but the pool counted it
+    assert probe.verdict == "separate"
+
+
+def test_the_first_answer_of_a_run_is_only_a_baseline() -> None:
+    """A run killed a moment ago left its requests in the window: Remaining starts low, which proves nothing."""
+    probe = QueryPoolProbe()
+    query(probe, 1, 30.0)
+    assert probe.verdict is None
+    query(probe, 0, 26.0)
+    assert probe.verdict is None  # fell by exactly ours, but nothing else answered in between: undecided
+
+
+def test_a_new_window_starts_from_the_limit() -> None:
+    probe = QueryPoolProbe()
+    query(probe, 0, 3.0)
+    query(probe, 4, 60.0)  # a larger Reset: a new window, where only our request counts
+    assert probe.verdict is None
+    short = QueryPoolProbe()
+    query(short, 0, 3.0)
+    query(short, 2, 60.0)  # a new window already three short after one request of ours: others drew on it
+    assert short.verdict == "shared"
+
+
+def test_an_answer_without_rate_limit_headers_sets_no_baseline() -> None:
+    probe = QueryPoolProbe()
+    probe.query_sending()
+    probe.query_answered(None, None, None)
+    query(probe, 4, 59.0)  # the first baseline
+    header(probe)
+    query(probe, 3, 55.0)
+    assert probe.verdict == "separate"
+
+
+def test_a_verdict_is_final() -> None:
+    probe = QueryPoolProbe()
+    query(probe, 4, 59.0)
+    header(probe)
+    query(probe, 3, 55.0)
+    header(probe)
+    query(probe, 0, 50.0)
+    assert probe.verdict == "separate"
