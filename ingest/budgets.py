@@ -60,20 +60,21 @@ class Budget:
 class QueryPoolProbe:
     """Tells whether `?api_key=` has a pool of its own or draws on the header pool, from X-RateLimit-Remaining.
 
-    Between two of its answers in one window, Remaining falls by the requests that reached the pool
-    meanwhile; in a new window it starts from Limit. Shared: it fell by more than the query requests we
-    sent (the header pool's count in it). Separate: by exactly ours while the header pool was answering.
-    The run's first answer is only a baseline (its window may still count the requests of a run killed
-    a moment ago), and every send counts, answered or not (a timed-out request still reached the pool).
-    Until a verdict the query budget runs one chain; the probe learns from answers only, so a verdict
-    costs no request of its own.
+    Shared: the pool counts more requests than we sent it — within a window Remaining is below Limit by
+    more than our sends since the window began, or it fell between two of our answers by more than our
+    sends between them (the header pool's requests count in it). Separate: it fell by exactly ours while
+    the header pool was answering. Every send counts, answered or not (a timed-out request still reached
+    the pool). A run that starts moments after another was killed (`restarted`) does not judge the first
+    window by Limit: that window may still count the killed run's requests. Until a verdict the query
+    budget runs one chain; the probe learns from answers only, so a verdict costs no request of its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, restarted: bool = False) -> None:
         self._lock = threading.Lock()
         self.verdict: str | None = None  # "separate" or "shared"
         self._last: tuple[float, int] | None = None  # (Reset, Remaining) of our last answer with both
         self._sent_since = 0  # our query requests sent since that answer, this one's included
+        self._in_window: int | None = None if restarted else 0  # our sends in the current window (None: unknown)
         self._header_between = False  # the header pool answered since that answer
 
     def header_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
@@ -93,14 +94,16 @@ class QueryPoolProbe:
             last, self._last = self._last, (reset, remaining)
             sent, header_between = self._sent_since, self._header_between
             self._sent_since, self._header_between = 0, False
-            if last is None:
-                return  # the run's first answer: its window may still count a killed run's requests
-            if reset > last[0]:  # Reset counts down within a window: a larger one opens a new window
-                if limit is not None and limit - remaining > sent:
-                    self.verdict = "shared"
-            elif last[1] - remaining > sent:
+            new_window = last is not None and reset > last[0]  # Reset counts down within a window
+            if new_window:
+                self._in_window = sent  # some may have gone in the old window: counting them is the safe side
+            elif self._in_window is not None:
+                self._in_window += sent
+            fall = last[1] - remaining if last is not None and not new_window else None
+            if (limit is not None and self._in_window is not None and limit - remaining > self._in_window) or (
+                    fall is not None and fall > sent):
                 self.verdict = "shared"
-            elif header_between and last[1] - remaining == sent:
+            elif header_between and fall == sent:
                 self.verdict = "separate"
         if self.verdict is not None:
             logger.info("the ?api_key= pool is {} (X-RateLimit-Remaining {} of {})", self.verdict, remaining, limit)
@@ -139,10 +142,12 @@ def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
     return observe
 
 
-def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, stop: threading.Event) -> list[Budget]:
+def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, stop: threading.Event,
+                 recently_used: frozenset[str] = frozenset()) -> list[Budget]:
     """Every budget STRATEGY allows, for every key: `auto` all three, `feed` the feed, `documented` both pools.
 
-    A feed that stream-access refuses is left out (under `feed`, that is an error).
+    A feed that stream-access refuses is left out (under `feed`, that is an error). `recently_used`: the
+    budgets an earlier run spent moments ago, whose current windows may still count its requests.
     """
     policy = RetryPolicy(max_attempts=settings.max_attempts)
     budgets: list[Budget] = []
@@ -162,7 +167,7 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         if settings.strategy == "feed":
             continue
         header_retry, query_retry = loop(HEADER + suffix), loop(QUERY + suffix)
-        probe = QueryPoolProbe()
+        probe = QueryPoolProbe(restarted=QUERY + suffix in recently_used)
         header = DocumentedSource(client, settings.page_size, _both(header_retry.throttle.observe,
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,

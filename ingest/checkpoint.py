@@ -181,6 +181,14 @@ def save_budget_states(conn: psycopg.Connection, states: dict[str, tuple[float |
         )
 
 
+def budgets_used_within(conn: psycopg.Connection, seconds: float) -> frozenset[str]:
+    """Names of the budgets whose state an earlier run saved less than `seconds` ago."""
+    rows = conn.execute("SELECT name FROM ingest_budgets WHERE updated_at > now() - make_interval(secs => %s)",
+                        (seconds,)).fetchall()
+    conn.commit()
+    return frozenset(name for (name,) in rows)
+
+
 def load_budget_states(conn: psycopg.Connection) -> dict[str, tuple[float | None, float | None]]:
     """{budget name: (rate per s, not-before as epoch s)} as the last run left them."""
     rows = conn.execute(

@@ -28,6 +28,9 @@ PLAN_PROBE_EVENTS = 500
 # Late events within this much of the newest event are re-read by every incremental pass: about one
 # page at the API's ~100,000 events a day, so a rerun with nothing new costs a request or two.
 LOOKBACK_MS = 3_600_000  # ms
+# A budget an earlier run saved less than this long ago may still have that run's requests counted in
+# its current window (the contract's windows are 60 s; states are saved every few seconds).
+RECENT_WINDOW_S = 120.0  # s
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
         ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
         check_origin(conn, ours, lambda anchor: anchor_served(first, identity, anchor), record=True,
                      reset=settings.reset)
-        budgets = open_budgets(settings, clients, stats, stop.event)
+        budgets = open_budgets(settings, clients, stats, stop.event,
+                               checkpoint.budgets_used_within(conn, RECENT_WINDOW_S))
         learned = checkpoint.load_budget_states(conn)
         for budget in budgets:
             if budget.name in learned:

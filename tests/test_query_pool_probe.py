@@ -44,31 +44,44 @@ def test_a_request_that_timed_out_still_counts_as_ours() -> None:
     assert probe.verdict == "separate"
 
 
-def test_the_first_answer_of_a_run_is_only_a_baseline() -> None:
-    """A run killed a moment ago left its requests in the window: Remaining starts low, which proves nothing."""
+def test_a_window_already_short_at_our_first_request_is_shared() -> None:
     probe = QueryPoolProbe()
+    query(probe, 2, 30.0)  # our first request, and the window has spent three: others count in it
+    assert probe.verdict == "shared"
+
+
+def test_after_a_restart_the_first_window_proves_nothing_by_its_level() -> None:
+    """A run killed a moment ago left its requests in the window: Remaining starts low, which proves nothing."""
+    probe = QueryPoolProbe(restarted=True)
     query(probe, 1, 30.0)
     assert probe.verdict is None
+    header(probe)
     query(probe, 0, 26.0)
-    assert probe.verdict is None  # fell by exactly ours, but nothing else answered in between: undecided
+    assert probe.verdict == "separate"  # only falls are compared in that window: ours alone
 
 
-def test_a_new_window_starts_from_the_limit() -> None:
-    probe = QueryPoolProbe()
+def test_after_a_restart_a_new_window_is_judged_by_its_level_again() -> None:
+    probe = QueryPoolProbe(restarted=True)
     query(probe, 0, 3.0)
     query(probe, 4, 60.0)  # a larger Reset: a new window, where only our request counts
     assert probe.verdict is None
-    short = QueryPoolProbe()
-    query(short, 0, 3.0)
-    query(short, 2, 60.0)  # a new window already three short after one request of ours: others drew on it
-    assert short.verdict == "shared"
+    query(probe, 1, 58.0)  # one more of ours, two others
+    assert probe.verdict == "shared"
+
+
+def test_a_window_reset_shown_as_an_epoch_is_the_same_window_while_it_stays() -> None:
+    probe = QueryPoolProbe()
+    query(probe, 4, 1_769_541_660.0)
+    header(probe)
+    query(probe, 3, 1_769_541_660.0)
+    assert probe.verdict == "separate"
 
 
 def test_an_answer_without_rate_limit_headers_sets_no_baseline() -> None:
     probe = QueryPoolProbe()
     probe.query_sending()
     probe.query_answered(None, None, None)
-    query(probe, 4, 59.0)  # the first baseline
+    query(probe, 4, 59.0)
     header(probe)
     query(probe, 3, 55.0)
     assert probe.verdict == "separate"
