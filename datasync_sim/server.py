@@ -56,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
         if resp.delay > 0:
             time.sleep(resp.delay)
         if req.path.startswith("/__sim/"):
-            self._send(resp)
+            self._write(self._render(resp))
             return
         if resp.reset:
             self.server.app.stats.record(resp.endpoint, "reset")
@@ -66,10 +66,13 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        sent = self._send(resp)
-        self.server.app.stats.record(resp.endpoint, resp.status, sent, resp.events if resp.status == 200 else 0)
+        out = self._render(resp)
+        # Counted before the answer goes out: a client that reads it and then asks /__sim/stats (another
+        # thread) must find it counted, however slowly this thread is scheduled.
+        self.server.app.stats.record(resp.endpoint, resp.status, len(out), resp.events if resp.status == 200 else 0)
+        self._write(out)
 
-    def _send(self, resp: Response) -> int:
+    def _render(self, resp: Response) -> bytes:
         body = resp.body if resp.truncate_to is None else resp.body[:resp.truncate_to]
         lines = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}",
                  f"Date: {formatdate(usegmt=True)}",
@@ -78,12 +81,13 @@ class _Handler(BaseHTTPRequestHandler):
         lines += [f"{k}: {v}" for k, v in resp.headers]
         lines.append("Connection: close" if self.close_connection else "Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        out = head if resp.head_only else head + body
+        return head if resp.head_only else head + body
+
+    def _write(self, out: bytes) -> None:
         try:
             self.wfile.write(out)
         except OSError:
             self.close_connection = True
-        return len(out)
 
     do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
