@@ -53,6 +53,9 @@ class Envelope:
     next_cursor: str | None
     total: int | None
     cursor_expires_in_s: float | None = None  # pagination.cursorExpiresIn: the next cursor's lifetime
+    # A full page whose pagination object was damaged: its events are whole, its next cursor unknown. The
+    # walker continues after its last event (see ChainWalker) rather than paying for the page again.
+    pagination_damaged: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ class ApiClient:
             params = {**params, "api_key": self._api_key}
             headers = {**(headers or {}), "X-API-Key": None}  # None drops the session's header
         response = self.request("GET", path, params=params, headers=headers, observe=observe)
-        page = parse_envelope(response.content)
+        page = parse_envelope(response.content, asked=int_or_none(params.get("limit")))
         exp_ms = cursor_expiry_ms(page.next_cursor)
         if exp_ms is not None and page.cursor_expires_in_s is not None:
             self.server_clock.observe_cursor(exp_ms, page.cursor_expires_in_s)
@@ -235,11 +238,12 @@ def is_own_path(endpoint: str) -> bool:
     )
 
 
-def parse_envelope(content: bytes) -> Envelope:
+def parse_envelope(content: bytes, asked: int | None = None) -> Envelope:
     """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end.
 
     A body orjson refuses but the stdlib parser accepts (NaN, 1e400, a lone surrogate) is not damaged:
-    its events are kept (see tolerant_json).
+    its events are kept (see tolerant_json). Nor is a page whose JSON is whole and holds the `asked`
+    number of events but whose pagination is damaged: it comes back marked, with `has_more` true.
     """
     try:
         body = tolerant_json.loads(content)
@@ -247,14 +251,20 @@ def parse_envelope(content: bytes) -> Envelope:
         raise RetryableApiError(f"invalid or truncated JSON body ({len(content)} bytes)") from exc
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise RetryableApiError("response without a data list")
-    pagination = body.get("pagination")
-    if not isinstance(pagination, dict) or not isinstance(pagination.get("hasMore"), bool):
-        raise RetryableApiError("response without a well-formed pagination object")
-    next_cursor = pagination.get("nextCursor")
-    if pagination["hasMore"] and not (isinstance(next_cursor, str) and next_cursor):
-        raise RetryableApiError("hasMore is true but nextCursor is missing")
     meta = body.get("meta")
     total = int_or_none(meta.get("total")) if isinstance(meta, dict) else None
+    pagination = body.get("pagination")
+    damage = None
+    if not isinstance(pagination, dict) or not isinstance(pagination.get("hasMore"), bool):
+        damage = "response without a well-formed pagination object"
+    elif pagination["hasMore"] and not (isinstance(pagination.get("nextCursor"), str) and pagination["nextCursor"]):
+        damage = "hasMore is true but nextCursor is missing"
+    if damage is not None:
+        if asked is not None and asked > 0 and len(body["data"]) == asked:
+            return Envelope(body["data"], True, None, total, pagination_damaged=True)
+        raise RetryableApiError(damage)
+    assert isinstance(pagination, dict)
+    next_cursor = pagination.get("nextCursor")
     return Envelope(
         body["data"], pagination["hasMore"], next_cursor if pagination["hasMore"] else None, total,
         _float(pagination.get("cursorExpiresIn")),

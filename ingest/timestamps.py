@@ -16,6 +16,7 @@ MAX_S = MAX_MS // 1000
 # word joiner, no-break space.
 _STRIP = " \t\r\n\v\f\u200b\u200c\u200d\u2060\ufeff\u00a0"
 _DIGITS = re.compile(r"[+-]?\d+(\.\d+)?")
+_CAPTURED_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -55,3 +56,14 @@ def parse_timestamp_ms(value: object) -> int | None:
     millis = (moment - _EPOCH) // _MILLISECOND
     return millis if MIN_MS <= millis < MAX_MS else None
 
+
+
+def in_captured_form(value: object) -> bool:
+    """True for the two forms captured from the live API: epoch ms as an integer, ISO-8601 UTC with ms.
+
+    Either names its millisecond exactly. The other forms parse too, but a date without its time, a time
+    without its milliseconds or a zone-less local time may stand below the event's true place.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return MIN_MS <= value < MAX_MS
+    return isinstance(value, str) and _CAPTURED_ISO.fullmatch(value) is not None

@@ -19,12 +19,14 @@ from ingest.errors import (
     FatalApiError,
     HandedBack,
     RepeatedCursor,
+    RetryableApiError,
     Stopped,
 )
 from ingest.pages import PageCommit
 from ingest.partitions import Partition, Plan
 from ingest.retry_loop import RetryLoop
 from ingest.sources import Source
+from ingest.timestamps import in_captured_form
 from ingest.transform import parse_timestamps, transform_events, usable_uuid
 
 # A server whose clock runs far ahead calls every cursor we rebuild expired; after this many in a row
@@ -57,6 +59,7 @@ class ChainWalker:
         partition below fetches them too, and the upsert absorbs the overlap.
         """
         pid, hi = partition.partition_id, partition.hi_ms
+        until = hi  # the feed's `until`: lowered to continue after a page whose pagination was damaged
         cursor, built = self._start_cursor(partition)
         stored = cursor is not None and not built  # a checkpointed cursor, maybe of another endpoint
         pos: tuple[int, str] | None = None
@@ -74,7 +77,7 @@ class ChainWalker:
                 raise HandedBack(f"partition {pid}")  # its position is in the plan: the next chain resumes there
             at_top = cursor is None and pos is None and hi is None
             try:
-                page = self.retry.call(partial(self.source.page, cursor, lo, hi), f"partition {pid}")
+                page = self.retry.call(partial(self._fetch, cursor, lo, until), f"partition {pid}")
             except CursorExpired:
                 expired_in_a_row += 1
                 if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:
@@ -94,7 +97,7 @@ class ChainWalker:
                     raise FatalApiError(f"partition {pid}: the API rejected its own cursor") from None
                 if self.source.windowed or hi is None:
                     logger.warning("partition {}: rebuilt cursor refused; restarting from its upper bound", pid)
-                    cursor, built, pos = None, False, None
+                    cursor, built, pos, until = None, False, None, hi
                     seen.clear()  # the chain starts over: its cursors may legitimately come again
                     continue
                 raise BuiltCursorsRefused(f"partition {pid}: the API refuses built cursors") from None
@@ -116,6 +119,7 @@ class ChainWalker:
                 first_page = False
             if out.pos_ms is not None and out.pos_id is not None:
                 pos = (out.pos_ms, out.pos_id)
+            cursor_lost = page.pagination_damaged
             del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
             out = dataclasses.replace(out, last=last)
             self._put(out)
@@ -125,6 +129,21 @@ class ChainWalker:
             cursor, built = out.next_cursor, False
             if cursor is not None:
                 seen.add(cursor)
+            if cursor_lost and pos is not None:  # a full page without its next cursor (_fetch placed it)
+                logger.info("partition {}: a full page came without a well-formed pagination object; its events"
+                            " are kept and the chain goes on after the last of them", pid)
+                if self.source.windowed:
+                    until = pos[0] + 1  # covers the events tied at pos[0] whether `until` is < or <=
+                else:
+                    cursor, built = self._built(*pos), True
+
+    def _fetch(self, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
+        """One request; a full page with damaged pagination counts only if its events can place the next one."""
+        page = self.source.page(cursor, lo, until)
+        if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
+            raise RetryableApiError("a full page without a well-formed pagination object, its events out of"
+                                    " the API's order: fetched again")
+        return page
 
     def _learn_density(self, page: Envelope, *, at_top: bool) -> None:
         stamps = [ts for ts in parse_timestamps(page.events) if ts is not None]
@@ -158,7 +177,10 @@ class ChainWalker:
         events = page.events
         stamps = parse_timestamps(events)
         rows = transform_events(events, stamps)
-        new_pos = decode_cursor(page.next_cursor) or _last_position(events, stamps) or pos
+        if page.pagination_damaged:
+            new_pos = _resume_point(events, stamps)
+        else:
+            new_pos = decode_cursor(page.next_cursor) or _last_position(events, stamps) or pos
         return PageCommit(
             partition_id=pid,
             next_cursor=page.next_cursor,
@@ -187,6 +209,21 @@ def _newest(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
     placed = [(ts, usable_uuid(e.get("id"))) for e, ts in zip(events, stamps, strict=True)
               if ts is not None and isinstance(e, dict)]
     return max(((ts, eid) for ts, eid in placed if eid is not None), default=None)
+
+
+def _resume_point(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
+    """Where the API's order goes on after a page that lost its next cursor: at its last exactly placed event.
+
+    The page must run in the API's (timestamp, id) descending order, and the event the next page starts
+    after must carry its timestamp in a captured form (exact to the ms) and a well-formed id: a timestamp
+    read too low would make the next page start past events nobody fetched. Starting at an earlier event
+    of the page instead only fetches the events after it twice.
+    """
+    placed = [(ts, e["id"], in_captured_form(e.get("timestamp"))) for e, ts in zip(events, stamps, strict=True)
+              if ts is not None and isinstance(e, dict) and usable_uuid(e.get("id")) == e.get("id")]
+    if any(a[:2] < b[:2] for a, b in zip(placed, placed[1:], strict=False)):
+        return None
+    return next(((ts, eid) for ts, eid, exact in reversed(placed) if exact), None)
 
 
 def _last_position(events: list, stamps: list[int | None]) -> tuple[int, str] | None:

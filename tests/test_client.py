@@ -142,6 +142,19 @@ def test_damaged_envelopes_are_retryable_never_the_end(content: bytes) -> None:
         parse_envelope(content)
 
 
+@pytest.mark.parametrize("pagination", [None, {"hasMore": "yes"}, {"hasMore": True, "nextCursor": None}, "gone"])
+def test_a_full_page_with_damaged_pagination_keeps_its_events(pagination: object) -> None:
+    body = envelope([{"id": str(i)} for i in range(3)])
+    if pagination == "gone":
+        del body["pagination"]
+    else:
+        body["pagination"] = pagination
+    page = parse_envelope(orjson.dumps(body), asked=3)
+    assert (len(page.events), page.has_more, page.next_cursor, page.pagination_damaged) == (3, True, None, True)
+    with pytest.raises(RetryableApiError, match="pagination|nextCursor"):
+        parse_envelope(orjson.dumps(body), asked=4)  # short: maybe cut, maybe the end; asked again
+
+
 def last_page(*events: bytes) -> bytes:
     """An end-of-data envelope around raw event JSON, so the test controls every byte."""
     return b'{"data":[' + b",".join(events) + b'],"pagination":{"hasMore":false,"nextCursor":null},"meta":{}}'

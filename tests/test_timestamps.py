@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.timestamps import parse_timestamp_ms
+from ingest.timestamps import in_captured_form, parse_timestamp_ms
 
 INSTANT = 1769541612369  # 2026-01-27T19:20:12.369Z
 
@@ -44,3 +44,19 @@ def test_epoch_seconds_and_whole_second_iso(value: object, expected: int) -> Non
 )
 def test_what_is_not_a_time_gives_none(value: object) -> None:
     assert parse_timestamp_ms(value) is None
+
+
+@pytest.mark.parametrize(("value", "exact"), [
+    (1769541612369, True),
+    ("2026-01-27T19:20:12.369Z", True),
+    (1769541612, False),  # epoch seconds: the milliseconds are gone
+    (1769541612369.0, False),
+    ("1769541612369", False),
+    ("2026-01-27T19:20:12Z", False),
+    ("2026-01-27T19:20:12.369", False),  # no zone
+    ("2026-01-27", False),
+    (" 2026-01-27T19:20:12.369Z", False),
+    (True, False),
+])
+def test_only_the_captured_forms_name_their_millisecond_exactly(value: object, exact: bool) -> None:
+    assert in_captured_form(value) is exact

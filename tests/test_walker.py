@@ -48,7 +48,8 @@ class ListSource:
     """Serves `items` page by page like /api/v1/events; `render` changes how an event is sent.
 
     Hooks for the protocol's odd turns: `expire(cursor)` answers CURSOR_EXPIRED, `reject(cursor)` refuses a
-    cursor (the API's 400 CURSOR_INVALID_FORMAT), `during(cursor)` runs while the request is in flight.
+    cursor (the API's 400 CURSOR_INVALID_FORMAT), `during(cursor)` runs while the request is in flight,
+    `lose_pagination(cursor)` answers with the events but a damaged pagination object.
     """
 
     kind = "documented"
@@ -63,26 +64,47 @@ class ListSource:
         self.expire: Callable[[str | None], bool] = lambda cursor: False
         self.reject: Callable[[str | None], bool] = lambda cursor: False
         self.during: Callable[[str | None], None] = lambda cursor: None
+        self.lose_pagination: Callable[[str | None], bool] = lambda cursor: False
+        self.untils: list[int | None] = []  # every hi_ms asked for, in order
+
+    def window(self, lo_ms: int | None, hi_ms: int | None) -> list[dict]:
+        """The events the request may see: all of them (the documented endpoint ignores since/until)."""
+        return self.items
 
     def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
         self.cursors.append(cursor)
+        self.untils.append(hi_ms)
         if self.expire(cursor):
             raise CursorExpired("HTTP 400 CURSOR_EXPIRED")
         if self.reject(cursor):
             raise CursorRejected("HTTP 400 CURSOR_INVALID_FORMAT")
         self.during(cursor)
+        items = self.window(lo_ms, hi_ms)
         start = 0
         if cursor is not None:
             ts, eid = decode_cursor(cursor)
-            start = next((i for i, e in enumerate(self.items) if (e["timestamp"], e["id"]) < (ts, eid)),
-                         len(self.items))
-        chunk = self.items[start:start + self.page_size]
-        more = start + self.page_size < len(self.items)
+            start = next((i for i, e in enumerate(items) if (e["timestamp"], e["id"]) < (ts, eid)), len(items))
+        chunk = items[start:start + self.page_size]
+        more = start + self.page_size < len(items)
         last = chunk[-1] if chunk else None
+        rendered = [self.render(e) for e in chunk]
+        if more and self.lose_pagination(cursor):
+            return Envelope(rendered, True, None, len(self.items), pagination_damaged=True)
         next_cursor = build_cursor(last["timestamp"], last["id"], now_ms=ISSUED_AT_MS) if more and last else None
         if next_cursor is not None:
             self.issued.add(next_cursor)
-        return Envelope([self.render(e) for e in chunk], more, next_cursor, len(self.items))
+        return Envelope(rendered, more, next_cursor, len(self.items))
+
+
+class WindowSource(ListSource):
+    """Like the feed: cuts [since, until] on the server, `until` inclusive (the side that risks doubles)."""
+
+    kind = "feed"
+    windowed = True
+
+    def window(self, lo_ms: int | None, hi_ms: int | None) -> list[dict]:
+        return [e for e in self.items if (lo_ms is None or e["timestamp"] >= lo_ms)
+                and (hi_ms is None or e["timestamp"] <= hi_ms)]
 
 
 def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
@@ -326,3 +348,52 @@ def test_a_chain_hands_its_partition_back_between_pages_and_the_next_resumes_at_
     assert stored_ids(handed) | stored_ids(rest) == {e["id"] for e in items}
     assert len(stalled.cursors) + len(other.cursors) == 4  # 100 events in pages of 30: four requests in all
     assert partition.done
+
+
+def test_a_full_page_without_pagination_is_kept_and_the_chain_goes_on_after_its_last_event() -> None:
+    """The documented endpoint: one request per page, as if the server had sent its cursor."""
+    items = events(100)
+    source = ListSource(items, page_size=30)
+    source.lose_pagination = lambda cursor: cursor is None  # the first page loses its next cursor
+    pages = walk(source, Partition(1, None, None))
+    assert decode_cursor(source.cursors[1]) == (items[29]["timestamp"], items[29]["id"])
+    assert source.cursors[1] not in source.issued  # built by the walker
+    assert len(source.cursors) == 4 and [p.last for p in pages] == [False, False, False, True]
+    assert stored_ids(pages) == {e["id"] for e in items}
+
+
+def test_on_the_feed_a_page_without_pagination_is_followed_by_until_not_by_a_built_cursor() -> None:
+    items = events(100, step_ms=1)
+    items[30]["timestamp"] = items[29]["timestamp"]  # a tie across the page boundary
+    items.sort(key=lambda e: (e["timestamp"], e["id"]), reverse=True)
+    source = WindowSource(items, page_size=30)
+    source.lose_pagination = lambda cursor: cursor is None and len(source.cursors) == 1
+    lo = items[89]["timestamp"]
+    pages = walk(source, Partition(1, lo, None))
+    assert source.cursors[1] is None and source.untils[1] == items[29]["timestamp"] + 1
+    assert {e["id"] for e in items[:90]} <= stored_ids(pages)
+    assert len(source.cursors) == 4  # pages of 30, the second one starting a tie early: one request each
+
+
+def test_a_page_without_pagination_goes_on_after_its_last_event_with_an_exact_timestamp() -> None:
+    """Epoch seconds lose the milliseconds: read low, the event cannot say where the next page starts."""
+    items = events(60)
+    odd_id = items[29]["id"]  # the page's last event
+    source = ListSource(items, page_size=30, render=lambda e: {**e, "timestamp": e["timestamp"] // 1000}
+                        if e["id"] == odd_id else dict(e))
+    source.lose_pagination = lambda cursor: cursor is None
+    pages = walk(source, Partition(1, None, None))
+    assert decode_cursor(source.cursors[1]) == (items[28]["timestamp"], items[28]["id"])
+    assert stored_ids(pages) == {e["id"] for e in items}
+
+
+def test_a_page_without_pagination_out_of_the_apis_order_is_fetched_again() -> None:
+    items = events(60)
+    jumbled = items[10]["id"]
+    source = ListSource(items, page_size=30, render=lambda e: {**e, "timestamp": e["timestamp"] + 3_600_000}
+                        if e["id"] == jumbled else dict(e))
+    source.lose_pagination = lambda cursor: cursor is None and len(source.cursors) == 1
+    pages = walk(source, Partition(1, None, None))
+    assert source.cursors[:2] == [None, None]  # the damaged page was asked for again
+    assert source.cursors[2] in source.issued
+    assert stored_ids(pages) == {e["id"] for e in items}
