@@ -107,8 +107,9 @@ class _Auth:
 class App:
     """All endpoint behaviour of one simulated API instance."""
 
-    def __init__(self, cfg: SimConfig, clock: Callable[[], float] = time.monotonic,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+    def __init__(self, cfg: SimConfig, clock: Callable[[], float] | None = None,
+                 wall_ms: Callable[[], int] | None = None) -> None:
+        """`clock` (monotonic s) and `wall_ms` (epoch ms) default to the real clocks."""
         self.cfg = cfg
         self.ds = Dataset(cfg)
         self.stats = Stats()
@@ -117,8 +118,9 @@ class App:
         self.submissions = SubmissionStore()
         self.issued = cursors.IssuedCursors()
         self.readahead = ReadAhead()
+        clock = clock or time.monotonic
         self._clock = clock
-        self._wall_ms = wall_ms
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._windows = FixedWindowLimiter(cfg.window_s, cfg.penalize_early_retries, clock)
         self._feed_bucket = TokenBucketLimiter(cfg.feed_rpm, cfg.feed_burst, cfg.penalize_early_retries, clock)
         self._counter = itertools.count()
@@ -127,6 +129,12 @@ class App:
         self._first_use: dict[str, tuple[float, int]] = {}  # key -> (monotonic, wall ms)
         self._seen_urls: dict[str, float] = {}
         self._keys = frozenset(cfg.api_keys())  # empty: any well-formed key is valid
+        self._revoked: frozenset[str] = frozenset()
+
+    def revoke_key(self, key: str) -> None:
+        """Refuse `key` (401) from now on; with no configured keys, every other well-formed key stays valid."""
+        with self._lock:
+            self._revoked = self._revoked | {key}
 
     # ---- routing ------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
@@ -169,7 +177,7 @@ class App:
         if not key:
             raise _Refusal(error(401, "Unauthorized", "API key is required. Provide it in the X-API-Key header.",
                                  "MISSING_API_KEY", endpoint))
-        valid = key in self._keys if self._keys else KEY_RE.fullmatch(key) is not None
+        valid = key not in self._revoked and (key in self._keys if self._keys else KEY_RE.fullmatch(key) is not None)
         if not valid:
             raise _Refusal(error(401, "Unauthorized", "Invalid API key", "INVALID_API_KEY", endpoint))
         now = self._clock()

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -117,6 +118,10 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
+    def open_connections(self) -> int:
+        with self._conns_lock:
+            return len(self._conns)
+
     def close_connections(self) -> None:
         with self._conns_lock:
             conns = list(self._conns)
@@ -130,9 +135,11 @@ class _HTTPServer(ThreadingHTTPServer):
 class SimServer:
     """The simulator in a background thread: `with SimServer(cfg) as sim: requests.get(sim.url …)`."""
 
-    def __init__(self, cfg: SimConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, cfg: SimConfig, host: str = "127.0.0.1", port: int = 0, *,
+                 clock: Callable[[], float] | None = None, wall_ms: Callable[[], int] | None = None) -> None:
+        """`clock` (monotonic s) and `wall_ms` (epoch ms) replace the real clocks, for tests that move time."""
         self.cfg = cfg
-        self.app = App(cfg)
+        self.app = App(cfg, clock, wall_ms)
         self._httpd = _HTTPServer((host, port), self.app)
         self.host, self.port = self._httpd.server_address[:2]
         self._thread: threading.Thread | None = None
@@ -160,6 +167,14 @@ class SimServer:
         self._httpd.server_close()
         self._httpd.close_connections()
         self.app.readahead.close()
+
+    def open_connections(self) -> int:
+        """Client connections open now (keep-alive ones included)."""
+        return self._httpd.open_connections()
+
+    def revoke_key(self, key: str) -> None:
+        """Answer 401 to `key` from now on, as the live API does once a key has expired."""
+        self.app.revoke_key(key)
 
     def add_events(self, count: int) -> int:
         """Add `count` events newer than the newest; returns the new total."""

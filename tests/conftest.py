@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fix_database import DatabaseServer, NoDatabase, start_database_server
+from tests.fix_ingest import STORED_EVENTS, stored_simulator
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,13 @@ def database_server() -> Iterator[DatabaseServer]:
 def database_url(database_server: DatabaseServer) -> Iterator[str]:
     """A new empty database for one test."""
     with database_server.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def ingested(database_url: str) -> Iterator[str]:
+    """A simulator whose STORED_EVENTS events are all stored in database_url; yields its URL."""
+    with stored_simulator(database_url, STORED_EVENTS, seed=7) as url:
         yield url
 
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import requests
 
+from datasync_sim import SimServer, profile_config
 from ingest.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "ds_" + "0123456789abcdef" * 2
+STORED_EVENTS = 5_000  # the `ingested` fixture's store (tests/conftest.py)
+REPO_URL = "https://github.com/example/datasync-ingest"  # what submissions name
 
 
 def ingest_args(sim_url: str, database_url: str, *extra: str) -> list[str]:
@@ -54,3 +59,11 @@ def exactness(sim_url: str, database_url: str) -> dict:
 
 def sim_stats(sim_url: str) -> dict:
     return requests.get(sim_url + "/__sim/stats", timeout=10).json()
+
+
+@contextlib.contextmanager
+def stored_simulator(database_url: str, events: int, seed: int) -> Iterator[str]:
+    """A `fast` simulator of `events` events, all of them stored in database_url; yields its URL."""
+    with SimServer(profile_config("fast", events=events, seed=seed)) as server:
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        yield server.url

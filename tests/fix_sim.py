@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import requests
 
 from datasync_sim import SimServer, profile_config
-from datasync_sim.app import App
 
 KEY = "ds_0123456789abcdef0123456789abcdef"
 OTHER_KEY = "ds_fedcba9876543210fedcba9876543210"
@@ -46,10 +45,8 @@ def running(profile: str = "fast", clock: SimClock | None = None, **overrides) -
     """A simulator in this process; with `clock`, its time is the test's (see SimClock)."""
     overrides.setdefault("events", 2_000)
     overrides.setdefault("seed", 7)
-    server = SimServer(profile_config(profile, **overrides))
-    if clock is not None:
-        # SimServer builds its App on the real clocks; App takes them injected: swap before it serves.
-        server.app = server._httpd.app = App(server.cfg, clock=clock, wall_ms=clock.wall_ms)
+    server = SimServer(profile_config(profile, **overrides), clock=clock,
+                       wall_ms=clock.wall_ms if clock is not None else None)
     with server as sim:
         yield sim
 

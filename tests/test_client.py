@@ -387,9 +387,9 @@ def test_close_closes_the_session_of_every_thread() -> None:
             thread.start()
         for thread in threads:
             thread.join(10)
-        open_before = len(sim._httpd._conns)
+        open_before = sim.open_connections()
         client.close()
         deadline = time.monotonic() + 5
-        while sim._httpd._conns and time.monotonic() < deadline:
+        while sim.open_connections() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert (open_before, len(sim._httpd._conns)) == (3, 0)
+        assert (open_before, sim.open_connections()) == (3, 0)

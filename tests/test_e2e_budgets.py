@@ -89,7 +89,7 @@ def test_a_key_revoked_mid_run_retires_its_budgets_and_the_other_key_finishes(da
         child = subprocess.Popen([sys.executable, str(ROOT / "ingest.py"), *args], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for_rows(database_url, 4_000)
-        server.app._keys = frozenset({API_KEY})  # the second key is refused from now on (401)
+        server.revoke_key(SECOND_KEY)  # refused from now on (401)
         release.set()
         out, _ = child.communicate(timeout=120)
         result = record("second key revoked mid-run", server, database_url, f"exit {child.returncode}")

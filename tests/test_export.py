@@ -10,20 +10,8 @@ import psycopg
 import pytest
 import requests
 
-from datasync_sim import SimServer, profile_config
 from ingest.cli import main
-from tests.fix_ingest import expected, ingest_args, run_ingest, stored_truth
-
-EVENTS = 5_000
-REPO = "https://github.com/example/datasync-ingest"
-
-
-@pytest.fixture
-def ingested(database_url: str):
-    """A simulator whose EVENTS events are all stored in database_url; yields its URL."""
-    with SimServer(profile_config("fast", events=EVENTS, seed=11)) as server:
-        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
-        yield server.url
+from tests.fix_ingest import REPO_URL, STORED_EVENTS, expected, ingest_args, stored_truth
 
 
 def export(sim_url: str, database_url: str, *flags: str) -> int:
@@ -45,11 +33,11 @@ def test_export_writes_every_stored_id_once_in_ascending_order(
 
     text = out.read_text()
     assert text.splitlines() == stored_ids(database_url)
-    assert text.endswith("\n") and len(text) == EVENTS * 37
+    assert text.endswith("\n") and len(text) == STORED_EVENTS * 37
     # exactly the simulator's ids: its digest is over the sorted ids joined by newlines
     assert hashlib.sha256(text.rstrip("\n").encode()).hexdigest() == expected(ingested)["sha256"]
-    assert lines[0] == f"verify: API total {EVENTS:,}; stored {EVENTS:,}; quarantined 0"
-    assert lines[1].startswith(f"export: {EVENTS:,} ids written to {out} ({EVENTS * 37:,} bytes) in ")
+    assert lines[0] == f"verify: API total {STORED_EVENTS:,}; stored {STORED_EVENTS:,}; quarantined 0"
+    assert lines[1].startswith(f"export: {STORED_EVENTS:,} ids written to {out} ({STORED_EVENTS * 37:,} bytes) in ")
     assert [p.name for p in tmp_path.iterdir()] == ["ids.txt"]  # no temporary file left behind
 
 
@@ -65,13 +53,13 @@ def test_export_refuses_an_incomplete_database_and_keeps_the_old_file(
     assert export(ingested, database_url, "--out", str(out)) == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: export refused, nothing written: verify fails: 10 events missing: 4,990 accounted for"
-        f" (4,990 stored + 0 quarantined) of {EVENTS:,} (rerun the ingestion, or pass --force)"]
+        f" (4,990 stored + 0 quarantined) of {STORED_EVENTS:,} (rerun the ingestion, or pass --force)"]
     assert out.read_text() == "an earlier export\n"
 
     assert export(ingested, database_url, "--out", str(out), "--force") == 0
     assert out.read_text().splitlines() == stored_ids(database_url)
     assert ("export: --force: exporting although verify fails: 10 events missing: 4,990 accounted for"
-            f" (4,990 stored + 0 quarantined) of {EVENTS:,}") in capsys.readouterr().out
+            f" (4,990 stored + 0 quarantined) of {STORED_EVENTS:,}") in capsys.readouterr().out
 
 
 def test_export_into_a_directory_is_a_config_error(database_url: str, tmp_path: Path,
@@ -90,15 +78,15 @@ def test_submit_sends_the_file_export_wrote(
         conn.execute("DELETE FROM ingested_events")
     capsys.readouterr()
 
-    code = main(ingest_args(ingested, database_url, "submit", "--file", str(out), "--repo", REPO, "--yes"))
+    code = main(ingest_args(ingested, database_url, "submit", "--file", str(out), "--repo", REPO_URL, "--yes"))
     lines = capsys.readouterr().out.splitlines()
 
     assert code == 0
-    assert lines[0] == f"file: {out} holds {EVENTS:,} distinct ids; API total {EVENTS:,}"
-    assert lines[1] == (f"submission #1 accepted: {EVENTS:,} ids counted by the API ({EVENTS:,} sent);"
+    assert lines[0] == f"file: {out} holds {STORED_EVENTS:,} distinct ids; API total {STORED_EVENTS:,}"
+    assert lines[1] == (f"submission #1 accepted: {STORED_EVENTS:,} ids counted by the API ({STORED_EVENTS:,} sent);"
                         " 4 submissions remaining")
     (handed_in,) = requests.get(ingested + "/__sim/submissions", timeout=10).json()
-    assert (handed_in["eventCount"], handed_in["matchesExpected"]) == (EVENTS, True)
+    assert (handed_in["eventCount"], handed_in["matchesExpected"]) == (STORED_EVENTS, True)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -122,7 +110,7 @@ def test_submit_refuses_a_file_export_did_not_write_before_any_request(
     path = write_lines(tmp_path / "ids.txt", lines)
     # Nothing listens on port 9 and no database is named: the file is checked before any connection.
     code = main(["submit", "--api-base-url", "http://127.0.0.1:9", "--api-key", "ds_" + "0" * 32, "--env-file",
-                 "/dev/null", "--file", str(path), "--repo", REPO, "--yes"])
+                 "/dev/null", "--file", str(path), "--repo", REPO_URL, "--yes"])
     assert (code, capsys.readouterr().err) == (2, f"error: {path}, {error}\n")
 
 
@@ -130,12 +118,12 @@ def test_submit_refuses_a_file_with_fewer_ids_than_the_api_reports_unless_forced
     ingested: str, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     path = write_lines(tmp_path / "ids.txt", stored_ids(database_url)[:-1])
-    args = ingest_args(ingested, database_url, "submit", "--file", str(path), "--repo", REPO, "--yes")
+    args = ingest_args(ingested, database_url, "submit", "--file", str(path), "--repo", REPO_URL, "--yes")
     capsys.readouterr()
     assert main(args) == 1
     assert capsys.readouterr().err == (
-        f"error: submit refused, nothing sent: the file holds {EVENTS - 1:,} of the {EVENTS:,} events the API"
-        " reports (damaged events that verify counts as quarantined are not in it) (pass --force to send it"
-        " as it is)\n")
+        f"error: submit refused, nothing sent: the file holds {STORED_EVENTS - 1:,} of the {STORED_EVENTS:,}"
+        " events the API reports (damaged events that verify counts as quarantined are not in it)"
+        " (pass --force to send it as it is)\n")
     assert main([*args, "--force"]) == 0
-    assert stored_truth(database_url)["count"] == EVENTS  # the database was not touched
+    assert stored_truth(database_url)["count"] == STORED_EVENTS  # the database was not touched

@@ -9,22 +9,10 @@ import psycopg
 import pytest
 import requests
 
-from datasync_sim import SimServer, profile_config
 from ingest.cli import main
 from ingest.errors import FatalApiError, RateLimited, RetryableApiError
 from ingest.submit import IdLines, _post_once
-from tests.fix_ingest import API_KEY, ingest_args, run_ingest, sim_stats, stored_truth
-
-EVENTS = 5_000
-REPO = "https://github.com/example/datasync-ingest"
-
-
-@pytest.fixture
-def ingested(database_url: str):
-    """A simulator whose EVENTS events are all stored in database_url; yields its URL."""
-    with SimServer(profile_config("fast", events=EVENTS, seed=7)) as server:
-        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
-        yield server.url
+from tests.fix_ingest import API_KEY, REPO_URL, STORED_EVENTS, ingest_args, sim_stats, stored_truth
 
 
 def submit(sim_url: str, database_url: str, *flags: str) -> int:
@@ -61,30 +49,30 @@ def test_submit_hands_in_exactly_the_stored_ids_and_records_the_answer(
     ingested: str, database_url: str, capsys: pytest.CaptureFixture
 ) -> None:
     capsys.readouterr()
-    assert submit(ingested, database_url, "--repo", REPO, "--yes") == 0
+    assert submit(ingested, database_url, "--repo", REPO_URL, "--yes") == 0
     out = capsys.readouterr().out.splitlines()
     listing = api_submissions(ingested)
     (handed_in,) = sim_submissions(ingested)
     truth = stored_truth(database_url)
 
-    assert out[0] == f"verify: API total {EVENTS:,}; stored {EVENTS:,}; quarantined 0"
-    assert out[1] == (f"submission #1 accepted: {EVENTS:,} ids counted by the API ({EVENTS:,} sent);"
+    assert out[0] == f"verify: API total {STORED_EVENTS:,}; stored {STORED_EVENTS:,}; quarantined 0"
+    assert out[1] == (f"submission #1 accepted: {STORED_EVENTS:,} ids counted by the API ({STORED_EVENTS:,} sent);"
                       " 4 submissions remaining")
     assert out[2].startswith(f"submission id {listing['data'][0]['submissionId']}, submitted at ")
     assert len(out) == 3
     assert [(s["submissionNumber"], s["eventCount"], s["githubRepoUrl"]) for s in listing["data"]] == [
-        (1, EVENTS, REPO)]
+        (1, STORED_EVENTS, REPO_URL)]
     assert listing["meta"] == {"total": 1, "remainingSubmissions": 4}
     # The simulator's digest of what it received is the digest of exactly the stored ids.
     assert (handed_in["eventCount"], handed_in["validCount"], handed_in["sha256"], handed_in["matchesExpected"]) == (
         truth["count"], truth["count"], truth["sha256"], True)
-    assert recorded(database_url) == [(EVENTS, EVENTS, 1, 4, REPO, True)]
+    assert recorded(database_url) == [(STORED_EVENTS, STORED_EVENTS, 1, 4, REPO_URL, True)]
 
 
 def test_sixth_submission_is_refused_by_the_api_with_a_clear_error(
     ingested: str, database_url: str, capsys: pytest.CaptureFixture
 ) -> None:
-    codes = [submit(ingested, database_url, "--repo", REPO, "--yes") for _ in range(6)]
+    codes = [submit(ingested, database_url, "--repo", REPO_URL, "--yes") for _ in range(6)]
     err = capsys.readouterr().err
 
     assert codes == [0, 0, 0, 0, 0, 1]
@@ -100,15 +88,15 @@ def test_incomplete_database_is_refused_and_nothing_is_sent(
 ) -> None:
     delete_events(database_url, 10)
     capsys.readouterr()
-    code = submit(ingested, database_url, "--repo", REPO, "--yes")
+    code = submit(ingested, database_url, "--repo", REPO_URL, "--yes")
     captured = capsys.readouterr()
 
     assert code == 1
     assert captured.out.splitlines() == [
-        f"verify: API total {EVENTS:,}; stored {EVENTS - 10:,}; quarantined 0"]
+        f"verify: API total {STORED_EVENTS:,}; stored {STORED_EVENTS - 10:,}; quarantined 0"]
     assert captured.err.splitlines()[-1] == (
         "error: submit refused, nothing sent: verify fails: 10 events missing: 4,990 accounted for"
-        f" (4,990 stored + 0 quarantined) of {EVENTS:,} (rerun the ingestion, or pass --force)")
+        f" (4,990 stored + 0 quarantined) of {STORED_EVENTS:,} (rerun the ingestion, or pass --force)")
     assert posts_seen(ingested) == {}
     assert sim_submissions(ingested) == []
     assert recorded(database_url) == []
@@ -117,14 +105,14 @@ def test_incomplete_database_is_refused_and_nothing_is_sent(
 def test_force_submits_an_incomplete_database(ingested: str, database_url: str, capsys: pytest.CaptureFixture) -> None:
     delete_events(database_url, 10)
     capsys.readouterr()
-    code = submit(ingested, database_url, "--repo", REPO, "--yes", "--force")
+    code = submit(ingested, database_url, "--repo", REPO_URL, "--yes", "--force")
     out = capsys.readouterr().out.splitlines()
 
     assert code == 0
     assert out[1] == ("submit: --force: submitting although verify fails: 10 events missing: 4,990 accounted for"
-                      f" (4,990 stored + 0 quarantined) of {EVENTS:,}")
+                      f" (4,990 stored + 0 quarantined) of {STORED_EVENTS:,}")
     assert [(s["eventCount"], s["sha256"]) for s in sim_submissions(ingested)] == [
-        (EVENTS - 10, stored_truth(database_url)["sha256"])]
+        (STORED_EVENTS - 10, stored_truth(database_url)["sha256"])]
 
 
 @pytest.mark.parametrize("reply", ["n\n", "\n", "", "whatever\n"], ids=["no", "enter", "eof", "other"])
@@ -133,12 +121,12 @@ def test_declined_confirmation_sends_nothing(
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(reply))
     capsys.readouterr()
-    code = submit(ingested, database_url, "--repo", REPO)
+    code = submit(ingested, database_url, "--repo", REPO_URL)
     out = capsys.readouterr().out
 
     assert code == 1
-    assert (f"The API allows only 5 submissions per key. Submit {EVENTS:,} ids to {ingested} for {REPO}? [y/N] "
-            in out)
+    assert (f"The API allows only 5 submissions per key. Submit {STORED_EVENTS:,} ids to {ingested}"
+            f" for {REPO_URL}? [y/N] " in out)
     assert out.rstrip().endswith("submit: not confirmed, nothing sent")
     assert posts_seen(ingested) == {}
     assert recorded(database_url) == []
@@ -148,8 +136,8 @@ def test_confirmed_with_y_submits(
     ingested: str, database_url: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
-    assert submit(ingested, database_url, "--repo", REPO) == 0
-    assert [s["eventCount"] for s in sim_submissions(ingested)] == [EVENTS]
+    assert submit(ingested, database_url, "--repo", REPO_URL) == 0
+    assert [s["eventCount"] for s in sim_submissions(ingested)] == [STORED_EVENTS]
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -189,7 +177,7 @@ def test_only_a_submission_that_cannot_have_been_recorded_is_retryable(
     error: Exception, reads_body: bool, raised: type
 ) -> None:
     with pytest.raises(raised) as caught:
-        _post_once(_Refusing(error, reads_body), IdLines(None, 1), REPO)  # type: ignore[arg-type]
+        _post_once(_Refusing(error, reads_body), IdLines(None, 1), REPO_URL)  # type: ignore[arg-type]
     assert type(caught.value) is raised
     if raised is FatalApiError:
         assert "it may have been recorded: check GET /api/v1/submissions before submitting again" in str(caught.value)
