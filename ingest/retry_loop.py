@@ -11,6 +11,7 @@ from loguru import logger
 
 from ingest.errors import (
     FatalApiError,
+    HandedBack,
     RateLimited,
     RetriesExhausted,
     RetryableApiError,
@@ -35,8 +36,12 @@ class RetryLoop:
         self.stop = stop
         self._clock = clock
 
-    def call(self, send: Callable[[], T], what: str) -> T:
-        """`send()` until it succeeds; raises Stopped, RetriesExhausted or what `send` raises that is final."""
+    def call(self, send: Callable[[], T], what: str, *, hand_back: Callable[[], bool] = lambda: False) -> T:
+        """`send()` until it succeeds; raises Stopped, RetriesExhausted or what `send` raises that is final.
+
+        `hand_back` is asked after each failure: True raises HandedBack instead of waiting for the
+        budget's next turn (a window spent by the failed request may keep it minutes).
+        """
         attempt = 0
         while True:
             attempt += 1
@@ -54,6 +59,8 @@ class RetryLoop:
             if self.policy.gives_up(attempt):
                 raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {failure}") from failure
             self._wait_after(failure, attempt, what)
+            if hand_back():
+                raise HandedBack(f"{what}: handed back after {failure}")
 
     def _attempt(self, send: Callable[[], T], what: str, attempt: int,
                  ) -> tuple[bool, T | None, RetryableApiError | StreamTokenInvalid | None]:

@@ -150,14 +150,13 @@ class Scheduler:
 
     def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
         """Give free chains work — a pending partition, else a piece split off a running one — to the budget
-        running the fewest chains first, so every budget runs one before any runs two: the first budget
-        in the list must not take every slot of the cap while the others wait for its partitions to end."""
+        running the fewest chains first (see `next_chain_for`)."""
         no_work: set[Budget] = set()
-        while not self._stop.is_set() and len(self._running) < self.ctx.max_chains:
-            wanting = [b for b in self.budgets if b not in no_work and self._busy(b) < self._wanted_chains(b)]
-            if not wanting:
+        while not self._stop.is_set():
+            budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
+                                     if b not in no_work], len(self._running) >= self.ctx.max_chains)
+            if budget is None:
                 return
-            budget = min(wanting, key=self._busy)
             part = self._todo.popleft() if self._todo else self._steal(budget)
             if part is None:
                 no_work.add(budget)
@@ -229,6 +228,19 @@ class Scheduler:
         checkpoint.persist_cover(self.ctx.conn, self.ctx.pass_id, refused_id, extended, created)
         if created is not None:
             self._todo.append(created)
+
+
+def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool) -> Budget | None:
+    """Which budget starts the next chain, from (budget, chains running, chains wanted); None: no one.
+
+    The one running the fewest goes first, so every budget runs one before any runs two: the first
+    budget in the list must not take every slot while the others wait for its partitions to end. At the
+    cap only a budget running none may start one (a few chains over the cap, at most one per budget): a
+    budget whose chains wait in its own throttle (the feed's spacing) must not keep a pool's window idle.
+    """
+    wanting = [(busy, i, budget) for i, (budget, busy, wanted) in enumerate(budgets)
+               if busy < wanted and not (cap_reached and busy > 0)]
+    return min(wanting, key=lambda entry: entry[:2])[2] if wanting else None
 
 
 def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:

@@ -77,7 +77,8 @@ class ChainWalker:
                 raise HandedBack(f"partition {pid}")  # its position is in the plan: the next chain resumes there
             at_top = cursor is None and pos is None and hi is None
             try:
-                page = self.retry.call(partial(self._fetch, cursor, lo, until), f"partition {pid}")
+                page = self.retry.call(partial(self._fetch, cursor, lo, until), f"partition {pid}",
+                                       hand_back=self.hand_back)
             except CursorExpired:
                 expired_in_a_row += 1
                 if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from ingest.budgets import FEED, HEADER, QUERY, Budget
+from ingest.errors import HandedBack, RetryableApiError
 from ingest.retry import RetryPolicy
 from ingest.retry_loop import RetryLoop
-from ingest.scheduler import HAND_BACK_PAGE_TIMES, hand_back_due
+from ingest.scheduler import HAND_BACK_PAGE_TIMES, hand_back_due, next_chain_for
 from ingest.stats import Stats
 from ingest.throttle import DEFAULT_LATENCY_S, Throttle
 
@@ -52,3 +55,32 @@ def test_a_spent_window_counts_as_a_wait() -> None:
     header, query = budget(HEADER), budget(QUERY)
     header.throttle.observe(10, 0, 40.0)  # the window's last request is spent; 40 s to its end
     assert hand_back_due(header, [header, query])
+
+
+def test_a_request_that_failed_in_a_spent_window_hands_back_instead_of_waiting_for_the_next() -> None:
+    header, query = budget(HEADER), budget(QUERY)
+    sent: list[int] = []
+
+    def cut_body() -> None:
+        sent.append(1)
+        header.throttle.observe(10, 0, 40.0)  # the failed request was the window's last
+        raise RetryableApiError("invalid or truncated JSON body")
+
+    with pytest.raises(HandedBack):
+        header.retry.call(cut_body, "partition 2", hand_back=lambda: hand_back_due(header, [header, query]))
+    assert sent == [1]
+
+
+def test_the_budget_running_fewest_chains_starts_the_next() -> None:
+    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
+    assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 0, 1)], cap_reached=False) is query
+    assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 1, 1)], cap_reached=False) is feed
+    assert next_chain_for([(feed, 0, 8), (header, 0, 1)], cap_reached=False) is feed  # a tie: list order
+
+
+def test_at_the_cap_only_a_budget_running_no_chain_starts_one() -> None:
+    """The feed's seven chains wait in its spacing; the query pool's window must not sit idle behind them."""
+    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
+    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 1)], cap_reached=True) is query
+    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 1, 1)], cap_reached=True) is None
+    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 0)], cap_reached=True) is None
