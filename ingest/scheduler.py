@@ -101,7 +101,9 @@ class Scheduler:
                    for budget in self.budgets}
         progress = Progress(self.ctx.stats, [b.throttle for b in self.budgets], pages, self.ctx.progress_interval_s,
                             self.ctx.already_stored)
-        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains, thread_name_prefix="fetch")
+        # A thread for every chain `next_chain_for` may start: the cap, and one more per budget at the cap. A
+        # chain submitted without a free thread would hold its partition (a split made for it) unwalked.
+        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains + len(self.budgets), thread_name_prefix="fetch")
         try:
             while True:
                 self._assign(pool, walkers)
