@@ -39,11 +39,13 @@ class RetryLoop:
     def call(self, send: Callable[[], T], what: str, *, hand_back: Callable[[], bool] = lambda: False) -> T:
         """`send()` until it succeeds; raises Stopped, RetriesExhausted or what `send` raises that is final.
 
-        `hand_back` is asked after each failure: True raises HandedBack instead of waiting for the
-        budget's next turn (a window spent by the failed request may keep it minutes).
+        `hand_back` is asked before each attempt, retries included: True raises HandedBack instead of
+        waiting for the budget's next turn (a spent window or a 429 lockout may keep it minutes).
         """
         attempt = 0
         while True:
+            if hand_back():
+                raise HandedBack(what)
             attempt += 1
             done, result, failure = self._attempt(send, what, attempt)
             if done:
@@ -59,8 +61,6 @@ class RetryLoop:
             if self.policy.gives_up(attempt):
                 raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {failure}") from failure
             self._wait_after(failure, attempt, what)
-            if hand_back():
-                raise HandedBack(f"{what}: handed back after {failure}")
 
     def _attempt(self, send: Callable[[], T], what: str, attempt: int,
                  ) -> tuple[bool, T | None, RetryableApiError | StreamTokenInvalid | None]:

@@ -17,7 +17,6 @@ from ingest.errors import (
     CursorExpired,
     CursorRejected,
     FatalApiError,
-    HandedBack,
     RepeatedCursor,
     RetryableApiError,
     Stopped,
@@ -73,10 +72,9 @@ class ChainWalker:
             if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_done(pid, lo):
                 self._put(PageCommit(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
                 return
-            if self.hand_back():
-                raise HandedBack(f"partition {pid}")  # its position is in the plan: the next chain resumes there
             at_top = cursor is None and pos is None and hi is None
             try:
+                # HandedBack before a request: the partition's position is in the plan; the next chain resumes there.
                 page = self.retry.call(partial(self._fetch, cursor, lo, until), f"partition {pid}",
                                        hand_back=self.hand_back)
             except CursorExpired:
