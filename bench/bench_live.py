@@ -118,7 +118,7 @@ def main() -> None:
           f" ratio {r['seconds'] / r['minimum']:.3f}; feed-only minimum {r['feed_minimum']:.1f} s:"
           f" ratio {r['seconds'] / r['feed_minimum']:.3f}")
     print(f"  exit {r['exit']}; stored {r['stored']:,} of {r['expected']:,}, exact id set: {r['exact']};"
-          f" 429s {s['rate_limited']} {by_endpoint}; early arrivals {s['early_retries']};"
+          f" 429s {s['rate_limited']} {by_endpoint}; early arrivals {s['early_retries']} {s['early_by_endpoint']};"
           f" requests {sum(sum(c.values()) for c in s['requests'].values()):,}")
     print(f"  last line: {line}")
 

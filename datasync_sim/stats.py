@@ -12,6 +12,7 @@ class Stats:
         self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.rate_limited = 0
         self.early_retries = 0
+        self.early_by_endpoint: dict[str, int] = defaultdict(int)  # the same requests, by where they went
         self.bytes_sent = 0
         self.events_served = 0
         self.chaos: dict[str, int] = defaultdict(int)
@@ -28,9 +29,15 @@ class Stats:
                 self.rate_limited += 1
 
     def add(self, name: str, n: int = 1) -> None:
-        """Increment a top-level counter (early_retries, tokens_issued, cursors_issued)."""
+        """Increment a top-level counter (tokens_issued, cursors_issued)."""
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
+
+    def early_retry(self, endpoint: str) -> None:
+        """A request that came inside a 429 lockout, before its Retry-After had passed."""
+        with self._lock:
+            self.early_retries += 1
+            self.early_by_endpoint[endpoint] += 1
 
     def chaos_applied(self, knob: str) -> None:
         with self._lock:
@@ -42,6 +49,7 @@ class Stats:
                 "requests": {ep: dict(codes) for ep, codes in self.requests.items()},
                 "rate_limited": self.rate_limited,
                 "early_retries": self.early_retries,
+                "early_by_endpoint": dict(self.early_by_endpoint),
                 "bytes_sent": self.bytes_sent,
                 "events_served": self.events_served,
                 "chaos": dict(self.chaos),

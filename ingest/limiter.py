@@ -155,14 +155,15 @@ class RateLimiter:
             self._trust_guess = False
             self._paused_until = max(self._paused_until, monotonic_deadline)
 
-    def paused_for(self) -> float:
-        """Seconds left of the current 429 pause (0 when none)."""
-        with self._lock:
-            return max(0.0, self._paused_until - self._clock())
-
     def pause_for(self, seconds: float) -> None:
         """`pause_until` now + `seconds`."""
         self.pause_until(self._clock() + seconds)
+
+    def hold_for(self, seconds: float) -> None:
+        """No request for `seconds`: a deadline an earlier run left. Unlike a 429 it says nothing of how
+        this run's window guesses line up with the server's, so they stay trusted."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def _take(self, now: float) -> float:
         """Take a token if one may be sent at `now` (returns 0), else return the seconds to wait."""

@@ -42,16 +42,23 @@ class Pacer:
         self._episode_until = float("-inf")  # 429s answered before this belong to the last episode
         self._granted = 0  # grants so far
         self._episodes: list[tuple[float, int]] = []  # (when a 429 episode began, grants by then)
+        self._measured_once = False  # the rate has been measured (not only guessed from a Retry-After)
 
     def rate_per_s(self) -> float | None:
         """Requests per second the pacer lets through (None while unpaced)."""
         with self._lock:
             return self._rate
 
+    def measured_rate_per_s(self) -> float | None:
+        """The rate when it comes from a measurement between two empty buckets (None: unpaced or a guess)."""
+        with self._lock:
+            return self._rate if self._measured_once else None
+
     def restore(self, rate_per_s: float) -> None:
         """Start at a rate learned by an earlier run (the bucket may still be drained)."""
         with self._lock:
             self._rate, self._ramping = max(MIN_RATE_PER_S, rate_per_s), False
+            self._measured_once = True  # only measured rates are persisted
 
     def wait_s(self) -> float:
         """Seconds until the next turn (0: now); takes nothing."""
@@ -88,6 +95,7 @@ class Pacer:
             self._episodes.append((now, self._granted))
             if measured is not None:
                 self._rate, self._ramping = max(MIN_RATE_PER_S, UNDERSHOOT * measured), False
+                self._measured_once = True
             elif self._rate is None:
                 guess = min(retry_after_s or 1.0, MAX_GUESS_S)
                 self._rate, self._ramping = FIRST_GUESS_SHARE / max(guess, 1e-3), True

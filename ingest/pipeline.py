@@ -8,7 +8,7 @@ import psycopg
 from loguru import logger
 
 from ingest import checkpoint
-from ingest.budgets import FEED, Budget, open_budgets
+from ingest.budgets import FEED, HEADER, Budget, open_budgets
 from ingest.client import ApiClient
 from ingest.config import Settings
 from ingest.database import connect, one, store_url
@@ -69,17 +69,19 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
     outcome, strategy = "failed", settings.strategy
     try:
         first = clients[0]
-        identity = one_off_loop(settings, "identity", stats, stop.event)
-        ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
-        check_origin(conn, ours, lambda anchor: anchor_served(first, identity, anchor), record=True,
-                     reset=settings.reset)
+        # The budgets take up what the last run left (its deadlines, spent windows) before any request; the
+        # identity probe (asked only under a new key) draws on the header pool through its throttle.
         budgets = open_budgets(settings, clients, stats, stop.event,
                                checkpoint.budgets_used_within(conn, RECENT_WINDOW_S))
         learned = checkpoint.load_budget_states(conn)
         for budget in budgets:
             if budget.name in learned:
                 budget.throttle.restore(*learned[budget.name])
-        header = next((b for b in budgets if b.kind != FEED), budgets[0])
+        header = next((b for b in budgets if b.kind == HEADER), None)
+        identity = header.retry if header is not None else one_off_loop(settings, "identity", stats, stop.event)
+        ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
+        check_origin(conn, ours, lambda anchor: anchor_served(first, identity, anchor), record=True,
+                     reset=settings.reset)
         strategy = "+".join(b.name for b in budgets)
         walked: list[str] = []
         wanted: str | None = None
@@ -91,7 +93,7 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
                               first.server_clock.now_ms, settings.concurrency * len(clients))
             Scheduler(ctx, plan, budgets).run()
             walked.append(kind)
-            total = stats.total_hint if stats.total_hint is not None else api_total_via(first, header.retry)
+            total = stats.total_hint if stats.total_hint is not None else api_total_via(first, identity)
             checkpoint.close_pass(conn, pass_id, total, first.server_clock.now_ms())
             result = verify(conn, total, per_day=False)
             wanted = _next_pass(walked, result)

@@ -49,7 +49,8 @@ WAIT_SLICE_S = 0.25  # s; the scheduler wakes this often to log progress and see
 STOP_GRACE_S = 4.0  # s
 WRITER_STOP_JOIN_S = 3.0  # s
 WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
-BUDGET_STATE_EVERY_S = 5.0  # s; learned rates are saved this often (a new 429 deadline at once)
+BUDGET_STATE_EVERY_S = 5.0  # s; learned rates are saved this often (a new deadline at once)
+DEADLINE_JITTER_S = 0.2  # s; a not-before is recomputed from the wall clock at every look
 # A budget that cannot send for this many of its page-times (a spent window, a 429 lockout) hands its
 # partitions back when another budget can send: the range waits for nobody, and no split (no partial page)
 # is needed to move it. Never for less than HAND_BACK_MIN_S, so the feed's spacing between turns is no reason.
@@ -138,8 +139,8 @@ class Scheduler:
     def _save_budget_states(self, *, final: bool = False) -> None:
         """Persist what the throttles learned: a new 429 deadline at once, rates every few seconds."""
         states = {budget.name: budget.throttle.state() for budget in self.budgets}
-        deadlines_moved = any(states[name][1] != self._saved_states.get(name, (None, None))[1]
-                              and states[name][1] is not None for name in states)
+        deadlines_moved = any(_deadline_moved(self._saved_states.get(name, (None, None))[1], state[1])
+                              for name, state in states.items())
         due = time.monotonic() - self._saved_at >= BUDGET_STATE_EVERY_S
         if states == self._saved_states or not (final or deadlines_moved or due):
             return
@@ -278,6 +279,11 @@ def _chain_rate(budget: Budget) -> float:
     if rate is not None:
         per_chain = min(per_chain, rate / max(1, budget.chains()))
     return per_chain
+
+
+def _deadline_moved(saved: float | None, now: float | None) -> bool:
+    """A new not-before worth saving at once: one appeared or moved (not the jitter of wall vs monotonic)."""
+    return now is not None and (saved is None or abs(now - saved) > DEADLINE_JITTER_S)
 
 
 def _finish_writer(writer: Writer, pages: queue.Queue, *, stopping: bool) -> None:

@@ -134,10 +134,15 @@ class Throttle:
         return self.limiter.waited_seconds
 
     def state(self, wall: Callable[[], float] = time.time) -> tuple[float | None, float | None]:
-        """(learned rate per s, not-before as epoch s) to persist; None where there is nothing to keep."""
-        rate = self.pacer.rate_per_s() if self.pacer is not None else None
-        pause_s = self.limiter.paused_for()
-        return rate, (wall() + pause_s if pause_s > 0 else None)
+        """(measured rate per s, not-before as epoch s) to persist; None where there is nothing to keep.
+
+        Not-before covers a 429 pause and a spent window alike: a run started inside either would be
+        refused (and, inside a lockout, punished). A rate only guessed from a Retry-After is not kept:
+        restored, it would pace the next run at the guess until a 429 measured better.
+        """
+        rate = self.pacer.measured_rate_per_s() if self.pacer is not None else None
+        wait_s = self.limiter.wait_s()
+        return rate, (wall() + wait_s if wait_s > 0 else None)
 
     def restore(self, rate_per_s: float | None, not_before: float | None,
                 wall: Callable[[], float] = time.time) -> None:
@@ -145,4 +150,4 @@ class Throttle:
         if rate_per_s is not None and self.pacer is not None:
             self.pacer.restore(rate_per_s)
         if not_before is not None and not_before > wall():
-            self.limiter.pause_for(not_before - wall())
+            self.limiter.hold_for(not_before - wall())

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
+import psycopg
 import pytest
 
 from datasync_sim import SimServer, profile_config
 from ingest.cli import main
 from tests.fix_faults import record
-from tests.fix_ingest import API_KEY, ROOT, ingest_args, run_ingest, sim_stats
+from tests.fix_ingest import API_KEY, ROOT, ingest_args, run_ingest, sim_stats, spawn_ingest
 from tests.fix_sim import hold_after
 from tests.test_e2e_faults import wait_for_rows
 
@@ -96,3 +98,33 @@ def test_a_key_revoked_mid_run_retires_its_budgets_and_the_other_key_finishes(da
     assert child.returncode == 0, out
     assert "budget header#2 retired" in out or "budget feed#2 retired" in out or "budget query#2 retired" in out
     assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
+
+
+def spent_windows(database_url: str) -> set[str]:
+    """The budgets whose saved not-before lies ahead: windows (or lockouts) a run left spent."""
+    with psycopg.connect(database_url) as conn:
+        try:
+            rows = conn.execute("SELECT name FROM ingest_budgets WHERE not_before > now()").fetchall()
+        except psycopg.errors.UndefinedTable:
+            return set()
+    return {name for (name,) in rows}
+
+
+def test_a_rerun_after_a_kill_waits_out_the_windows_the_killed_run_spent(database_url: str) -> None:
+    # 6 pages; the first window of the two pools holds 3 + 2: the killed run cannot end before the second
+    config = profile_config("fast", events=6_000, seed=41, **{**QUICK_LIVE, "window_s": 8.0, "events_limit": 3,
+                                                             "query_key_limit": 2, "stream_access_enabled": False})
+    with SimServer(config) as server:
+        child = spawn_ingest(server.url, database_url, "--page-size", "1000")
+        deadline = time.monotonic() + 30
+        while spent_windows(database_url) != {"header", "query"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.kill()
+        out, _ = child.communicate(timeout=30)
+        assert spent_windows(database_url) == {"header", "query"}, out
+        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        stats = sim_stats(server.url)
+        result = record("rerun into the windows a killed run spent", server, database_url, "exit 0")
+    assert result == {"expected": 6_000, "stored": 6_000, "missing": 0, "extra": 0}
+    # the rerun's first request (the identity probe on the header pool) included: none went into a spent window
+    assert (served(stats, "events", "429"), served(stats, "events_query", "429"), stats["early_retries"]) == (0, 0, 0)

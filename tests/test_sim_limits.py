@@ -62,10 +62,10 @@ def test_early_retry_extends_the_lockout_only_when_penalized():
             after = s.get(sim.url + "/api/v1/events")
             stats = requests.get(sim.url + "/__sim/stats").json()
         outcomes[penalize] = (codes, early.status_code, early.headers["Retry-After"], after.status_code,
-                              stats["early_retries"], stats["rate_limited"])
+                              stats["early_retries"], stats["early_by_endpoint"], stats["rate_limited"])
     assert outcomes == {
-        False: ([200, 200, 200, 429], 429, "1", 200, 1, 2),
-        True: ([200, 200, 200, 429], 429, "2", 429, 2, 3),
+        False: ([200, 200, 200, 429], 429, "1", 200, 1, {"events": 1}, 2),
+        True: ([200, 200, 200, 429], 429, "2", 429, 2, {"events": 2}, 3),
     }
 
 

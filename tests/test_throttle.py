@@ -1,0 +1,57 @@
+"""What a budget's throttle hands to the next run: deadlines (429 pauses and spent windows) and measured rates."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.limiter import RateLimiter
+from ingest.pacer import UNDERSHOOT, Pacer
+from ingest.throttle import RETRY_AFTER_MARGIN_S, Throttle
+from tests.test_limiter import EPOCH_AT_START, START, FakeClock
+
+MARGIN_S = 0.5  # the limiter's Reset margin in these tests
+
+
+def throttle(clock: FakeClock, *, pacer: Pacer | None = None) -> Throttle:
+    limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=MARGIN_S)
+    return Throttle("header", limiter=limiter, pacer=pacer, clock=clock)
+
+
+def test_a_spent_window_is_a_deadline_for_the_next_run() -> None:
+    clock = FakeClock()
+    spender = throttle(clock)
+    spender.limiter.acquire()
+    spender.observe(2, 1, 40)  # 2 per window, 40 s left after the first request
+    assert spender.state(wall=clock.wall) == (None, None)  # one request left: nothing to keep
+    spender.limiter.acquire()
+    _, not_before = spender.state(wall=clock.wall)
+    assert not_before == pytest.approx(EPOCH_AT_START + 40 + MARGIN_S)
+
+    clock.advance(10.0)  # the run is killed; the next one starts 10 s later
+    successor = throttle(clock)
+    successor.restore(None, not_before, wall=clock.wall)
+    successor.limiter.acquire()
+    assert clock.now == pytest.approx(START + 40 + MARGIN_S)  # not a moment into the spent window
+
+
+def test_a_429_pause_is_a_deadline_for_the_next_run() -> None:
+    clock = FakeClock()
+    spender = throttle(clock)
+    spender.on_rate_limited(30.0, fallback_s=1.0)
+    _, not_before = spender.state(wall=clock.wall)
+    assert not_before == pytest.approx(EPOCH_AT_START + 30 + RETRY_AFTER_MARGIN_S)
+
+
+def test_a_rate_guessed_from_a_retry_after_is_not_kept_a_measured_one_is() -> None:
+    clock = FakeClock()
+    feed = throttle(clock, pacer=Pacer(clock=clock, sleep=clock.sleep))
+    feed.on_rate_limited(9.0, fallback_s=1.0)  # a first 429 whose Retry-After holds a killed run's debt
+    assert feed.pacer is not None and feed.pacer.rate_per_s() is not None
+    clock.advance(9.5)
+    assert feed.state(wall=clock.wall) == (None, None)  # a restart starts unpaced, not at that guess
+    for _ in range(12):
+        feed.on_success(3.5)
+    clock.advance(10.0)  # 12 grants between two empty buckets, 19.5 s apart
+    feed.on_rate_limited(1.0, fallback_s=1.0)
+    rate, _ = feed.state(wall=clock.wall)
+    assert rate == pytest.approx(UNDERSHOOT * 12 / 19.5)
