@@ -160,8 +160,9 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
 
         if settings.strategy != "documented":
             # stream-access has a bucket of its own: its answers must not teach the feed's throttle.
+            gate = AdaptiveConcurrency(settings.concurrency, slow_start=FEED + suffix in recently_used)
             feed = _open_feed(settings, client, loop("stream-access" + suffix),
-                              loop(FEED + suffix, pacer=Pacer(), gate=AdaptiveConcurrency(settings.concurrency)))
+                              loop(FEED + suffix, pacer=Pacer(), gate=gate))
             if feed is not None:
                 budgets.append(feed)
         if settings.strategy == "feed":

@@ -30,9 +30,16 @@ class AdaptiveConcurrency:
         minimum: int = 1,
         shrink_after: int = SHRINK_AFTER_429S,
         grow_after: int = GROW_AFTER_SUCCESSES,
+        slow_start: bool = False,
     ) -> None:
-        """`initial` defaults to `maximum`: most reports saw the feed unthrottled, and 429s shrink it fast."""
-        initial = maximum if initial is None else initial
+        """`initial` defaults to `maximum`: most reports saw the feed unthrottled, and 429s shrink it fast.
+
+        `slow_start`: begin at `minimum` and add a slot per success until the first 429 — for a feed a
+        run spent moments ago, whose bucket may be empty: requests sent together into an empty bucket
+        all land inside the lockout the first one's 429 opens (early retries, penalized on the live API).
+        """
+        initial = minimum if slow_start else maximum if initial is None else initial
+        self._slow_start = slow_start
         if not 1 <= minimum <= initial <= maximum:
             raise ValueError(f"need 1 <= minimum <= initial <= maximum, got {minimum}, {initial}, {maximum}")
         if shrink_after < 1 or grow_after < 1:
@@ -84,7 +91,7 @@ class AdaptiveConcurrency:
         with self._changed:
             self._throttles = 0
             self._successes += 1
-            if self._successes >= self._grow_after:
+            if self._successes >= self._grow_after or self._slow_start:
                 self._successes = 0
                 if self._limit < self._maximum:
                     self._limit += 1
@@ -94,6 +101,7 @@ class AdaptiveConcurrency:
         """A request got 429: after `shrink_after` in a row, halve the limit (down to `minimum`)."""
         with self._changed:
             self._successes = 0
+            self._slow_start = False
             if getattr(self._local, "episode", self._shrinks) < self._shrinks:
                 return  # sent at the old concurrency; the halving already answered it
             self._throttles += 1

@@ -37,6 +37,11 @@ def test_consecutive_successes_grow_the_limit_by_one_up_to_maximum() -> None:
     assert limits_after(gate, "sss" "sss" "sss") == [2, 2, 3, 3, 3, 4, 4, 4, 4]
 
 
+def test_a_slow_start_adds_a_slot_per_success_until_the_first_429() -> None:
+    gate = AdaptiveConcurrency(8, shrink_after=2, grow_after=3, slow_start=True)
+    assert limits_after(gate, "sss" "t" "sss" "sss") == [2, 3, 4, 4, 4, 4, 5, 5, 5, 6]
+
+
 def test_a_429_breaks_a_run_of_successes() -> None:
     gate = AdaptiveConcurrency(4, initial=2, shrink_after=5, grow_after=3)
     assert limits_after(gate, "sstsss") == [2, 2, 2, 2, 2, 3]
