@@ -29,6 +29,7 @@ from ingest.errors import (
     StreamTokenInvalid,
 )
 from ingest.retry import RetryPolicy
+from ingest.salvage import whole_events_prefix
 from ingest.server_clock import ServerClock
 
 USER_AGENT = "datasync-ingest/0.1"
@@ -56,6 +57,7 @@ class Envelope:
     # A full page whose pagination object was damaged: its events are whole, its next cursor unknown. The
     # walker continues after its last event (see ChainWalker) rather than paying for the page again.
     pagination_damaged: bool = False
+    truncated: bool = False  # the body was cut off mid-JSON: `events` are the whole ones before the cut
 
 
 @dataclass(frozen=True)
@@ -174,17 +176,19 @@ class ApiClient:
         return FatalApiError(detail)
 
     def events_page(self, path: str, params: Mapping, headers: Mapping | None = None, *,
-                    observe: LimitObserver | None = None, query_auth: bool = False) -> Envelope:
+                    observe: LimitObserver | None = None, query_auth: bool = False,
+                    keep_cut_off: bool = False) -> Envelope:
         """One page of events from the documented endpoint or the feed.
 
         `query_auth`: the key goes as `?api_key=` instead of the X-API-Key header (its own rate pool
-        on some deployments of the API).
+        on some deployments of the API). `keep_cut_off`: a body cut off mid-JSON comes back with its
+        whole events (for a chain, which goes on after them) instead of as a retryable error.
         """
         if query_auth:
             params = {**params, "api_key": self._api_key}
             headers = {**(headers or {}), "X-API-Key": None}  # None drops the session's header
         response = self.request("GET", path, params=params, headers=headers, observe=observe)
-        page = parse_envelope(response.content, asked=int_or_none(params.get("limit")))
+        page = parse_envelope(response.content, asked=int_or_none(params.get("limit")), keep_cut_off=keep_cut_off)
         exp_ms = cursor_expiry_ms(page.next_cursor)
         if exp_ms is not None and page.cursor_expires_in_s is not None:
             self.server_clock.observe_cursor(exp_ms, page.cursor_expires_in_s)
@@ -238,17 +242,24 @@ def is_own_path(endpoint: str) -> bool:
     )
 
 
-def parse_envelope(content: bytes, asked: int | None = None) -> Envelope:
+def parse_envelope(content: bytes, asked: int | None = None, *, keep_cut_off: bool = False) -> Envelope:
     """Validate an events envelope; a damaged one (cut JSON, no pagination) is retryable, not the end.
 
     A body orjson refuses but the stdlib parser accepts (NaN, 1e400, a lone surrogate) is not damaged:
     its events are kept (see tolerant_json). Nor is a page whose JSON is whole and holds the `asked`
-    number of events but whose pagination is damaged: it comes back marked, with `has_more` true.
+    number of events but whose pagination is damaged, or, with `keep_cut_off`, a body cut off after
+    some whole events (see salvage): they come back marked `pagination_damaged` (the cut one also
+    `truncated`), with `has_more` true. A question of one request (meta.total, is an event served) needs
+    the whole body: without `keep_cut_off` a cut one is retryable.
     """
+    truncated = False
     try:
         body = tolerant_json.loads(content)
     except ValueError as exc:
-        raise RetryableApiError(f"invalid or truncated JSON body ({len(content)} bytes)") from exc
+        body = whole_events_prefix(content) if keep_cut_off else None
+        if body is None:
+            raise RetryableApiError(f"invalid or truncated JSON body ({len(content)} bytes)") from exc
+        truncated = True
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise RetryableApiError("response without a data list")
     meta = body.get("meta")
@@ -260,8 +271,10 @@ def parse_envelope(content: bytes, asked: int | None = None) -> Envelope:
     elif pagination["hasMore"] and not (isinstance(pagination.get("nextCursor"), str) and pagination["nextCursor"]):
         damage = "hasMore is true but nextCursor is missing"
     if damage is not None:
-        if asked is not None and asked > 0 and len(body["data"]) == asked:
-            return Envelope(body["data"], True, None, total, pagination_damaged=True)
+        # A cut-off body goes on after its last whole event even when short: a page cut in its events was
+        # not the end, and one cut after them costs the same request to go on as to fetch again.
+        if truncated or (asked is not None and asked > 0 and len(body["data"]) == asked):
+            return Envelope(body["data"], True, None, total, pagination_damaged=True, truncated=truncated)
         raise RetryableApiError(damage)
     assert isinstance(pagination, dict)
     next_cursor = pagination.get("nextCursor")

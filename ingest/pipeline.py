@@ -9,10 +9,10 @@ from loguru import logger
 
 from ingest import checkpoint
 from ingest.budgets import FEED, HEADER, Budget, open_budgets
-from ingest.client import ApiClient
+from ingest.client import ApiClient, Envelope
 from ingest.config import Settings
 from ingest.database import connect, one, store_url
-from ingest.errors import DatabaseError, Stopped
+from ingest.errors import DatabaseError, RetryableApiError, Stopped
 from ingest.lock import acquire_run_lock
 from ingest.origin import check_origin, origin_for
 from ingest.partitions import Partition, Plan, even_partitions, min_split_ms
@@ -153,6 +153,13 @@ def _resume_or_plan(conn: psycopg.Connection, budgets: list[Budget], settings: S
     return pass_id, kind, Plan(parts, oldest, min_split)
 
 
+def _whole(page: Envelope) -> Envelope:
+    """The planning probe reads meta.total and the page's span: a body cut off before them is asked again."""
+    if page.truncated:
+        raise RetryableApiError("the planning probe's body was cut off mid-JSON")
+    return page
+
+
 def _plan_full_pass(feed: Budget | None, settings: Settings) -> tuple[list[Partition], int | None, int]:
     """Split the time range evenly into one partition per feed chain (a single chain for concurrency 1).
 
@@ -166,7 +173,7 @@ def _plan_full_pass(feed: Budget | None, settings: Settings) -> tuple[list[Parti
         return [Partition(1, None, None)], None, 0
     from ingest.transform import parse_timestamps
 
-    probe = feed.retry.call(lambda: feed.source.page(None, None, None, PLAN_PROBE_EVENTS), "planning probe")
+    probe = feed.retry.call(lambda: _whole(feed.source.page(None, None, None, PLAN_PROBE_EVENTS)), "planning probe")
     stamps = [ts for ts in parse_timestamps(probe.events) if ts is not None]
     if not probe.has_more or len(stamps) < 2 or not probe.total:
         return [Partition(1, None, None)], None, 0

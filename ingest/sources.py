@@ -52,7 +52,8 @@ class DocumentedSource:
         params: dict[str, object] = {"limit": limit or self.page_size}
         if cursor:
             params["cursor"] = cursor
-        return self._client.events_page(EVENTS_PATH, params, observe=self._observe, query_auth=self._query_auth)
+        return self._client.events_page(EVENTS_PATH, params, observe=self._observe, query_auth=self._query_auth,
+                                        keep_cut_off=True)
 
 
 class StreamTokens:
@@ -111,7 +112,8 @@ class FeedSource:
         if hi_ms is not None:
             params["until"] = hi_ms  # events at hi_ms, if an inclusive server sends them, are filtered
         try:
-            return self._client.events_page(grant.endpoint, params, headers={grant.header: grant.token})
+            return self._client.events_page(grant.endpoint, params, headers={grant.header: grant.token},
+                                            keep_cut_off=True)
         except StreamTokenInvalid:
             self._tokens.renew(stale=grant)
             raise

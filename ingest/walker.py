@@ -118,7 +118,7 @@ class ChainWalker:
                 first_page = False
             if out.pos_ms is not None and out.pos_id is not None:
                 pos = (out.pos_ms, out.pos_id)
-            cursor_lost = page.pagination_damaged
+            cursor_lost, cut_off, whole = page.pagination_damaged, page.truncated, len(page.events)
             del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
             out = dataclasses.replace(out, last=last)
             self._put(out)
@@ -128,9 +128,13 @@ class ChainWalker:
             cursor, built = out.next_cursor, False
             if cursor is not None:
                 seen.add(cursor)
-            if cursor_lost and pos is not None:  # a full page without its next cursor (_fetch placed it)
-                logger.info("partition {}: a full page came without a well-formed pagination object; its events"
-                            " are kept and the chain goes on after the last of them", pid)
+            if cursor_lost and pos is not None:  # a page without its next cursor (_fetch placed it)
+                if cut_off:
+                    logger.info("partition {}: a body cut off mid-JSON; its {} whole events are kept and the"
+                                " chain goes on after the last of them", pid, whole)
+                else:
+                    logger.info("partition {}: a full page came without a well-formed pagination object; its"
+                                " events are kept and the chain goes on after the last of them", pid)
                 if self.source.windowed:
                     until = pos[0] + 1  # covers the events tied at pos[0] whether `until` is < or <=
                 else:
@@ -140,8 +144,8 @@ class ChainWalker:
         """One request; a full page with damaged pagination counts only if its events can place the next one."""
         page = self.source.page(cursor, lo, until)
         if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
-            raise RetryableApiError("a full page without a well-formed pagination object, its events out of"
-                                    " the API's order: fetched again")
+            raise RetryableApiError("a page without its next cursor (pagination damaged or body cut off) whose"
+                                    " events cannot place the next page: fetched again")
         return page
 
     def _learn_density(self, page: Envelope, *, at_top: bool) -> None:

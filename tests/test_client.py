@@ -208,6 +208,36 @@ def test_a_body_no_parser_accepts_is_retryable(content: bytes) -> None:
         parse_envelope(content)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        last_page(b'{"name":"\xff"}'),
+        b"[" * 100_000,
+        orjson.dumps(envelope([{"id": "a"}, {"id": "b"}]))[:12],  # cut before the first whole event
+    ],
+)
+def test_a_chain_keeps_nothing_of_a_body_without_whole_events(content: bytes) -> None:
+    with pytest.raises(RetryableApiError, match="invalid or truncated JSON body"):
+        parse_envelope(content, keep_cut_off=True)
+
+
+def test_a_chain_keeps_the_whole_events_of_a_cut_off_body_and_goes_on_after_them() -> None:
+    whole = orjson.dumps(envelope([{"id": "a"}, {"id": "b"}, {"id": "c"}]))
+    cut = whole[:whole.index(b'{"id":"c"') + 5]
+    page = parse_envelope(cut, asked=5000, keep_cut_off=True)
+    assert (page.events, page.has_more, page.next_cursor, page.total, page.pagination_damaged, page.truncated) == (
+        [{"id": "a"}, {"id": "b"}], True, None, None, True, True)
+    with pytest.raises(RetryableApiError, match="invalid or truncated JSON body"):
+        parse_envelope(cut, asked=5000)  # one-request questions (meta.total, an anchor) need the whole body
+
+
+def test_a_body_cut_in_its_meta_is_a_whole_page() -> None:
+    whole = orjson.dumps(envelope([{"id": "a"}], has_more=True, cursor="abc"))
+    page = parse_envelope(whole[:whole.index(b'"meta"') + 9], keep_cut_off=True)
+    assert (page.events, page.has_more, page.next_cursor, page.pagination_damaged, page.truncated) == (
+        [{"id": "a"}], True, "abc", False, False)
+
+
 def test_end_of_data_envelope() -> None:
     page = parse_envelope(orjson.dumps(envelope([{"id": "x"}], has_more=False, cursor=None)))
     assert (page.events, page.has_more, page.next_cursor, page.total) == ([{"id": "x"}], False, None, 3)

@@ -49,7 +49,8 @@ class ListSource:
 
     Hooks for the protocol's odd turns: `expire(cursor)` answers CURSOR_EXPIRED, `reject(cursor)` refuses a
     cursor (the API's 400 CURSOR_INVALID_FORMAT), `during(cursor)` runs while the request is in flight,
-    `lose_pagination(cursor)` answers with the events but a damaged pagination object.
+    `lose_pagination(cursor)` answers with the events but a damaged pagination object, `cut_off(cursor)`
+    with the whole events of a body cut off after that many (None: not cut).
     """
 
     kind = "documented"
@@ -65,6 +66,7 @@ class ListSource:
         self.reject: Callable[[str | None], bool] = lambda cursor: False
         self.during: Callable[[str | None], None] = lambda cursor: None
         self.lose_pagination: Callable[[str | None], bool] = lambda cursor: False
+        self.cut_off: Callable[[str | None], int | None] = lambda cursor: None  # whole events before the cut
         self.untils: list[int | None] = []  # every hi_ms asked for, in order
 
     def window(self, lo_ms: int | None, hi_ms: int | None) -> list[dict]:
@@ -88,6 +90,9 @@ class ListSource:
         more = start + self.page_size < len(items)
         last = chunk[-1] if chunk else None
         rendered = [self.render(e) for e in chunk]
+        whole = self.cut_off(cursor)
+        if whole is not None:
+            return Envelope(rendered[:whole], True, None, None, pagination_damaged=True, truncated=True)
         if more and self.lose_pagination(cursor):
             return Envelope(rendered, True, None, len(self.items), pagination_damaged=True)
         next_cursor = build_cursor(last["timestamp"], last["id"], now_ms=ISSUED_AT_MS) if more and last else None
@@ -373,6 +378,26 @@ def test_on_the_feed_a_page_without_pagination_is_followed_by_until_not_by_a_bui
     assert source.cursors[1] is None and source.untils[1] == items[29]["timestamp"] + 1
     assert {e["id"] for e in items[:90]} <= stored_ids(pages)
     assert len(source.cursors) == 4  # pages of 30, the second one starting a tie early: one request each
+
+
+def test_a_cut_off_body_is_kept_to_its_last_whole_event_and_the_chain_goes_on_after_it() -> None:
+    items = events(100)
+    source = ListSource(items, page_size=30)
+    source.cut_off = lambda cursor: 12 if cursor is None else None
+    pages = walk(source, Partition(1, None, None))
+    assert decode_cursor(source.cursors[1]) == (items[11]["timestamp"], items[11]["id"])
+    assert stored_ids(pages) == {e["id"] for e in items}
+    assert len(source.cursors) == 4  # 12, then 88 in pages of 30; fetched again, the cut page would cost a fifth
+
+
+def test_a_cut_off_last_page_goes_on_after_its_whole_events_to_the_end() -> None:
+    items = events(40)
+    source = ListSource(items, page_size=30)
+    source.cut_off = lambda cursor: 4 if cursor is not None and len(source.cursors) == 2 else None
+    pages = walk(source, Partition(1, None, None))
+    assert decode_cursor(source.cursors[2]) == (items[33]["timestamp"], items[33]["id"])
+    assert stored_ids(pages) == {e["id"] for e in items}
+    assert len(source.cursors) == 3 and pages[-1].last
 
 
 def test_a_page_without_pagination_goes_on_after_its_last_event_with_an_exact_timestamp() -> None:
