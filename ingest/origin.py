@@ -114,8 +114,10 @@ def _first_origin(conn: psycopg.Connection, ours: Origin, *, record: bool) -> No
 
 
 def erase_store(conn: psycopg.Connection) -> None:
-    """Empty every table of ingested data and checkpoints (the run log and submissions stay)."""
+    """Empty every table of ingested data and checkpoints, and the other API's learned limits (the run log
+    and submissions stay)."""
     with conn.transaction():
-        conn.execute("TRUNCATE ingested_events, ingest_quarantine, ingest_partitions, ingest_passes, ingest_origin")
+        conn.execute("TRUNCATE ingested_events, ingest_quarantine, ingest_partitions, ingest_passes, ingest_origin,"
+                     " ingest_budgets")
         conn.execute("UPDATE ingest_state SET watermark_ms = NULL, oldest_ms = NULL, min_split_ms = 0,"
                      " completed_at = NULL")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -69,19 +70,17 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
     outcome, strategy = "failed", settings.strategy
     try:
         first = clients[0]
-        # The budgets take up what the last run left (its deadlines, spent windows) before any request; the
-        # identity probe (asked only under a new key) draws on the header pool through its throttle.
         budgets = open_budgets(settings, clients, stats, stop.event,
                                checkpoint.budgets_used_within(conn, RECENT_WINDOW_S))
-        learned = checkpoint.load_budget_states(conn)
-        for budget in budgets:
-            if budget.name in learned:
-                budget.throttle.restore(*learned[budget.name])
+        # The identity probe (asked only under a new key) draws on the header pool through its throttle.
         header = next((b for b in budgets if b.kind == HEADER), None)
         identity = header.retry if header is not None else one_off_loop(settings, "identity", stats, stop.event)
         ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
         check_origin(conn, ours, lambda anchor: anchor_served(first, identity, anchor), record=True,
                      reset=settings.reset)
+        # What the last run left (its deadlines, spent windows, measured rates), before the pass's first
+        # request; after the origin check, which erases another API's with its store (--reset).
+        _take_up(budgets, checkpoint.load_budget_states(conn))
         strategy = "+".join(b.name for b in budgets)
         walked: list[str] = []
         wanted: str | None = None
@@ -110,6 +109,18 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
             checkpoint.end_run(conn, run_id, outcome, strategy, stats.stored, stats.duplicates, stats.quarantined)
         except psycopg.Error:
             logger.warning("could not record the end of run {} (database unavailable)", run_id)
+
+
+def _take_up(budgets: list[Budget], learned: dict[str, tuple[float | None, float | None]]) -> None:
+    """Give each budget what the last run learned of it, and say so: a run that waits must say why."""
+    for budget in budgets:
+        rate, not_before = learned.get(budget.name, (None, None))
+        budget.throttle.restore(rate, not_before)
+        if rate is not None and budget.throttle.pacer is not None:
+            logger.info("budget {}: paced at the last run's measured {:.3f} requests/s", budget.name, rate)
+        if not_before is not None and not_before > time.time():
+            logger.info("budget {}: no request for {:.1f} s, a deadline the last run left (a 429's lockout or a"
+                        " window it spent)", budget.name, not_before - time.time())
 
 
 def _next_pass(walked: list[str], result: Verification) -> str | None:

@@ -118,13 +118,20 @@ def test_a_store_of_another_api_is_refused_by_run_verify_and_submit(
     assert "submissions" not in served
 
 
-def test_reset_erases_a_store_of_another_api_and_ingests_the_new_one(database_url: str) -> None:
+def test_reset_erases_a_store_of_another_api_and_ingests_the_new_one(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
     with sim(seed=31) as first, sim(seed=32, events=4_000) as second:
         assert run_ingest(first.url, database_url) == 0
-        assert cli(second.url, database_url, "--reset") == 0
+        with psycopg.connect(database_url) as conn:  # the first API's limits, as a run it spent would leave them
+            conn.execute("UPDATE ingest_budgets SET not_before = now() + interval '20 seconds'")
+        capsys.readouterr()
+        assert cli(second.url, database_url, "--reset", "--log-level", "INFO") == 0
+        log = capsys.readouterr().err
         result = record("another API with --reset", second, database_url, "exit 0, store replaced")
     assert result == {"expected": 4_000, "stored": 4_000, "missing": 0, "extra": 0}
     assert rows(database_url, "SELECT base_url FROM ingest_origin") == [(second.url,)]
+    assert "a deadline the last run left" not in log  # the other API's limits went with its store
 
 
 def test_a_new_key_for_the_same_dataset_is_accepted(database_url: str) -> None:
