@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> dict:
         command = [sys.executable, str(ROOT / "ingest.py"), "--api-base-url", url, "--api-key", key,
                    "--database-url", db, "--strategy", args.strategy, "--env-file", os.devnull]
         started = time.monotonic()
-        kills = 0
+        kills, starts = 0, []
         while kills < args.kills:
+            starts.append(round(time.monotonic() - started, 1))
             child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 child.wait(rng.uniform(5.0, 40.0))
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> dict:
                 child.send_signal(signal.SIGKILL)
                 child.wait()
                 kills += 1
+        starts.append(round(time.monotonic() - started, 1))
         proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
                               env={**os.environ, "LOG_LEVEL": "DEBUG"} if args.log else None)
         if args.log:
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
         stats = requests.get(url + "/__sim/stats", timeout=10).json()
         expected = requests.get(url + "/__sim/expected", timeout=120).json()
         got = stored_truth(db)
-    return {"exit": proc.returncode, "seconds": took, "kills": kills,
+    return {"exit": proc.returncode, "seconds": took, "kills": kills, "starts": starts,
             "minimum": minimum_seconds(bounds, args.strategy, args.keys, not args.no_feed),
             "feed_minimum": bounds["theoretical_min_seconds"]["feed"],
             "exact": expected["sha256"] == got["sha256"], "stored": got["count"], "expected": expected["count"],
@@ -120,6 +122,9 @@ def main() -> None:
     print(f"  exit {r['exit']}; stored {r['stored']:,} of {r['expected']:,}, exact id set: {r['exact']};"
           f" 429s {s['rate_limited']} {by_endpoint}; early arrivals {s['early_retries']} {s['early_by_endpoint']};"
           f" requests {sum(sum(c.values()) for c in s['requests'].values()):,}")
+    if args.kills:
+        print(f"  runs started at {r['starts']} s; early arrivals (endpoint, s since the simulator started, s before"
+              f" the lockout's end): {s['early_list']}")
     print(f"  last line: {line}")
 
 

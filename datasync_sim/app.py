@@ -205,7 +205,7 @@ class App:
 
     def _too_many(self, verdict: Verdict, endpoint: str, rate: list[tuple[str, str]]) -> Response:
         if verdict.early_retry:
-            self.stats.early_retry(endpoint)
+            self.stats.early_retry(endpoint, verdict.early_by_s)
         s = verdict.reset
         resp = error(429, "Too Many Requests", f"Rate limit exceeded. Try again in {s} seconds.",
                      "RATE_LIMIT_EXCEEDED", endpoint,

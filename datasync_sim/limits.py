@@ -19,6 +19,7 @@ class Verdict:
     remaining: int
     reset: int  # whole seconds until the window (or lockout) ends, rounded up
     early_retry: bool = False  # the request came inside a lockout, before Retry-After passed
+    early_by_s: float = 0.0  # how long before that lockout's end (as it stood when the request came)
 
 
 @dataclass
@@ -49,9 +50,11 @@ class FixedWindowLimiter:
             st = self._state.get((key, bucket))
             if st is not None and st.locked_until:
                 if now < st.locked_until:
+                    early_by = st.locked_until - now
                     if self.penalize:
                         st.locked_until = now + self.window_s
-                    return Verdict(False, limit, 0, _ceil(st.locked_until - now), early_retry=True)
+                    return Verdict(False, limit, 0, _ceil(st.locked_until - now), early_retry=True,
+                                   early_by_s=early_by)
                 st = None  # lockout over: the next request opens a fresh window
             if st is None or now >= st.start + self.window_s:
                 st = _Window(start=now)
@@ -95,6 +98,7 @@ class TokenBucketLimiter:
             b.tokens = min(float(self.burst), b.tokens + (now - b.stamp) * self.rate)
             b.stamp = now
             early = now < b.locked_until
+            early_by = b.locked_until - now if early else 0.0
             if b.tokens >= 1.0:
                 b.tokens -= 1.0
                 return Verdict(True, self.burst, int(b.tokens), _ceil((1.0 - b.tokens % 1.0) / self.rate))
@@ -102,7 +106,7 @@ class TokenBucketLimiter:
                 b.tokens = max(-float(self.burst), b.tokens - 1.0)
             wait = (1.0 - b.tokens) / self.rate
             b.locked_until = now + wait
-            return Verdict(False, self.burst, 0, _ceil(wait), early_retry=early)
+            return Verdict(False, self.burst, 0, _ceil(wait), early_retry=early, early_by_s=early_by)
 
 
 def _ceil(seconds: float) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
+
+EARLY_KEPT = 50  # early arrivals listed one by one in the snapshot (the first ones)
 
 
 class Stats:
@@ -13,6 +16,8 @@ class Stats:
         self.rate_limited = 0
         self.early_retries = 0
         self.early_by_endpoint: dict[str, int] = defaultdict(int)  # the same requests, by where they went
+        self.early_list: list[tuple[str, float, float]] = []  # (endpoint, s since start, s before the lockout's end)
+        self._started = time.monotonic()
         self.bytes_sent = 0
         self.events_served = 0
         self.chaos: dict[str, int] = defaultdict(int)
@@ -33,11 +38,13 @@ class Stats:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
 
-    def early_retry(self, endpoint: str) -> None:
-        """A request that came inside a 429 lockout, before its Retry-After had passed."""
+    def early_retry(self, endpoint: str, early_by_s: float) -> None:
+        """A request that came inside a 429 lockout, `early_by_s` before its end (when it was not extended)."""
         with self._lock:
             self.early_retries += 1
             self.early_by_endpoint[endpoint] += 1
+            if len(self.early_list) < EARLY_KEPT:
+                self.early_list.append((endpoint, round(time.monotonic() - self._started, 2), round(early_by_s, 2)))
 
     def chaos_applied(self, knob: str) -> None:
         with self._lock:
@@ -50,6 +57,7 @@ class Stats:
                 "rate_limited": self.rate_limited,
                 "early_retries": self.early_retries,
                 "early_by_endpoint": dict(self.early_by_endpoint),
+                "early_list": list(self.early_list),
                 "bytes_sent": self.bytes_sent,
                 "events_served": self.events_served,
                 "chaos": dict(self.chaos),
