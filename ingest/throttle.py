@@ -47,18 +47,22 @@ class Throttle:
 
     @contextlib.contextmanager
     def turn(self, stop: threading.Event) -> Iterator[bool]:
-        """Wait for this budget's next request; yields False without one when `stop` is set meanwhile."""
+        """Wait for this budget's next request; yields False without one when `stop` is set meanwhile.
+
+        The in-flight slot comes first, the window and the spacing last: a chain that waited for a slot
+        while another's request got a 429 must still wait out that 429's pause before it sends.
+        """
+        if self.gate is None:
+            yield self._paced(stop)
+            return
+        with self.gate.slot(stop) as admitted:
+            yield admitted and self._paced(stop)
+
+    def _paced(self, stop: threading.Event) -> bool:
         self.limiter.acquire(stop)
         if self.pacer is not None:
             self.pacer.acquire(stop)
-        if stop.is_set():
-            yield False
-            return
-        if self.gate is None:
-            yield True
-            return
-        with self.gate.slot(stop) as admitted:
-            yield admitted
+        return not stop.is_set()
 
     def observe(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
         """X-RateLimit-* of an answer to this budget (call from the thread that sent the request)."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+from ingest.concurrency import AdaptiveConcurrency
 from ingest.limiter import RateLimiter
 from ingest.pacer import UNDERSHOOT, Pacer
 from ingest.throttle import RETRY_AFTER_MARGIN_S, Throttle
@@ -55,3 +59,25 @@ def test_a_rate_guessed_from_a_retry_after_is_not_kept_a_measured_one_is() -> No
     feed.on_rate_limited(1.0, fallback_s=1.0)
     rate, _ = feed.state(wall=clock.wall)
     assert rate == pytest.approx(UNDERSHOOT * 12 / 19.5)
+
+
+def test_a_chain_waiting_for_an_in_flight_slot_waits_out_a_429_that_came_meanwhile() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=MARGIN_S)
+    feed = Throttle("feed", limiter=limiter, pacer=Pacer(clock=clock, sleep=clock.sleep),
+                    gate=AdaptiveConcurrency(1), clock=clock)  # one request in flight: a slow start's first step
+    stop = threading.Event()
+    sent_at: list[float] = []
+
+    def second_chain() -> None:
+        with feed.turn(stop) as admitted:
+            assert admitted
+            sent_at.append(clock())
+
+    with feed.turn(stop):
+        waiting = threading.Thread(target=second_chain)
+        waiting.start()
+        time.sleep(0.2)  # the second chain is waiting for the slot this request holds
+        feed.on_rate_limited(2.0, fallback_s=1.0)  # ...when this request is answered 429
+    waiting.join(timeout=10)
+    assert sent_at == [pytest.approx(START + 2.0 + RETRY_AFTER_MARGIN_S)]
