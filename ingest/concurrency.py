@@ -57,6 +57,12 @@ class AdaptiveConcurrency:
         self._local = threading.local()
 
     @property
+    def slow_starting(self) -> bool:
+        """True from a slow start until its first 429."""
+        with self._changed:
+            return self._slow_start
+
+    @property
     def limit(self) -> int:
         """Requests that may be in flight at once, now."""
         with self._changed:

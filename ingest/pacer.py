@@ -65,14 +65,18 @@ class Pacer:
         with self._lock:
             return max(0.0, self._next_at - self._clock())
 
-    def acquire(self, stop: threading.Event | None = None) -> None:
-        """Block until this request's turn; returns early (no turn taken) once `stop` is set."""
+    def acquire(self, stop: threading.Event | None = None, unpaced_spacing_s: float = 0.0) -> None:
+        """Block until this request's turn; returns early (no turn taken) once `stop` is set.
+
+        `unpaced_spacing_s`: the gap to the next turn while no rate is known (none by default: the burst
+        is free).
+        """
         while stop is None or not stop.is_set():
             with self._lock:
                 now = self._clock()
                 wait = self._next_at - now
                 if wait <= 0:
-                    self._next_at = max(now, self._next_at) + (1.0 / self._rate if self._rate else 0.0)
+                    self._next_at = max(now, self._next_at) + (1.0 / self._rate if self._rate else unpaced_spacing_s)
                     return
             self._sleep(min(wait, SLEEP_SLICE_S))
 

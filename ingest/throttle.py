@@ -61,7 +61,11 @@ class Throttle:
     def _paced(self, stop: threading.Event) -> bool:
         self.limiter.acquire(stop)
         if self.pacer is not None:
-            self.pacer.acquire(stop)
+            # In a slow start no rate is known yet and the bucket may be empty: two requests sent together
+            # would both meet it, the second inside the lockout the first one's 429 opens. Spread over a
+            # page-time, as many as the gate allows still go per page-time, one at a time.
+            slow = self.gate is not None and self.gate.slow_starting
+            self.pacer.acquire(stop, self.latency_s / self.gate.limit if slow and self.gate else 0.0)
         return not stop.is_set()
 
     def observe(self, limit: int | None, remaining: int | None, reset: float | None) -> None:

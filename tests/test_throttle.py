@@ -81,3 +81,18 @@ def test_a_chain_waiting_for_an_in_flight_slot_waits_out_a_429_that_came_meanwhi
         feed.on_rate_limited(2.0, fallback_s=1.0)  # ...when this request is answered 429
     waiting.join(timeout=10)
     assert sent_at == [pytest.approx(START + 2.0 + RETRY_AFTER_MARGIN_S)]
+
+
+def test_a_slow_start_spreads_its_requests_over_a_page_time() -> None:
+    clock = FakeClock()
+    gate = AdaptiveConcurrency(8, slow_start=True)
+    feed = Throttle("feed", limiter=RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep),
+                    pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
+    feed.on_success(4.0)  # a first answer, after 4 s: two requests may be in flight now
+    sent_at = []
+    for _ in range(3):
+        with feed.turn(threading.Event()):
+            sent_at.append(clock() - START)
+    assert sent_at == [0.0, 2.0, 4.0]  # never two at once into a bucket that may be empty
+    gate.on_throttled()  # a 429 ends the slow start: from here the pacer's rate spaces them
+    assert not gate.slow_starting
