@@ -34,9 +34,10 @@ class AdaptiveConcurrency:
     ) -> None:
         """`initial` defaults to `maximum`: most reports saw the feed unthrottled, and 429s shrink it fast.
 
-        `slow_start`: begin at `minimum` and add a slot per success until the first 429 — for a feed a
-        run spent moments ago, whose bucket may be empty: requests sent together into an empty bucket
-        all land inside the lockout the first one's 429 opens (early retries, penalized on the live API).
+        `slow_start`: begin at `minimum` and add a slot per success until the first 429, then allow
+        `maximum` (the pacer spaces requests from then on) — for a feed a run spent moments ago, whose
+        bucket may be empty: requests sent together into an empty bucket all land inside the lockout the
+        first one's 429 opens (early retries, penalized on the live API).
         """
         initial = minimum if slow_start else maximum if initial is None else initial
         self._slow_start = slow_start
@@ -92,6 +93,18 @@ class AdaptiveConcurrency:
                 self._in_flight -= 1
                 self._changed.notify()
 
+    def end_slow_start(self) -> None:
+        """A pace is known (a measured rate restored): the pacer spaces requests, every slot may be used."""
+        with self._changed:
+            self._end_slow_start()
+
+    def _end_slow_start(self) -> None:
+        # From here the pacer spaces requests by a rate, and the slots a slow start had not opened yet
+        # would only keep chains waiting on one another.
+        if self._slow_start:
+            self._slow_start, self._limit = False, self._maximum
+            self._changed.notify_all()
+
     def on_success(self) -> None:
         """A request succeeded: after `grow_after` in a row, allow one more in flight (up to `maximum`)."""
         with self._changed:
@@ -107,7 +120,9 @@ class AdaptiveConcurrency:
         """A request got 429: after `shrink_after` in a row, halve the limit (down to `minimum`)."""
         with self._changed:
             self._successes = 0
-            self._slow_start = False
+            if self._slow_start:
+                self._end_slow_start()
+                return
             if getattr(self._local, "episode", self._shrinks) < self._shrinks:
                 return  # sent at the old concurrency; the halving already answered it
             self._throttles += 1

@@ -118,6 +118,8 @@ def _take_up(budgets: list[Budget], learned: dict[str, tuple[float | None, float
         budget.throttle.restore(rate, not_before)
         if rate is not None and budget.throttle.pacer is not None:
             logger.info("budget {}: paced at the last run's measured {:.3f} requests/s", budget.name, rate)
+            if budget.throttle.gate is not None:
+                budget.throttle.gate.end_slow_start()  # spaced at that rate, no two requests go together
         if not_before is not None and not_before > time.time():
             logger.info("budget {}: no request for {:.1f} s, a deadline the last run left (a 429's lockout or a"
                         " window it spent)", budget.name, not_before - time.time())

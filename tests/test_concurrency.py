@@ -37,9 +37,15 @@ def test_consecutive_successes_grow_the_limit_by_one_up_to_maximum() -> None:
     assert limits_after(gate, "sss" "sss" "sss") == [2, 2, 3, 3, 3, 4, 4, 4, 4]
 
 
-def test_a_slow_start_adds_a_slot_per_success_until_the_first_429() -> None:
+def test_a_slow_start_adds_a_slot_per_success_until_the_first_429_then_leaves_the_pace_to_the_pacer() -> None:
     gate = AdaptiveConcurrency(8, shrink_after=2, grow_after=3, slow_start=True)
-    assert limits_after(gate, "sss" "t" "sss" "sss") == [2, 3, 4, 4, 4, 4, 5, 5, 5, 6]
+    assert limits_after(gate, "sss" "t" "s" "tt") == [2, 3, 4, 8, 8, 8, 4]
+
+
+def test_a_restored_pace_ends_a_slow_start() -> None:
+    gate = AdaptiveConcurrency(8, slow_start=True)
+    gate.end_slow_start()
+    assert (gate.limit, gate.slow_starting) == (8, False)
 
 
 def test_a_429_breaks_a_run_of_successes() -> None:
