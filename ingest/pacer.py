@@ -90,7 +90,8 @@ class Pacer:
         """A 429: slow down once per episode; no request starts before `resume_at` (monotonic)."""
         with self._lock:
             now = self._clock()
-            self._next_at = max(self._next_at, resume_at)
+            # Unpaced, a later turn can only be a slow start's provisional spacing: the 429 replaces it.
+            self._next_at = resume_at if self._rate is None else max(self._next_at, resume_at)
             if now < self._episode_until:
                 return  # sent before the last slowdown took effect: already answered
             self._episode_until = resume_at

@@ -94,5 +94,8 @@ def test_a_slow_start_spreads_its_requests_over_a_page_time() -> None:
         with feed.turn(threading.Event()):
             sent_at.append(clock() - START)
     assert sent_at == [0.0, 2.0, 4.0]  # never two at once into a bucket that may be empty
-    gate.on_throttled()  # a 429 ends the slow start: from here the pacer's rate spaces them
+    feed.on_rate_limited(1.0, fallback_s=1.0)  # a 429 ends the slow start: the pacer's rate spaces them now
+    with feed.turn(threading.Event()):
+        sent_at.append(clock() - START)
     assert not gate.slow_starting
+    assert sent_at[-1] == pytest.approx(4.0 + 1.0 + RETRY_AFTER_MARGIN_S)  # the 429's pause, not the spacing
