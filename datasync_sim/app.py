@@ -543,7 +543,9 @@ class App:
         if path == "/__sim/expected":
             return Response(200, orjson.dumps(self.expected.get(self.ds.snapshot())), endpoint="__sim")
         if path == "/__sim/bounds":
-            return Response(200, orjson.dumps(bounds(self.cfg, self.ds.snapshot().total)), endpoint="__sim")
+            chaos = self.stats.snapshot()["chaos"]
+            failed = sum(chaos.get(knob, 0) for knob in ("5xx", "reset", "slow"))
+            return Response(200, orjson.dumps(bounds(self.cfg, self.ds.snapshot().total, failed)), endpoint="__sim")
         if path == "/__sim/grow" and req.method == "POST":
             try:
                 count = int(req.query.get("count", "0"))

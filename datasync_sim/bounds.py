@@ -12,8 +12,12 @@ from __future__ import annotations
 from .config import SimConfig
 
 
-def bounds(cfg: SimConfig, total: int) -> dict:
-    """The answer of `/__sim/bounds` for `total` events; seconds rounded to the millisecond."""
+def bounds(cfg: SimConfig, total: int, failed: int = 0) -> dict:
+    """The answer of `/__sim/bounds` for `total` events; seconds rounded to the millisecond.
+
+    `failed`: requests the simulator has failed so far (5xx, reset, held past `slow_seconds`); each spent
+    a request of its budget, so `with_failures` gives the all-budgets minimum with that many pages more.
+    """
     pages = -(-total // cfg.max_limit) if total else 0
     page_latency = (cfg.latency_base_ms + cfg.latency_ms_per_event * min(cfg.max_limit, total)) / 1000.0
 
@@ -29,6 +33,8 @@ def bounds(cfg: SimConfig, total: int) -> dict:
         feed = page_latency
     query = query_pool(cfg)
     by_keys = {str(k): round(all_budgets_seconds(cfg, pages, page_latency, k), 3) for k in range(1, cfg.keys + 1)}
+    with_failures = {str(k): round(all_budgets_seconds(cfg, pages + failed, page_latency, k), 3)
+                     for k in range(1, cfg.keys + 1)}
     return {"theoretical_min_seconds": {"events": round(events, 3), "feed": round(feed, 3)},
             "pages": pages, "page_latency_seconds": round(page_latency, 3),
             "assumptions": "pages of max_limit events, unlimited parallel partitions, no chaos",
@@ -38,7 +44,11 @@ def bounds(cfg: SimConfig, total: int) -> dict:
                             "feed_rpm": cfg.feed_rpm, "feed_burst": cfg.feed_burst},
                 "min_seconds": by_keys["1"], "keys": cfg.keys, "min_seconds_by_keys": by_keys,
                 "assumptions": "each key's feed, header-auth and separate query-auth budgets all in use at once; "
-                               "0 per window = unlimited, null = no separate query pool"}}
+                               "0 per window = unlimited, null = no separate query pool"},
+            "with_failures": {
+                "failed_requests": failed, "min_seconds_by_keys": with_failures,
+                "assumptions": "as all_budgets, with one page more for every request the simulator failed so far "
+                               "(5xx, reset, held past slow_seconds): each spent a request of its budget"}}
 
 
 def query_pool(cfg: SimConfig) -> int:

@@ -66,3 +66,16 @@ def test_each_listed_key_has_the_budgets_the_bound_counts():
 def test_keys_cannot_exceed_the_listed_keys():
     with pytest.raises(ValueError, match="keys is 3 but api_key lists 2 valid key"):
         profile_config("live", api_key=f"{KEY},{OTHER_KEY}", keys=3)
+
+
+def test_requests_the_simulator_failed_are_counted_in_a_second_minimum():
+    with running("live", events=3_000_000, p_5xx=1.0, p_reset=0.0, p_slow=0.0) as sim:
+        before = _bounds(sim.url)
+        statuses = [client().get(sim.url + "/api/v1/events").status_code for _ in range(3)]
+        after = _bounds(sim.url)
+    assert all(status >= 500 for status in statuses)
+    assert before["with_failures"]["failed_requests"] == 0
+    assert before["with_failures"]["min_seconds_by_keys"] == {"1": 633.52}  # nothing failed: the minimum itself
+    # three pages more: the feed brings them at 40/min after the last window, 4.5 s
+    assert after["with_failures"]["failed_requests"] == 3
+    assert after["with_failures"]["min_seconds_by_keys"] == {"1": 638.02}
