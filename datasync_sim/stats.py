@@ -14,7 +14,6 @@ class Stats:
         self._lock = threading.Lock()
         self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.rate_limited = 0
-        self.early_retries = 0
         self.early_by_endpoint: dict[str, int] = defaultdict(int)  # the same requests, by where they went
         self.early_list: list[tuple[str, float, float]] = []  # (endpoint, s since start, s before the lockout's end)
         self._started = time.monotonic()
@@ -41,7 +40,6 @@ class Stats:
     def early_retry(self, endpoint: str, early_by_s: float) -> None:
         """A request that came inside a 429 lockout, `early_by_s` before its end (when it was not extended)."""
         with self._lock:
-            self.early_retries += 1
             self.early_by_endpoint[endpoint] += 1
             if len(self.early_list) < EARLY_KEPT:
                 self.early_list.append((endpoint, round(time.monotonic() - self._started, 2), round(early_by_s, 2)))
@@ -55,7 +53,7 @@ class Stats:
             return {
                 "requests": {ep: dict(codes) for ep, codes in self.requests.items()},
                 "rate_limited": self.rate_limited,
-                "early_retries": self.early_retries,
+                "early_retries": sum(self.early_by_endpoint.values()),
                 "early_by_endpoint": dict(self.early_by_endpoint),
                 "early_list": list(self.early_list),
                 "bytes_sent": self.bytes_sent,

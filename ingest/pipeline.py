@@ -113,16 +113,15 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
 
 def _take_up(budgets: list[Budget], learned: dict[str, tuple[float | None, float | None]]) -> None:
     """Give each budget what the last run learned of it, and say so: a run that waits must say why."""
+    now = time.time()
     for budget in budgets:
         rate, not_before = learned.get(budget.name, (None, None))
-        budget.throttle.restore(rate, not_before)
+        budget.throttle.restore(rate, not_before, wall=lambda: now)
         if rate is not None and budget.throttle.pacer is not None:
             logger.info("budget {}: paced at the last run's measured {:.3f} requests/s", budget.name, rate)
-            if budget.throttle.gate is not None:
-                budget.throttle.gate.end_slow_start()  # spaced at that rate, no two requests go together
-        if not_before is not None and not_before > time.time():
+        if not_before is not None and not_before > now:
             logger.info("budget {}: no request for {:.1f} s, a deadline the last run left (a 429's lockout or a"
-                        " window it spent)", budget.name, not_before - time.time())
+                        " window it spent)", budget.name, not_before - now)
 
 
 def _next_pass(walked: list[str], result: Verification) -> str | None:

@@ -61,12 +61,16 @@ class Throttle:
     def _paced(self, stop: threading.Event) -> bool:
         self.limiter.acquire(stop)
         if self.pacer is not None:
-            # In a slow start no rate is known yet and the bucket may be empty: two requests sent together
-            # would both meet it, the second inside the lockout the first one's 429 opens. Spread over a
-            # page-time, as many as the gate allows still go per page-time, one at a time.
-            slow = self.gate is not None and self.gate.slow_starting
-            self.pacer.acquire(stop, self.latency_s / self.gate.limit if slow and self.gate else 0.0)
+            self.pacer.acquire(stop, self._slow_start_spacing_s())
         return not stop.is_set()
+
+    def _slow_start_spacing_s(self) -> float:
+        """The gap between sends in a slow start (0 otherwise), when no rate is known and the bucket may be
+        empty: two requests sent together would both meet it, the second inside the lockout the first one's
+        429 opens. Spread over a page-time, as many as the gate allows still go per page-time."""
+        if self.gate is None or not self.gate.slow_starting:
+            return 0.0
+        return self.latency_s / self.gate.limit
 
     def observe(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
         """X-RateLimit-* of an answer to this budget (call from the thread that sent the request)."""
@@ -157,5 +161,7 @@ class Throttle:
         """Take up what an earlier run learned: its pace, and no request before its last deadline."""
         if rate_per_s is not None and self.pacer is not None:
             self.pacer.restore(rate_per_s)
+            if self.gate is not None:
+                self.gate.end_slow_start()  # spaced at that rate, no two requests go together
         if not_before is not None and not_before > wall():
             self.limiter.hold_for(not_before - wall())

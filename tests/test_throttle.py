@@ -99,3 +99,12 @@ def test_a_slow_start_spreads_its_requests_over_a_page_time() -> None:
         sent_at.append(clock() - START)
     assert not gate.slow_starting
     assert sent_at[-1] == pytest.approx(4.0 + 1.0 + RETRY_AFTER_MARGIN_S)  # the 429's pause, not the spacing
+
+
+def test_a_restored_measured_rate_ends_a_slow_start() -> None:
+    clock = FakeClock()
+    gate = AdaptiveConcurrency(8, slow_start=True)
+    feed = Throttle("feed", limiter=RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep),
+                    pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
+    feed.restore(0.6, None, wall=clock.wall)
+    assert (gate.slow_starting, gate.limit) == (False, 8)  # the pacer's 0.6/s keeps requests apart
