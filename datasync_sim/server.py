@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .app import JSON, App, Request, Response, error
 from .config import SimConfig
+from .dataset import build_tables
 
 IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection is closed after this
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -49,13 +50,17 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         req = Request.build(self.command, self.path, dict(self.headers.items()), body)
+        started = time.monotonic()
         try:
             resp = self.server.app.handle(req)
         except Exception:
             traceback.print_exc(file=sys.stderr)
             resp = error(500, "Internal Server Error", "An unexpected error occurred", "INTERNAL_ERROR", "error")
-        if resp.delay > 0:
-            time.sleep(resp.delay)
+        # The modelled latency is the server's whole time for the request: the simulator's own work (making
+        # the page's events) is part of it, not on top, or every answer would be slower than the bounds say.
+        delay = resp.delay - (time.monotonic() - started)
+        if delay > 0:
+            time.sleep(delay)
         if req.path.startswith("/__sim/"):
             self._write(self._render(resp))
             return
@@ -140,6 +145,7 @@ class SimServer:
         """`clock` (monotonic s) and `wall_ms` (epoch ms) replace the real clocks, for tests that move time."""
         self.cfg = cfg
         self.app = App(cfg, clock, wall_ms)
+        build_tables()  # before listening: the first answer must take the modelled latency, not a second more
         self._httpd = _HTTPServer((host, port), self.app)
         self.host, self.port = self._httpd.server_address[:2]
         self._thread: threading.Thread | None = None

@@ -4,6 +4,7 @@ metrics, submissions, introspection."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 import requests
@@ -155,6 +156,28 @@ def test_stats_count_requests_by_endpoint_and_status_and_events_served():
     assert (stats["rate_limited"], stats["early_retries"]) == (0, 0)
 
 
+def test_the_simulators_own_work_is_part_of_the_modelled_latency_not_on_top(monkeypatch: pytest.MonkeyPatch):
+    import types
+
+    from datasync_sim import server
+
+    with running(latency_ms_per_event=2.0, events=3_000) as sim:  # 0.5 s per 250-event page
+        slept: list[float] = []
+        ticks = iter([100.0, 100.2])  # the request is handled in 0.2 s of the simulator's own work
+        monkeypatch.setattr(server, "time", types.SimpleNamespace(sleep=slept.append, monotonic=lambda: next(ticks)))
+        r = client(KEY).get(sim.url + "/api/v1/events", params={"limit": 250})
+    assert r.status_code == 200
+    assert slept == [pytest.approx(0.3, abs=0.01)]
+
+
+def test_a_server_builds_its_event_tables_before_it_listens():
+    from datasync_sim import dataset
+
+    dataset._middles.cache_clear()
+    with running():  # the first answer must not pay 0.5-1 s for the tables: the bounds do not count it
+        assert dataset._middles.cache_info().currsize == 1
+
+
 def test_concurrent_requests_overlap_their_latency(monkeypatch: pytest.MonkeyPatch):
     import threading
     import types
@@ -170,7 +193,7 @@ def test_concurrent_requests_overlap_their_latency(monkeypatch: pytest.MonkeyPat
         slept.append(seconds)
         overlap.wait(timeout=60)  # a guard: a server that serialised latencies breaks the barrier
 
-    monkeypatch.setattr(server, "time", types.SimpleNamespace(sleep=sleep_together))
+    monkeypatch.setattr(server, "time", types.SimpleNamespace(sleep=sleep_together, monotonic=time.monotonic))
     with running(latency_ms_per_event=2.0, events=3_000) as sim:  # 0.5 s per 250-event page
         done = []
 
