@@ -90,6 +90,8 @@ class Scheduler:
         self._error: BaseException | None = None
         self._saved_states: dict[str, tuple[float | None, float | None]] = {}
         self._saved_at = float("-inf")
+        self._orphans: set[int] = set()  # partitions a budget gave up mid-range (handed back, retired)
+        self._threads = ctx.max_chains + len(budgets)
 
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
@@ -104,7 +106,7 @@ class Scheduler:
                             self.ctx.already_stored)
         # A thread for every chain `next_chain_for` may start: the cap, and one more per budget at the cap. A
         # chain submitted without a free thread would hold its partition (a split made for it) unwalked.
-        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains + len(self.budgets), thread_name_prefix="fetch")
+        pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="fetch")
         try:
             while True:
                 self._assign(pool, walkers)
@@ -153,17 +155,23 @@ class Scheduler:
 
     def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
         """Give free chains work — a pending partition, else a piece split off a running one — to the budget
-        running the fewest chains first (see `next_chain_for`)."""
+        running the fewest chains first (see `next_chain_for`); a partition another budget gave up goes to
+        one that can send now even when every budget runs the chains it wants (see `adopter`)."""
         no_work: set[Budget] = set()
         while not self._stop.is_set():
-            budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
-                                     if b not in no_work], len(self._running) >= self.ctx.max_chains)
+            candidates = [b for b in self.budgets if b not in no_work]
+            budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in candidates],
+                                    len(self._running) >= self.ctx.max_chains)
+            if budget is None and self._todo and self._todo[0].partition_id in self._orphans and (
+                    len(self._running) < self._threads):
+                budget = adopter(candidates)
             if budget is None:
                 return
             part = self._todo.popleft() if self._todo else self._steal(budget)
             if part is None:
                 no_work.add(budget)
                 continue
+            self._orphans.discard(part.partition_id)
             self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
 
     def _busy(self, budget: Budget) -> int:
@@ -207,12 +215,14 @@ class Scheduler:
         if isinstance(exc, HandedBack):
             logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, budget.throttle.wait_s())
             self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
+            self._orphans.add(pid)
             return
         if isinstance(exc, BuiltCursorsRefused):
             self._cover_with_server_cursors(pid)
         elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
             budget.retire(str(exc))
-            self._todo.append(self.plan.partitions[pid])  # resumes from its position on another budget
+            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
+            self._orphans.add(pid)
         elif not isinstance(exc, Stopped):
             self._fail(exc)
 
@@ -244,6 +254,18 @@ def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool) ->
     wanting = [(busy, i, budget) for i, (budget, busy, wanted) in enumerate(budgets)
                if busy < wanted and not (cap_reached and busy > 0)]
     return min(wanting, key=lambda entry: entry[:2])[2] if wanting else None
+
+
+def adopter(candidates: list[Budget]) -> Budget | None:
+    """Who walks a partition another budget gave up when every budget already runs the chains it wants:
+    the one of `candidates` that can send soonest, unless each faces a long wait (None).
+
+    Left waiting, the range would stand still until a chain ends, or for the budget that gave it back
+    (a spent window: up to a minute), while others send. One chain more costs a paced budget no request:
+    it takes its turn among the budget's other chains.
+    """
+    ready = [b for b in candidates if b.retired is None and b.chains() > 0 and not _stalled(b)]
+    return min(ready, key=lambda b: b.throttle.wait_s()) if ready else None
 
 
 def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:

@@ -10,7 +10,7 @@ from ingest.budgets import FEED, HEADER, QUERY, Budget
 from ingest.errors import HandedBack, RetryableApiError
 from ingest.retry import RetryPolicy
 from ingest.retry_loop import RetryLoop
-from ingest.scheduler import HAND_BACK_PAGE_TIMES, hand_back_due, next_chain_for
+from ingest.scheduler import HAND_BACK_PAGE_TIMES, adopter, hand_back_due, next_chain_for
 from ingest.stats import Stats
 from ingest.throttle import DEFAULT_LATENCY_S, Throttle
 
@@ -84,3 +84,20 @@ def test_at_the_cap_only_a_budget_running_no_chain_starts_one() -> None:
     assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 1)], cap_reached=True) is query
     assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 1, 1)], cap_reached=True) is None
     assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 0)], cap_reached=True) is None
+
+
+def test_a_partition_given_up_goes_to_the_budget_that_can_send_soonest() -> None:
+    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
+    header.throttle.observe(10, 0, 40.0)  # it gave the partition back: its window is spent
+    feed.throttle.limiter.pause_for(SHORT_WAIT_S)
+    assert adopter([feed, header, query]) is query
+    query.throttle.limiter.pause_for(SHORT_WAIT_S + 0.5)
+    assert adopter([feed, header, query]) is feed
+
+
+def test_no_budget_adopts_a_partition_when_each_faces_a_long_wait_or_is_retired() -> None:
+    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
+    header.throttle.observe(10, 0, 40.0)
+    query.throttle.limiter.pause_for(LONG_WAIT_S)
+    feed.retire("stream-access refused")
+    assert adopter([feed, header, query]) is None
