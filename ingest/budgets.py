@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
+from ingest.answer_time import AnswerTimer
 from ingest.client import ApiClient, LimitObserver
 from ingest.concurrency import AdaptiveConcurrency
 from ingest.config import Settings
@@ -38,6 +39,7 @@ class Budget:
     retry: RetryLoop
     retired: str | None = field(default=None)  # why it takes no more work (None: it does)
     probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
+    answers: AnswerTimer | None = None  # how long its chains wait for a page (None: REQUEST_TIMEOUT)
 
     @property
     def throttle(self) -> Throttle:
@@ -126,12 +128,12 @@ class ProbationSource:
         self._probe = probe
         self.page_size = inner.page_size
 
-    def page(self, cursor, lo_ms, hi_ms, limit=None):  # noqa: ANN001, ANN201 - the Source protocol
+    def page(self, cursor, lo_ms, hi_ms, limit=None, read_timeout_s=None):  # noqa: ANN001, ANN201 - Source protocol
         refusal = self._probe.refusal()
         if refusal is not None:
             raise BudgetRetired(refusal)
         self._probe.query_sending()
-        return self._inner.page(cursor, lo_ms, hi_ms, limit)
+        return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
 
 
 def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
@@ -173,8 +175,10 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
                                                                     probe.query_answered), query_auth=True)
-        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry))
-        budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe))
+        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry,
+                              answers=AnswerTimer(settings.request_timeout_s)))
+        budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
+                              answers=AnswerTimer(settings.request_timeout_s)))
     return budgets
 
 
@@ -190,4 +194,4 @@ def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: 
         return None
     logger.info("using the fast feed at {} (token valid {:.0f} s)", grant.endpoint, grant.expires_in_s)
     return Budget(retry.throttle.name, FEED, FeedSource(client, StreamTokens(client, grant), settings.page_size),
-                  retry)
+                  retry, answers=AnswerTimer(settings.request_timeout_s))

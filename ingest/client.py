@@ -19,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from ingest import tolerant_json
 from ingest.cursors import cursor_expiry_ms
 from ingest.errors import (
+    AnswerTimedOut,
     AuthenticationFailed,
     CursorExpired,
     CursorRejected,
@@ -113,19 +114,23 @@ class ApiClient:
     def request(
         self, method: str, path: str, *, params: Mapping | None = None, headers: Mapping | None = None,
         data: bytes | Iterable[bytes] | None = None, observe: LimitObserver | None = None,
+        read_timeout_s: float | None = None,
     ) -> requests.Response:
         """Send one request; return a 2xx response or raise our error for anything else.
 
         `observe` gets the answer's X-RateLimit-Limit/-Remaining/-Reset (429s included), for the
-        throttle of the budget that sent it. Redirects are not followed: requests would resend
-        X-API-Key (and a stream token) to any host.
+        throttle of the budget that sent it. `read_timeout_s` replaces REQUEST_TIMEOUT for this request.
+        Redirects are not followed: requests would resend X-API-Key (and a stream token) to any host.
         """
         try:
             response = self._session().request(
                 method, self.base_url + path, params=params, headers=headers, data=data,
-                timeout=self._timeout, allow_redirects=False,
+                timeout=self._timeout if read_timeout_s is None else (CONNECT_TIMEOUT_S, read_timeout_s),
+                allow_redirects=False,
             )
             response.content  # noqa: B018 - read the body now so a cut connection surfaces here
+        except requests.ReadTimeout as exc:
+            raise AnswerTimedOut(f"timed out: {type(exc).__name__}") from exc
         except requests.Timeout as exc:
             raise RetryableApiError(f"timed out: {type(exc).__name__}") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -177,7 +182,7 @@ class ApiClient:
 
     def events_page(self, path: str, params: Mapping, headers: Mapping | None = None, *,
                     observe: LimitObserver | None = None, query_auth: bool = False,
-                    keep_cut_off: bool = False) -> Envelope:
+                    keep_cut_off: bool = False, read_timeout_s: float | None = None) -> Envelope:
         """One page of events from the documented endpoint or the feed.
 
         `query_auth`: the key goes as `?api_key=` instead of the X-API-Key header (its own rate pool
@@ -187,7 +192,8 @@ class ApiClient:
         if query_auth:
             params = {**params, "api_key": self._api_key}
             headers = {**(headers or {}), "X-API-Key": None}  # None drops the session's header
-        response = self.request("GET", path, params=params, headers=headers, observe=observe)
+        response = self.request("GET", path, params=params, headers=headers, observe=observe,
+                                read_timeout_s=read_timeout_s)
         page = parse_envelope(response.content, asked=int_or_none(params.get("limit")), keep_cut_off=keep_cut_off)
         exp_ms = cursor_expiry_ms(page.next_cursor)
         if exp_ms is not None and page.cursor_expires_in_s is not None:

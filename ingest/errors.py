@@ -34,6 +34,10 @@ class RetryableApiError(IngestError):
         self.retry_after = retry_after
 
 
+class AnswerTimedOut(RetryableApiError):
+    """No answer came within the read timeout: send again, and wait longer next time if it happens again."""
+
+
 class RateLimited(RetryableApiError):
     """The API answered 429: every fetcher waits until Retry-After has fully passed."""
 

@@ -100,7 +100,8 @@ class Scheduler:
         writer.start()
         walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
                                        server_now_ms=self.ctx.server_now_ms,
-                                       hand_back=partial(hand_back_due, budget, self.budgets))
+                                       hand_back=partial(hand_back_due, budget, self.budgets),
+                                       answers=budget.answers)
                    for budget in self.budgets}
         progress = Progress(self.ctx.stats, [b.throttle for b in self.budgets], pages, self.ctx.progress_interval_s,
                             self.ctx.already_stored)

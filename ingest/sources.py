@@ -28,7 +28,8 @@ class Source(Protocol):
     page_size: int  # events asked for per page
 
     def page(
-        self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None
+        self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None,
+        read_timeout_s: float | None = None,
     ) -> Envelope: ...
 # Renew a feed token this long before it expires (or at three quarters of a shorter life), so no
 # request goes out with a dying token.
@@ -48,12 +49,13 @@ class DocumentedSource:
         self._observe = observe
         self._query_auth = query_auth
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None,
+             read_timeout_s: float | None = None) -> Envelope:
         params: dict[str, object] = {"limit": limit or self.page_size}
         if cursor:
             params["cursor"] = cursor
         return self._client.events_page(EVENTS_PATH, params, observe=self._observe, query_auth=self._query_auth,
-                                        keep_cut_off=True)
+                                        keep_cut_off=True, read_timeout_s=read_timeout_s)
 
 
 class StreamTokens:
@@ -102,7 +104,8 @@ class FeedSource:
         self._tokens = tokens
         self.page_size = page_size
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None,
+             read_timeout_s: float | None = None) -> Envelope:
         grant = self._tokens.current()
         params: dict[str, object] = {"limit": limit or self.page_size}
         if cursor:
@@ -113,7 +116,7 @@ class FeedSource:
             params["until"] = hi_ms  # events at hi_ms, if an inclusive server sends them, are filtered
         try:
             return self._client.events_page(grant.endpoint, params, headers={grant.header: grant.token},
-                                            keep_cut_off=True)
+                                            keep_cut_off=True, read_timeout_s=read_timeout_s)
         except StreamTokenInvalid:
             self._tokens.renew(stale=grant)
             raise

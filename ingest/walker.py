@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 from loguru import logger
 
+from ingest.answer_time import AnswerTimer
 from ingest.client import Envelope
 from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
 from ingest.errors import (
+    AnswerTimedOut,
     BuiltCursorsRefused,
     CursorExpired,
     CursorRejected,
@@ -48,6 +51,9 @@ class ChainWalker:
     # Asked before every request: True when this budget should give its partition to another budget
     # instead of sitting on it through a long wait (a spent window, a 429 lockout).
     hand_back: Callable[[], bool] = lambda: False
+    # How long to wait for a full page, learned from the budget's answers (None: REQUEST_TIMEOUT).
+    answers: AnswerTimer | None = None
+    clock: Callable[[], float] = time.monotonic
 
     def run(self, partition: Partition) -> None:
         """Fetch `partition` to its lower bound; where it ends is decided by the API's own order.
@@ -142,10 +148,26 @@ class ChainWalker:
 
     def _fetch(self, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
         """One request; a full page with damaged pagination counts only if its events can place the next one."""
-        page = self.source.page(cursor, lo, until)
+        if self.answers is None:
+            page = self.source.page(cursor, lo, until)
+        else:
+            page = self._timed_fetch(self.answers, cursor, lo, until)
         if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
             raise RetryableApiError("a page without its next cursor (pagination damaged or body cut off) whose"
                                     " events cannot place the next page: fetched again")
+        return page
+
+    def _timed_fetch(self, answers: AnswerTimer, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
+        """A request that waits for its answer as long as `answers` says, and teaches it by a full page's time
+        (a partition's last page, or a cut body, is quicker than a full one and would teach it too short)."""
+        started = self.clock()
+        try:
+            page = self.source.page(cursor, lo, until, read_timeout_s=answers.timeout_s())
+        except AnswerTimedOut:
+            answers.timed_out()
+            raise
+        if len(page.events) >= self.source.page_size and not page.truncated:
+            answers.answered(self.clock() - started)
         return page
 
     def _learn_density(self, page: Envelope, *, at_top: bool) -> None:

@@ -9,9 +9,10 @@ import requests
 import responses
 
 from datasync_sim import cursor as sim_cursor
-from ingest.client import ApiClient, parse_envelope
+from ingest.client import CONNECT_TIMEOUT_S, ApiClient, parse_envelope
 from ingest.cursors import ZERO_ID, build_cursor
 from ingest.errors import (
+    AnswerTimedOut,
     AuthenticationFailed,
     CursorExpired,
     CursorRejected,
@@ -93,6 +94,19 @@ def test_connection_errors_and_timeouts_are_retryable() -> None:
     for path in ("/reset", "/slow"):
         with pytest.raises(RetryableApiError):
             client.request("GET", path)
+
+
+@responses.activate
+def test_a_page_waits_as_long_as_its_caller_says_and_a_held_answer_is_told_apart() -> None:
+    responses.get(f"{BASE}/api/v1/events", json=envelope([]))
+    responses.get(f"{BASE}/held", body=requests.ReadTimeout("held"))
+    client = make_client()
+    client.events_page("/api/v1/events", {"limit": 5000}, read_timeout_s=7.5)
+    client.events_page("/api/v1/events", {"limit": 5000})
+    assert [call.request.req_kwargs["timeout"] for call in responses.calls] == [(CONNECT_TIMEOUT_S, 7.5),
+                                                                                (CONNECT_TIMEOUT_S, 5.0)]
+    with pytest.raises(AnswerTimedOut):
+        client.request("GET", "/held")
 
 
 @responses.activate

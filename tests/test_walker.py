@@ -6,6 +6,7 @@ with cursors in the API's format, so each test reads as a small protocol story.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import uuid
@@ -13,9 +14,11 @@ from collections.abc import Callable
 
 import pytest
 
+from ingest.answer_time import LEARNED_AFTER, MIN_WAIT_S, AnswerTimer
 from ingest.client import Envelope
 from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
 from ingest.errors import (
+    AnswerTimedOut,
     BuiltCursorsRefused,
     CursorExpired,
     CursorRejected,
@@ -68,14 +71,20 @@ class ListSource:
         self.lose_pagination: Callable[[str | None], bool] = lambda cursor: False
         self.cut_off: Callable[[str | None], int | None] = lambda cursor: None  # whole events before the cut
         self.untils: list[int | None] = []  # every hi_ms asked for, in order
+        self.hold: Callable[[str | None], bool] = lambda cursor: False  # no answer within the read timeout
+        self.read_timeouts: list[float | None] = []  # every read timeout asked for, in order
 
     def window(self, lo_ms: int | None, hi_ms: int | None) -> list[dict]:
         """The events the request may see: all of them (the documented endpoint ignores since/until)."""
         return self.items
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None,
+             read_timeout_s: float | None = None) -> Envelope:
         self.cursors.append(cursor)
         self.untils.append(hi_ms)
+        self.read_timeouts.append(read_timeout_s)
+        if self.hold(cursor):
+            raise AnswerTimedOut("timed out: ReadTimeout")
         if self.expire(cursor):
             raise CursorExpired("HTTP 400 CURSOR_EXPIRED")
         if self.reject(cursor):
@@ -113,7 +122,8 @@ class WindowSource(ListSource):
 
 
 def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
-         handed: list[PageCommit] | None = None, hand_back: Callable[[], bool] = lambda: False) -> list[PageCommit]:
+         handed: list[PageCommit] | None = None, hand_back: Callable[[], bool] = lambda: False,
+         answers: AnswerTimer | None = None, clock: Callable[[], float] = lambda: 0.0) -> list[PageCommit]:
     """Run one fetcher over `partition` (alone unless `plan` says otherwise); the pages it handed to the writer.
 
     `handed` collects the pages too, for a test that expects the walk to raise.
@@ -124,7 +134,7 @@ def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
     out = [] if handed is None else handed
     try:
         ChainWalker(source, retry, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS,
-                    hand_back=hand_back).run(partition)
+                    hand_back=hand_back, answers=answers, clock=clock).run(partition)
     finally:
         while not pages.empty():
             out.append(pages.get())
@@ -208,7 +218,8 @@ def test_the_top_page_names_the_newest_event() -> None:
 class StuckSource(ListSource):
     """A server stuck on page one: whatever the cursor, it answers the first page again."""
 
-    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None) -> Envelope:
+    def page(self, cursor: str | None, lo_ms: int | None, hi_ms: int | None, limit: int | None = None,
+             read_timeout_s: float | None = None) -> Envelope:
         answer = super().page(None, lo_ms, hi_ms, limit)
         self.cursors[-1] = cursor
         return answer
@@ -422,3 +433,22 @@ def test_a_page_without_pagination_out_of_the_apis_order_is_fetched_again() -> N
     assert source.cursors[:2] == [None, None]  # the damaged page was asked for again
     assert source.cursors[2] in source.issued
     assert stored_ids(pages) == {e["id"] for e in items}
+
+
+def test_a_chain_waits_for_a_page_as_long_as_the_budgets_full_pages_took_and_longer_after_a_timeout() -> None:
+    items = events(190)
+    source = ListSource(items, page_size=20)  # 9 full pages and a last one of 10
+    ticks = itertools.count(step=2.0)  # every answer takes 2 s: the learned wait is its floor
+    held = {"cursor": None}
+
+    def hold_the_sixth_page_once(cursor: str | None) -> bool:
+        if len(source.cursors) == 6 and held["cursor"] is None:
+            held["cursor"] = cursor
+            return True
+        return False
+
+    source.hold = hold_the_sixth_page_once
+    pages = walk(source, Partition(1, None, None), answers=AnswerTimer(15.0), clock=lambda: next(ticks))
+    assert stored_ids(pages) == {e["id"] for e in items}
+    assert source.read_timeouts == [15.0] * LEARNED_AFTER + [MIN_WAIT_S] * 3 + [2 * MIN_WAIT_S] + [MIN_WAIT_S] * 4
+    assert source.cursors[6] == held["cursor"]  # the held page asked again

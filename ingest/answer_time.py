@@ -1,0 +1,46 @@
+"""How long a chain waits for one page's answer: a few times the slowest recent answer, not a fixed guess.
+
+A held answer (the live API's "responses can be slow") keeps its chain idle until the read timeout. A
+fixed 15 s costs a chain ~11 s per held answer where full pages take 3.5-4 s; the same request sent
+again is answered in a page-time. The wait is learned from the budget's own full-page answers, so a
+slower deployment gets a longer one, and it doubles after each timeout in a row: an API that has grown
+slow is waited for, not given up on again and again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+RECENT_ANSWERS = 8  # full-page answers remembered; the slowest of them sets the wait
+LEARNED_AFTER = 3  # answers before the learned wait replaces the configured one
+SLOWEST_FACTOR = 2.5  # × the slowest recent answer: ordinary variation never times out
+MIN_WAIT_S = 5.0  # s; never less, whatever the answers: connection set-up and a busy writer add to them
+
+
+class AnswerTimer:
+    """One budget's read timeout for full pages; thread-safe (its chains share it)."""
+
+    def __init__(self, configured_s: float) -> None:
+        self._configured_s = configured_s  # REQUEST_TIMEOUT: the ceiling, and the wait until answers are known
+        self._lock = threading.Lock()
+        self._recent: deque[float] = deque(maxlen=RECENT_ANSWERS)
+        self._timeouts_in_a_row = 0
+
+    def timeout_s(self) -> float:
+        """Seconds to wait for the next full page's answer."""
+        with self._lock:
+            if len(self._recent) < LEARNED_AFTER:
+                return self._configured_s
+            learned = max(MIN_WAIT_S, SLOWEST_FACTOR * max(self._recent)) * 2 ** self._timeouts_in_a_row
+            return min(self._configured_s, learned)
+
+    def answered(self, seconds: float) -> None:
+        """A full page came back after `seconds`."""
+        with self._lock:
+            self._recent.append(seconds)
+            self._timeouts_in_a_row = 0
+
+    def timed_out(self) -> None:
+        with self._lock:
+            self._timeouts_in_a_row += 1
