@@ -19,6 +19,7 @@ from ingest.client import ApiClient, LimitObserver
 from ingest.concurrency import AdaptiveConcurrency
 from ingest.config import Settings
 from ingest.errors import AuthenticationFailed, BudgetRetired, FatalApiError, RetriesExhausted, StreamAccessDenied
+from ingest.origin import key_fingerprint
 from ingest.pacer import Pacer
 from ingest.retry import RetryPolicy
 from ingest.retry_loop import RetryLoop
@@ -40,6 +41,12 @@ class Budget:
     retired: str | None = field(default=None)  # why it takes no more work (None: it does)
     probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
     answers: AnswerTimer | None = None  # how long its chains wait for a page (None: REQUEST_TIMEOUT)
+    key_id: str = ""  # its key's fingerprint: what it learned is kept for that key, not for a position in API_KEY
+
+    @property
+    def state_key(self) -> str:
+        """The row its learned state is kept under: another key's buckets are fresh and take up none of it."""
+        return f"{self.kind}@{self.key_id}" if self.key_id else self.name
 
     @property
     def throttle(self) -> Throttle:
@@ -153,8 +160,9 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
     """
     policy = RetryPolicy(max_attempts=settings.max_attempts)
     budgets: list[Budget] = []
-    for index, client in enumerate(clients):
+    for index, (key, client) in enumerate(zip(settings.api_keys, clients, strict=True)):
         suffix = "" if index == 0 else f"#{index + 1}"
+        key_id = key_fingerprint(key)
 
         def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None) -> RetryLoop:
             throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency)
@@ -162,23 +170,24 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
 
         if settings.strategy != "documented":
             # stream-access has a bucket of its own: its answers must not teach the feed's throttle.
-            gate = AdaptiveConcurrency(settings.concurrency, slow_start=FEED + suffix in recently_used)
+            gate = AdaptiveConcurrency(settings.concurrency, slow_start=f"{FEED}@{key_id}" in recently_used)
             feed = _open_feed(settings, client, loop("stream-access" + suffix),
                               loop(FEED + suffix, pacer=Pacer(), gate=gate))
             if feed is not None:
+                feed.key_id = key_id
                 budgets.append(feed)
         if settings.strategy == "feed":
             continue
         header_retry, query_retry = loop(HEADER + suffix), loop(QUERY + suffix)
-        probe = QueryPoolProbe(restarted=QUERY + suffix in recently_used)
+        probe = QueryPoolProbe(restarted=f"{QUERY}@{key_id}" in recently_used)
         header = DocumentedSource(client, settings.page_size, _both(header_retry.throttle.observe,
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
                                                                     probe.query_answered), query_auth=True)
         budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry,
-                              answers=AnswerTimer(settings.request_timeout_s)))
+                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
         budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
-                              answers=AnswerTimer(settings.request_timeout_s)))
+                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
     return budgets
 
 

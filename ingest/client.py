@@ -1,7 +1,7 @@
 """The HTTP boundary: one request to the API, answered with parsed data or one of our errors.
 
 Only this module knows about requests' exceptions and the API's status codes. It never retries:
-the retry loop (fetch.py) goes through the shared limiter.
+the retry loop (retry_loop.py) goes through the budget's throttle.
 """
 
 from __future__ import annotations

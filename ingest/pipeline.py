@@ -115,7 +115,7 @@ def _take_up(budgets: list[Budget], learned: dict[str, tuple[float | None, float
     """Give each budget what the last run learned of it, and say so: a run that waits must say why."""
     now = time.time()
     for budget in budgets:
-        rate, not_before = learned.get(budget.name, (None, None))
+        rate, not_before = learned.get(budget.state_key, (None, None))
         budget.throttle.restore(rate, not_before, wall=lambda: now)
         if rate is not None and budget.throttle.pacer is not None:
             logger.info("budget {}: paced at the last run's measured {:.3f} requests/s", budget.name, rate)

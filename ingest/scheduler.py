@@ -91,7 +91,6 @@ class Scheduler:
         self._saved_states: dict[str, tuple[float | None, float | None]] = {}
         self._saved_at = float("-inf")
         self._orphans: set[int] = set()  # partitions a budget gave up mid-range (handed back, retired)
-        self._threads = ctx.max_chains + len(budgets)
 
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
@@ -107,7 +106,7 @@ class Scheduler:
                             self.ctx.already_stored)
         # A thread for every chain `next_chain_for` may start: the cap, and one more per budget at the cap. A
         # chain submitted without a free thread would hold its partition (a split made for it) unwalked.
-        pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="fetch")
+        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains + len(self.budgets), thread_name_prefix="fetch")
         try:
             while True:
                 self._assign(pool, walkers)
@@ -141,7 +140,7 @@ class Scheduler:
 
     def _save_budget_states(self, *, final: bool = False) -> None:
         """Persist what the throttles learned: a new 429 deadline at once, rates every few seconds."""
-        states = {budget.name: budget.throttle.state() for budget in self.budgets}
+        states = {budget.state_key: budget.throttle.state() for budget in self.budgets}
         deadlines_moved = any(_deadline_moved(self._saved_states.get(name, (None, None))[1], state[1])
                               for name, state in states.items())
         due = time.monotonic() - self._saved_at >= BUDGET_STATE_EVERY_S
@@ -160,12 +159,9 @@ class Scheduler:
         one that can send now even when every budget runs the chains it wants (see `adopter`)."""
         no_work: set[Budget] = set()
         while not self._stop.is_set():
-            candidates = [b for b in self.budgets if b not in no_work]
-            budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in candidates],
-                                    len(self._running) >= self.ctx.max_chains)
-            if budget is None and self._todo and self._todo[0].partition_id in self._orphans and (
-                    len(self._running) < self._threads):
-                budget = adopter(candidates)
+            budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
+                                     if b not in no_work], len(self._running) >= self.ctx.max_chains,
+                                    orphan_waiting=bool(self._todo) and self._todo[0].partition_id in self._orphans)
             if budget is None:
                 return
             part = self._todo.popleft() if self._todo else self._steal(budget)
@@ -244,17 +240,24 @@ class Scheduler:
             self._todo.append(created)
 
 
-def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool) -> Budget | None:
+def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool, *,
+                   orphan_waiting: bool = False) -> Budget | None:
     """Which budget starts the next chain, from (budget, chains running, chains wanted); None: no one.
 
     The one running the fewest goes first, so every budget runs one before any runs two: the first
     budget in the list must not take every slot while the others wait for its partitions to end. At the
     cap only a budget running none may start one (a few chains over the cap, at most one per budget): a
     budget whose chains wait in its own throttle (the feed's spacing) must not keep a pool's window idle.
+    When no budget wants one and the next partition is one another budget gave up (`orphan_waiting`), the
+    `adopter` takes it, below the cap only: the threads above it are kept for budgets running none.
     """
     wanting = [(busy, i, budget) for i, (budget, busy, wanted) in enumerate(budgets)
                if busy < wanted and not (cap_reached and busy > 0)]
-    return min(wanting, key=lambda entry: entry[:2])[2] if wanting else None
+    if wanting:
+        return min(wanting, key=lambda entry: entry[:2])[2]
+    if orphan_waiting and not cap_reached:
+        return adopter([budget for budget, _, _ in budgets])
+    return None
 
 
 def adopter(candidates: list[Budget]) -> Budget | None:

@@ -59,7 +59,7 @@ ALTER TABLE ingest_partitions ADD COLUMN IF NOT EXISTS pass_id bigint REFERENCES
 -- What each budget learned, so a restart neither walks into a lockout nor re-learns a rate from 429s:
 -- the pace learned where the API announces nothing (the feed) and the deadline of its last 429.
 CREATE TABLE IF NOT EXISTS ingest_budgets (
-    name        text PRIMARY KEY,               -- feed, header, query (#2… for further keys)
+    name        text PRIMARY KEY,               -- feed@, header@, query@ and the key's fingerprint
     rate_per_s  double precision,               -- requests/s learned from what was granted (NULL: none)
     not_before  timestamptz,                    -- no request before this (a 429's Retry-After)
     updated_at  timestamptz NOT NULL DEFAULT now()

@@ -101,3 +101,13 @@ def test_no_budget_adopts_a_partition_when_each_faces_a_long_wait_or_is_retired(
     query.throttle.limiter.pause_for(LONG_WAIT_S)
     feed.retire("stream-access refused")
     assert adopter([feed, header, query]) is None
+
+
+def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
+    feed, header = budget(FEED), budget(HEADER)
+    header.throttle.observe(10, 0, 40.0)  # it gave the partition back: its window is spent
+    wanted = [(feed, 3, 3), (header, 0, 0)]  # every budget runs the chains it wants
+    assert next_chain_for(wanted, cap_reached=False) is None
+    assert next_chain_for(wanted, cap_reached=False, orphan_waiting=True) is feed
+    # at the cap a chain more would take a thread kept for a budget running none: its split would wait unwalked
+    assert next_chain_for(wanted, cap_reached=True, orphan_waiting=True) is None
