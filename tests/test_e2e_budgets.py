@@ -107,7 +107,7 @@ def spent_windows(database_url: str) -> set[str]:
             rows = conn.execute("SELECT name FROM ingest_budgets WHERE not_before > now()").fetchall()
         except psycopg.errors.UndefinedTable:
             return set()
-    return {name for (name,) in rows}
+    return {name.split("@")[0] for (name,) in rows}  # the budgets' kinds (rows are per key)
 
 
 def test_a_rerun_after_a_kill_waits_out_the_windows_the_killed_run_spent(database_url: str) -> None:
@@ -128,3 +128,18 @@ def test_a_rerun_after_a_kill_waits_out_the_windows_the_killed_run_spent(databas
     assert result == {"expected": 6_000, "stored": 6_000, "missing": 0, "extra": 0}
     # the rerun's first request (the identity probe on the header pool) included: none went into a spent window
     assert (served(stats, "events", "429"), served(stats, "events_query", "429"), stats["early_retries"]) == (0, 0, 0)
+
+
+def test_a_run_under_another_key_takes_up_none_of_the_last_keys_deadlines(database_url: str) -> None:
+    with sim(stream_access_enabled=False) as server:
+        assert run_ingest(server.url, database_url) == 0
+        with psycopg.connect(database_url) as conn:  # as a run that spent its key's windows would leave them
+            spent = conn.execute("UPDATE ingest_budgets SET not_before = now() + interval '30 seconds'").rowcount
+        assert spent == 2  # the header and query pools of the first key
+        rerun = spawn_ingest(server.url, database_url, "--api-key", SECOND_KEY)
+        out, _ = rerun.communicate(timeout=120)
+        result = record("rerun under another key", server, database_url, f"exit {rerun.returncode}")
+    assert rerun.returncode == 0, out
+    assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
+    # the new key's buckets are fresh: waiting out the old key's windows would only lose time
+    assert "a deadline the last run left" not in out
