@@ -102,7 +102,8 @@ class Plan:
         """A split of the running partition with the most range left: (its id, middle, new partition).
 
         The new partition takes the lower `share_of(its id)` of the range left, at least MIN_SPLIT_PAGES
-        pages of it; the running one keeps the rest. None when it would keep less than that. Changes nothing:
+        pages of it; the running one keeps the rest. None when it would keep less than that, or when the
+        share is 0 (the thief would end after the owner alone). Changes nothing:
         the caller persists the split, then applies it (`apply_split`), so no walker acts on a bound the
         database does not hold yet.
         """
@@ -112,8 +113,11 @@ class Plan:
                 return None
             widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
             width = widest.remaining_ms(self.oldest_ms)
+            share = share_of(widest.partition_id)
+            if share <= 0:
+                return None
             # A slow thief still takes the smallest piece worth a split rather than idling.
-            lower = max(int(width * share_of(widest.partition_id)), self.min_split_ms)
+            lower = max(int(width * share), self.min_split_ms)
             if width - lower < self.min_split_ms:
                 return None
             top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms

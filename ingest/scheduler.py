@@ -34,7 +34,7 @@ from ingest.errors import (
     Stopped,
     StreamAccessDenied,
 )
-from ingest.partitions import Partition, Plan
+from ingest.partitions import MIN_SPLIT_PAGES, Partition, Plan
 from ingest.progress import Progress
 from ingest.signals import StopFlag
 from ingest.stats import Stats
@@ -161,7 +161,7 @@ class Scheduler:
         while not self._stop.is_set():
             budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
                                      if b not in no_work], len(self._running) >= self.ctx.max_chains,
-                                    orphan_waiting=bool(self._todo) and self._todo[0].partition_id in self._orphans)
+                                    orphan_waiting=self._orphan_would_end_last())
             if budget is None:
                 return
             part = self._todo.popleft() if self._todo else self._steal(budget)
@@ -170,6 +170,13 @@ class Scheduler:
                 continue
             self._orphans.discard(part.partition_id)
             self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
+
+    def _orphan_would_end_last(self) -> bool:
+        """True when the next partition is one a budget gave up and leaving it for that budget would make it
+        the last range walked (see `waiting_ends_last`)."""
+        if not self._todo or self._todo[0].partition_id not in self._orphans:
+            return False
+        return waiting_ends_last(self.budgets, self.plan.remaining_pages({p.partition_id for p in self.plan.pending()}))
 
     def _busy(self, budget: Budget) -> int:
         return sum(1 for _, owner in self._running.values() if owner is budget)
@@ -196,7 +203,9 @@ class Scheduler:
     def _steal(self, thief: Budget) -> Partition | None:
         """Split the widest running range for `thief`, the lower piece in proportion to its speed."""
         owners = {pid: budget for pid, budget in self._running.values()}
-        proposal = self.plan.propose_split(set(owners), lambda pid: _share(thief, owners[pid]))
+        # Read before proposing: the plan calls share_of under its lock, which remaining_pages takes too.
+        pages_left = {pid: self.plan.remaining_pages({pid}) for pid in owners}
+        proposal = self.plan.propose_split(set(owners), lambda pid: share_for(thief, owners[pid], pages_left[pid]))
         if proposal is None:
             return None
         new = commit_split(self.ctx.conn, self.ctx.pass_id, self.plan, proposal)
@@ -291,10 +300,18 @@ def _stalled(budget: Budget) -> bool:
     return throttle.wait_s() > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * throttle.latency_s)
 
 
-def _share(thief: Budget, owner: Budget) -> float:
-    """The part of a range the thief should take: its chain's speed over both chains' speeds."""
+def share_for(thief: Budget, owner: Budget, pages_left: float | None) -> float:
+    """The part of a range of `pages_left` pages the thief should take so that both pieces end together:
+    in proportion to the two chains' speeds, less what the owner walks while the thief waits to send
+    (a window that opens in a few seconds). 0: the thief would end after the owner alone; no split.
+    """
     mine, theirs = _chain_rate(thief), _chain_rate(owner)
-    return mine / (mine + theirs)
+    share = mine / (mine + theirs)
+    wait_s = thief.throttle.limiter.wait_s()  # a spent window or a 429's pause; the feed's spacing is no wait
+    if pages_left is None or wait_s <= 0:
+        return share  # a slow thief ready to send still takes the smallest piece worth a split (propose_split)
+    share *= 1 - wait_s * theirs / max(pages_left, 1e-9)
+    return share if share * pages_left >= MIN_SPLIT_PAGES else 0.0
 
 
 def _chain_rate(budget: Budget) -> float:
@@ -305,6 +322,24 @@ def _chain_rate(budget: Budget) -> float:
     if rate is not None:
         per_chain = min(per_chain, rate / max(1, budget.chains()))
     return per_chain
+
+
+def waiting_ends_last(budgets: list[Budget], pages_left: float | None) -> bool:
+    """True when the stalled budgets come back later than the budgets sending now need for `pages_left`.
+
+    Mid-run a partition given up waits: the budget that gave it up resumes it when its window opens, with
+    no split (every split costs a partial page). Near the end it would be walked after everyone else is
+    done, so a budget that can send now takes it. Unknown density or no budget sending: take it.
+    """
+    active = [b for b in budgets if b.retired is None]
+    back_in_s = min((b.throttle.wait_s() for b in active if _stalled(b)), default=0.0)
+    rate = sum(_budget_rate(b) for b in active if not _stalled(b))
+    return pages_left is None or rate <= 0 or back_in_s > pages_left / rate
+
+
+def _budget_rate(budget: Budget) -> float:
+    """Requests per second the budget sends: its rate where known, else what its chains can send."""
+    return budget.throttle.rate_per_s() or budget.chains() * _chain_rate(budget)
 
 
 def _deadline_moved(saved: float | None, now: float | None) -> bool:

@@ -10,7 +10,14 @@ from ingest.budgets import FEED, HEADER, QUERY, Budget
 from ingest.errors import HandedBack, RetryableApiError
 from ingest.retry import RetryPolicy
 from ingest.retry_loop import RetryLoop
-from ingest.scheduler import HAND_BACK_PAGE_TIMES, adopter, hand_back_due, next_chain_for
+from ingest.scheduler import (
+    HAND_BACK_PAGE_TIMES,
+    adopter,
+    hand_back_due,
+    next_chain_for,
+    share_for,
+    waiting_ends_last,
+)
 from ingest.stats import Stats
 from ingest.throttle import DEFAULT_LATENCY_S, Throttle
 
@@ -111,3 +118,20 @@ def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
     assert next_chain_for(wanted, cap_reached=False, orphan_waiting=True) is feed
     # at the cap a chain more would take a thread kept for a budget running none: its split would wait unwalked
     assert next_chain_for(wanted, cap_reached=True, orphan_waiting=True) is None
+
+
+def test_a_partition_given_up_mid_run_waits_for_its_budget_and_near_the_end_goes_to_one_sending() -> None:
+    feed, header = budget(FEED), budget(HEADER)
+    header.throttle.observe(10, 0, 40.0)  # back in 40 s
+    feed_rate = 1 / DEFAULT_LATENCY_S  # one chain, no limit known: a page per page-time
+    assert not waiting_ends_last([feed, header], pages_left=feed_rate * 60)  # the feed needs 60 s more
+    assert waiting_ends_last([feed, header], pages_left=feed_rate * 20)  # done in 20 s: do not wait 40
+    assert waiting_ends_last([feed, header], pages_left=None)
+
+
+def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_would_end_first() -> None:
+    feed, header = budget(FEED), budget(HEADER)  # one chain each, a page per page-time
+    assert share_for(header, feed, pages_left=10) == 0.5
+    header.throttle.limiter.pause_for(2 * DEFAULT_LATENCY_S)  # the owner walks 2 pages meanwhile
+    assert share_for(header, feed, pages_left=10) == pytest.approx(0.4)  # 4 pages each way: they end together
+    assert share_for(header, feed, pages_left=5) == 0.0  # 1.5 pages for the thief: not worth a partial page

@@ -120,6 +120,10 @@ def test_a_slow_thief_still_takes_the_smallest_piece_worth_a_split() -> None:
     assert plan.propose_split({1, 2}, share_of=lambda pid: 0.01) == (1, MIN_SPLIT, Partition(3, 0, MIN_SPLIT))
 
 
+def test_no_split_for_a_thief_whose_share_is_nothing() -> None:
+    assert two_running().propose_split({1, 2}, share_of=lambda pid: 0.0) is None
+
+
 def test_no_split_when_the_running_one_would_keep_less_than_min_split_pages() -> None:
     plan = two_running()
     assert plan.propose_split({1, 2}, share_of=lambda pid: 0.95) is None  # it would keep 5,000 ms
