@@ -172,9 +172,8 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
             # stream-access has a bucket of its own: its answers must not teach the feed's throttle.
             gate = AdaptiveConcurrency(settings.concurrency, slow_start=f"{FEED}@{key_id}" in recently_used)
             feed = _open_feed(settings, client, loop("stream-access" + suffix),
-                              loop(FEED + suffix, pacer=Pacer(), gate=gate))
+                              loop(FEED + suffix, pacer=Pacer(), gate=gate), key_id)
             if feed is not None:
-                feed.key_id = key_id
                 budgets.append(feed)
         if settings.strategy == "feed":
             continue
@@ -191,7 +190,8 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
     return budgets
 
 
-def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: RetryLoop) -> Budget | None:
+def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: RetryLoop,
+               key_id: str) -> Budget | None:
     try:
         grant = access.call(client.stream_access, "stream-access")
     except (AuthenticationFailed, RetriesExhausted):
@@ -203,4 +203,4 @@ def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: 
         return None
     logger.info("using the fast feed at {} (token valid {:.0f} s)", grant.endpoint, grant.expires_in_s)
     return Budget(retry.throttle.name, FEED, FeedSource(client, StreamTokens(client, grant), settings.page_size),
-                  retry, answers=AnswerTimer(settings.request_timeout_s))
+                  retry, answers=AnswerTimer(settings.request_timeout_s), key_id=key_id)
