@@ -4,7 +4,7 @@ import os
 import sys
 import threading
 
-from ingest.cli import main
+from ingest.commands.cli import main
 
 if __name__ == "__main__":
     code = main()

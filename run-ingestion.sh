@@ -76,7 +76,7 @@ if [ "$mode" = native ]; then
     *" -h "* | *" --help "*) exec .venv/bin/python ingest.py "$@" ;;  # the ingester's own help
   esac
   # The arguments and .env as the ingester reads them (python-dotenv): command, whether a key is set.
-  settings=$(.venv/bin/python -m ingest.preflight "$@") || exit $?
+  settings=$(.venv/bin/python -m ingest.commands.preflight "$@") || exit $?
   command=run api_key_configured=no api_base_url="" demo=no
   eval "$settings"
   case $command in

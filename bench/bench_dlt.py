@@ -46,7 +46,7 @@ from bench.common import (  # noqa: E402
     run_measured,
     stored_truth,
 )
-from ingest.demo import simulator  # noqa: E402
+from ingest.commands.demo import simulator  # noqa: E402
 
 RATIO_TARGET = 5.0  # dlt's wall time ÷ ours
 PAGE_SIZE = "5000"  # events per request on both sides: the API's maximum

@@ -37,7 +37,7 @@ from bench.common import (  # noqa: E402
     run_ingester,
     stored_truth,
 )
-from ingest.demo import simulator  # noqa: E402
+from ingest.commands.demo import simulator  # noqa: E402
 
 RATIO_TARGET = 0.5  # end-to-end events/s ÷ raw COPY rows/s (simulator, ingester and PostgreSQL share 2 cores)
 RSS_TARGET_MB = 250.0

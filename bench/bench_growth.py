@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import exact, expected_truth, fresh_database, median, postgres_server, run_ingester, stored_truth  # noqa: E402
-from ingest.demo import simulator  # noqa: E402
+from ingest.commands.demo import simulator  # noqa: E402
 
 LINEAR_TOLERANCE = 0.15  # max |measured - fitted| / fitted time at any size
 FLAT_TOLERANCE = 0.15  # max peak RSS growth from the smallest size to the largest, as a fraction

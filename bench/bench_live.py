@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_database, stored_truth  # noqa: E402
-from ingest.demo import simulator  # noqa: E402
+from ingest.commands.demo import simulator  # noqa: E402
 
 # The bound assumes no chaos; --no-chaos measures pacing alone, against the same bound.
 NO_CHAOS = ("--p-5xx", "0", "--p-truncate", "0", "--p-reset", "0", "--p-slow", "0", "--p-no-pagination", "0",

@@ -24,12 +24,12 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_database, median, realistic_events  # noqa: E402
-from ingest import checkpoint  # noqa: E402
-from ingest.pages import PageCommit  # noqa: E402
-from ingest.partitions import Partition  # noqa: E402
+from ingest.plan.partitions import Partition  # noqa: E402
 from ingest.stats import Stats  # noqa: E402
-from ingest.transform import parse_timestamps, transform_events  # noqa: E402
-from ingest.writer import SENTINEL, Writer  # noqa: E402
+from ingest.store import checkpoint  # noqa: E402
+from ingest.store.page_commit import PageCommit  # noqa: E402
+from ingest.store.rows import parse_timestamps, transform_events  # noqa: E402
+from ingest.store.writer import SENTINEL, Writer  # noqa: E402
 
 BOUND_DDL = (
     "CREATE TABLE bound (id uuid PRIMARY KEY, event_type text, ts_ms bigint, session_id uuid,"

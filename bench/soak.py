@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_database, expected_truth, stored_truth  # noqa: E402
-from ingest.demo import simulator  # noqa: E402
+from ingest.commands.demo import simulator  # noqa: E402
 
 KILL_AFTER_S = (2.0, 20.0)  # s; uniform range of a run's life before its SIGKILL
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,12 @@ from ingest.errors import ConfigError
 STRATEGIES = ("auto", "feed", "documented")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR")
 MAX_PAGE_SIZE = 5000  # the API silently caps larger limits
+KEY_FINGERPRINT_SALT = b"datasync-ingest key fingerprint\n"
+
+
+def key_fingerprint(api_key: str) -> str:
+    """A short hash of the key: tells keys apart in the store and in budget names without keeping the key."""
+    return hashlib.sha256(KEY_FINGERPRINT_SALT + api_key.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

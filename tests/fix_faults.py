@@ -12,7 +12,7 @@ import psycopg
 import requests
 
 from datasync_sim import SimServer
-from ingest.transform import usable_uuid
+from ingest.store.rows import usable_uuid
 from tests.fix_ingest import API_KEY
 
 SUMMARY: list[dict] = []  # one row per recorded scenario, printed by conftest's terminal summary

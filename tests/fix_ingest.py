@@ -14,7 +14,7 @@ import psycopg
 import requests
 
 from datasync_sim import SimServer, profile_config
-from ingest.cli import main
+from ingest.commands.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "ds_" + "0123456789abcdef" * 2

@@ -7,13 +7,13 @@ import math
 import psycopg
 import pytest
 
-from ingest import checkpoint
-from ingest.pages import PageCommit
-from ingest.partitions import Partition, Plan
-from ingest.report import coverage_gap, first_gap
-from ingest.scheduler import commit_split
+from ingest.commands.verify import coverage_gap, first_gap
+from ingest.plan.partitions import Partition, Plan
+from ingest.plan.scheduler import commit_split
 from ingest.stats import Stats
-from ingest.writer import STAGING_DDL, commit_batch
+from ingest.store import checkpoint
+from ingest.store.page_commit import PageCommit
+from ingest.store.writer import STAGING_DDL, commit_batch
 
 EVENT_ID = "00000000-0000-0000-0000-00000000000a"
 

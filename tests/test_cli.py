@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.cli import main
+from ingest.commands.cli import main
 
 NO_ENV = ["--env-file", os.devnull]
 

@@ -9,8 +9,10 @@ import requests
 import responses
 
 from datasync_sim import cursor as sim_cursor
-from ingest.client import CONNECT_TIMEOUT_S, ApiClient, parse_envelope
-from ingest.cursors import ZERO_ID, build_cursor
+from ingest.api.client import CONNECT_TIMEOUT_S, ApiClient, parse_envelope
+from ingest.api.cursors import ZERO_ID, build_cursor
+from ingest.api.retry_policy import RetryPolicy
+from ingest.api.server_clock import ServerClock
 from ingest.errors import (
     AnswerTimedOut,
     AuthenticationFailed,
@@ -22,8 +24,6 @@ from ingest.errors import (
     StreamAccessDenied,
     StreamTokenInvalid,
 )
-from ingest.retry import RetryPolicy
-from ingest.server_clock import ServerClock
 
 BASE = "http://api.test"
 KEY = "ds_" + "a" * 32
@@ -261,10 +261,10 @@ def test_end_of_data_envelope() -> None:
 def test_invalid_stream_token_renews_the_token_and_the_request_is_sent_again() -> None:
     import threading
 
-    from ingest.retry_loop import RetryLoop
-    from ingest.sources import FeedSource, StreamTokens
+    from ingest.api.sources import FeedSource, StreamTokens
+    from ingest.budgets.sender import RetryLoop
+    from ingest.budgets.throttle import Throttle
     from ingest.stats import Stats
-    from ingest.throttle import Throttle
 
     grant = {"endpoint": "/feed", "expiresIn": 300, "tokenHeader": "X-Stream-Token"}
     responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {**grant, "token": "b" * 64}})
@@ -360,7 +360,7 @@ def test_a_feed_path_off_our_host_is_refused_like_a_refused_stream_access(endpoi
 
 @responses.activate
 def test_no_repr_shows_the_key_or_the_stream_token() -> None:
-    from ingest.sources import StreamTokens
+    from ingest.api.sources import StreamTokens
 
     token = "7e" * 32
     responses.post(f"{BASE}/internal/dashboard/stream-access", json={"streamAccess": {
@@ -385,9 +385,9 @@ def test_no_repr_shows_the_key_or_the_stream_token() -> None:
 def test_a_429_asking_for_hours_stops_the_request_instead_of_sleeping(headers: dict, body: dict) -> None:
     import threading
 
-    from ingest.retry_loop import RetryLoop
+    from ingest.budgets.sender import RetryLoop
+    from ingest.budgets.throttle import Throttle
     from ingest.stats import Stats
-    from ingest.throttle import Throttle
 
     responses.get(f"{BASE}/api/v1/events", status=429, headers=headers, json=body)
     client = make_client()

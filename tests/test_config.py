@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest import cli
+from ingest.commands import cli
 from ingest.config import ENV_SETTINGS, Settings, environment_with_dotenv, load_settings, redacted_database_url
 from ingest.errors import ConfigError
 

@@ -2,7 +2,7 @@ import base64
 import json
 import time
 
-from ingest.cursors import ZERO_ID, build_cursor, cursor_expiry_ms, decode_cursor
+from ingest.api.cursors import ZERO_ID, build_cursor, cursor_expiry_ms, decode_cursor
 
 
 def test_built_cursor_expires_ttl_after_the_given_server_time_and_decodes_back() -> None:

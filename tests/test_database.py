@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingest.database import embedded_database_url
 from ingest.errors import DatabaseError
+from ingest.store.database import embedded_database_url
 
 
 @pytest.mark.slow

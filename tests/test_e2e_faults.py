@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from datasync_sim import SimServer, profile_config
-from ingest.cursors import cursor_expiry_ms
-from ingest.lock import LOCK_KEY
+from ingest.api.cursors import cursor_expiry_ms
+from ingest.store.lock import LOCK_KEY
 from tests.fix_faults import record
 from tests.fix_ingest import API_KEY, exactness, run_ingest, sim_stats, spawn_ingest
 from tests.fix_sim import hold_after

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from datasync_sim import SimServer, profile_config
-from ingest.cli import main
+from ingest.commands.cli import main
 from tests.fix_faults import record
 from tests.fix_ingest import API_KEY, ingest_args, run_ingest, sim_stats
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import requests
 
-from ingest.cli import main
+from ingest.commands.cli import main
 from tests.fix_ingest import REPO_URL, STORED_EVENTS, expected, ingest_args, stored_truth
 
 

@@ -6,11 +6,12 @@ import threading
 
 import pytest
 
-from ingest.budgets import FEED, HEADER, QUERY, Budget
+from ingest.api.retry_policy import RetryPolicy
+from ingest.budgets.budget import FEED, HEADER, QUERY, Budget
+from ingest.budgets.sender import RetryLoop
+from ingest.budgets.throttle import DEFAULT_LATENCY_S, Throttle
 from ingest.errors import HandedBack, RetryableApiError
-from ingest.retry import RetryPolicy
-from ingest.retry_loop import RetryLoop
-from ingest.scheduler import (
+from ingest.plan.scheduler import (
     HAND_BACK_PAGE_TIMES,
     adopter,
     hand_back_due,
@@ -19,7 +20,6 @@ from ingest.scheduler import (
     waiting_ends_last,
 )
 from ingest.stats import Stats
-from ingest.throttle import DEFAULT_LATENCY_S, Throttle
 
 NOW = 1000.0
 LONG_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S + 1  # longer than two page-times

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ingest.limiter import SLEEP_SLICE_S, RateLimiter
+from ingest.budgets.limiter import SLEEP_SLICE_S, RateLimiter
 
 START = 1000.0  # s on the fake monotonic clock
 EPOCH_AT_START = 1_769_541_612.0  # s; the fake wall clock reads this when the monotonic one reads START

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from ingest.pacer import FIRST_GUESS_SHARE, MAX_GUESS_S, PROBE_GROWTH, RAMP_GROWTH, UNDERSHOOT, Pacer
+from ingest.budgets.pacer import FIRST_GUESS_SHARE, MAX_GUESS_S, PROBE_GROWTH, RAMP_GROWTH, UNDERSHOOT, Pacer
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ import copy
 
 import pytest
 
-from ingest.partitions import MIN_SPLIT_PAGES, Partition, Plan, even_partitions, min_split_ms
+from ingest.plan.partitions import MIN_SPLIT_PAGES, Partition, Plan, even_partitions, min_split_ms
 
 MIN_SPLIT = 10_000  # ms; the narrowest range worth splitting in these plans (a page is 5,000 ms of range)
 

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from ingest.progress import Progress
+from ingest.budgets.throttle import Throttle
+from ingest.commands.progress import Progress
 from ingest.stats import Stats
-from ingest.throttle import Throttle
 from tests.fix_ingest import ROOT
 
 BAR_DONE = re.compile(r"events 100%\|█+\| 3\.00k/3\.00k \[[0-9:]+<00:00, [0-9.]+k? events/s,"
@@ -51,7 +51,7 @@ def test_a_terminal_gets_a_bar_that_learns_the_total_and_ends_at_the_stored_coun
 
 
 def test_elsewhere_a_line_every_interval_and_no_bar(capsys: pytest.CaptureFixture) -> None:
-    from ingest.logs import configure_logging
+    from ingest.commands.logs import configure_logging
 
     configure_logging("INFO")  # stderr is pytest's capture here, not a terminal
     clock, stats = FakeClock(), Stats(total_hint=1000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.budgets import QueryPoolProbe
+from ingest.budgets.budget import QueryPoolProbe
 
 LIMIT = 5
 

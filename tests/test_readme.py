@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ingest.cli import build_parser
+from ingest.commands.cli import build_parser
 from ingest.config import ENV_SETTINGS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

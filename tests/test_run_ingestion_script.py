@@ -2,7 +2,7 @@
 may start it with (`sh` is dash on Debian and Ubuntu, busybox on Alpine), with `docker` and the
 interpreter replaced by stubs that record their calls (no Docker engine, no network, no real venv).
 
-The stub interpreter hands `-m ingest.preflight` to the real one, so the .env file is really read by
+The stub interpreter hands `-m ingest.commands.preflight` to the real one, so the .env file is really read by
 python-dotenv, as the ingester reads it; the stub docker reads it the same way for `compose config`.
 """
 
@@ -29,10 +29,10 @@ FRESH_VENV = [VERSION_CHECK, "-m venv .venv", PIP_LINE]
 SHELLS = [("sh",), ("bash",)] + ([("busybox", "sh")] if shutil.which("busybox") else [])
 
 # An interpreter that records its arguments; `-m venv DIR` installs a copy of itself as DIR/bin/python;
-# `-m ingest.preflight` and `-c` (the Compose stub's JSON reader) run in the real interpreter, unrecorded.
+# `-m ingest.commands.preflight` and `-c` (the Compose stub's JSON reader) run in the real interpreter, unrecorded.
 STUB_PYTHON = """#!/bin/sh
 case "$1 $2" in
-  "-m ingest.preflight") exec "$REAL_PYTHON" "$@" ;;
+  "-m ingest.commands.preflight") exec "$REAL_PYTHON" "$@" ;;
   "-c import json"*) exec "$REAL_PYTHON" "$@" ;;
 esac
 printf '%s\\n' "$*" >> "$STUB_LOG"

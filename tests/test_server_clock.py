@@ -2,7 +2,7 @@
 
 import pytest
 
-from ingest.server_clock import ServerClock
+from ingest.api.server_clock import ServerClock
 
 RFC_DATE_S = 784_111_777  # Sun, 06 Nov 1994 08:49:37 GMT, the RFC's example date
 

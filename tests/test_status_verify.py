@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from datasync_sim import SimServer, profile_config
-from ingest.cli import main
-from ingest.lock import LOCK_KEY
+from ingest.commands.cli import main
+from ingest.store.lock import LOCK_KEY
 from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
 from tests.fix_sim import hold_after
 

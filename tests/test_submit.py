@@ -9,9 +9,9 @@ import psycopg
 import pytest
 import requests
 
-from ingest.cli import main
+from ingest.commands.cli import main
+from ingest.commands.submit import IdLines, _post_once
 from ingest.errors import FatalApiError, RateLimited, RetryableApiError
-from ingest.submit import IdLines, _post_once
 from tests.fix_ingest import API_KEY, REPO_URL, STORED_EVENTS, ingest_args, sim_stats, stored_truth
 
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from ingest.concurrency import AdaptiveConcurrency
-from ingest.limiter import RateLimiter
-from ingest.pacer import UNDERSHOOT, Pacer
-from ingest.throttle import RETRY_AFTER_MARGIN_S, Throttle
+from ingest.budgets.in_flight import AdaptiveConcurrency
+from ingest.budgets.limiter import RateLimiter
+from ingest.budgets.pacer import UNDERSHOOT, Pacer
+from ingest.budgets.throttle import RETRY_AFTER_MARGIN_S, Throttle
 from tests.test_limiter import EPOCH_AT_START, START, FakeClock
 
 MARGIN_S = 0.5  # the limiter's Reset margin in these tests

@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.timestamps import in_captured_form, parse_timestamp_ms
+from ingest.store.timestamps import in_captured_form, parse_timestamp_ms
 
 INSTANT = 1769541612369  # 2026-01-27T19:20:12.369Z
 

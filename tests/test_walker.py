@@ -14,9 +14,12 @@ from collections.abc import Callable
 
 import pytest
 
-from ingest.answer_time import LEARNED_AFTER, MIN_WAIT_S, AnswerTimer
-from ingest.client import Envelope
-from ingest.cursors import ZERO_ID, build_cursor, decode_cursor
+from ingest.api.client import Envelope
+from ingest.api.cursors import ZERO_ID, build_cursor, decode_cursor
+from ingest.api.retry_policy import RetryPolicy
+from ingest.budgets.answer_timeout import LEARNED_AFTER, MIN_WAIT_S, AnswerTimer
+from ingest.budgets.sender import RetryLoop
+from ingest.budgets.throttle import Throttle
 from ingest.errors import (
     AnswerTimedOut,
     BuiltCursorsRefused,
@@ -26,13 +29,10 @@ from ingest.errors import (
     HandedBack,
     RepeatedCursor,
 )
-from ingest.pages import PageCommit
-from ingest.partitions import MIN_SPLIT_PAGES, Partition, Plan
-from ingest.retry import RetryPolicy
-from ingest.retry_loop import RetryLoop
+from ingest.plan.partitions import MIN_SPLIT_PAGES, Partition, Plan
+from ingest.plan.walker import MAX_REBUILDS_IN_A_ROW, ChainWalker
 from ingest.stats import Stats
-from ingest.throttle import Throttle
-from ingest.walker import MAX_REBUILDS_IN_A_ROW, ChainWalker
+from ingest.store.page_commit import PageCommit
 
 BASE_MS = 1769541612369  # 2026-01-27T19:20:12.369Z
 # The server's clock when the fake source issues a cursor, and when the walker builds one: fixed, so no

@@ -8,14 +8,14 @@ import orjson
 import psycopg
 import pytest
 
-from ingest import checkpoint
-from ingest.client import parse_envelope
+from ingest.api.client import parse_envelope
 from ingest.errors import DatabaseError
-from ingest.pages import PageCommit
-from ingest.partitions import Partition
+from ingest.plan.partitions import Partition
 from ingest.stats import Stats
-from ingest.transform import parse_timestamps, transform_events
-from ingest.writer import SENTINEL, STAGING_DDL, Writer, commit_batch
+from ingest.store import checkpoint
+from ingest.store.page_commit import PageCommit
+from ingest.store.rows import parse_timestamps, transform_events
+from ingest.store.writer import SENTINEL, STAGING_DDL, Writer, commit_batch
 
 
 def event(n: int, ts="2026-01-27T19:20:12.369Z", **extra) -> dict:

@@ -1,0 +1,205 @@
+"""Budgets: every rate allowance the API grants, drawn on at once.
+
+A budget is an endpoint with an auth mode and a key, with its own throttle: the dashboard's feed (a
+pace learned from its 429s, no headers), `/api/v1/events` with `X-API-Key` (windows announced in
+`X-RateLimit-*`), and `/api/v1/events` with `?api_key=` — a separate pool on some deployments, the
+header pool's on others, so it is spent only once its answers prove it separate. Each key in API_KEY
+brings its own three.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from ingest.api.client import ApiClient, LimitObserver
+from ingest.api.retry_policy import RetryPolicy
+from ingest.api.sources import DocumentedSource, FeedSource, Source, StreamTokens
+from ingest.budgets.answer_timeout import AnswerTimer
+from ingest.budgets.in_flight import AdaptiveConcurrency
+from ingest.budgets.pacer import Pacer
+from ingest.budgets.sender import RetryLoop
+from ingest.budgets.throttle import Throttle
+from ingest.config import Settings, key_fingerprint
+from ingest.errors import AuthenticationFailed, BudgetRetired, FatalApiError, RetriesExhausted, StreamAccessDenied
+from ingest.stats import Stats
+
+FEED, HEADER, QUERY = "feed", "header", "query"
+
+
+@dataclass(eq=False)
+class Budget:
+    """One allowance: where its pages come from, its throttle, its retry loop."""
+
+    name: str  # "feed", "header", "query", with "#2", "#3"... for further keys
+    kind: str  # FEED, HEADER or QUERY
+    source: Source
+    retry: RetryLoop
+    retired: str | None = field(default=None)  # why it takes no more work (None: it does)
+    probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
+    answers: AnswerTimer | None = None  # how long its chains wait for a page (None: REQUEST_TIMEOUT)
+    key_id: str = ""  # its key's fingerprint: what it learned is kept for that key, not for a position in API_KEY
+
+    @property
+    def state_key(self) -> str:
+        """The row its learned state is kept under: another key's buckets are fresh and take up none of it."""
+        return f"{self.kind}@{self.key_id}" if self.key_id else self.name
+
+    @property
+    def throttle(self) -> Throttle:
+        return self.retry.throttle
+
+    def chains(self) -> int:
+        """Chains this budget keeps busy now (0 once retired; 1 while the query pool is on probation)."""
+        if self.retired is not None:
+            return 0
+        if self.probe is not None and self.probe.verdict is None:
+            return 1
+        return self.throttle.chains()
+
+    def retire(self, why: str) -> None:
+        if self.retired is None:
+            self.retired = why
+            logger.warning("budget {} retired: {}", self.name, why)
+
+
+class QueryPoolProbe:
+    """Tells whether `?api_key=` has a pool of its own or draws on the header pool, from X-RateLimit-Remaining.
+
+    Shared: the pool counts more requests than we sent it — within a window Remaining is below Limit by
+    more than our sends since the window began, or it fell between two of our answers by more than our
+    sends between them (the header pool's requests count in it). Separate: it fell by exactly ours while
+    the header pool was answering. Every send counts, answered or not (a timed-out request still reached
+    the pool). A run that starts moments after another was killed (`restarted`) does not judge the first
+    window by Limit: that window may still count the killed run's requests. Until a verdict the query
+    budget runs one chain; the probe learns from answers only, so a verdict costs no request of its own.
+    """
+
+    def __init__(self, *, restarted: bool = False) -> None:
+        self._lock = threading.Lock()
+        self.verdict: str | None = None  # "separate" or "shared"
+        self._last: tuple[float, int] | None = None  # (Reset, Remaining) of our last answer with both
+        self._sent_since = 0  # our query requests sent since that answer, this one's included
+        self._in_window: int | None = None if restarted else 0  # our sends in the current window (None: unknown)
+        self._header_between = False  # the header pool answered since that answer
+
+    def header_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        with self._lock:
+            self._header_between = True
+
+    def query_sending(self) -> None:
+        with self._lock:
+            self._sent_since += 1
+
+    def query_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        if remaining is None or reset is None:
+            return
+        with self._lock:
+            if self.verdict is not None:
+                return
+            last, self._last = self._last, (reset, remaining)
+            sent, header_between = self._sent_since, self._header_between
+            self._sent_since, self._header_between = 0, False
+            new_window = last is not None and reset > last[0]  # Reset counts down within a window
+            if new_window:
+                self._in_window = sent  # some may have gone in the old window: counting them is the safe side
+            elif self._in_window is not None:
+                self._in_window += sent
+            fall = last[1] - remaining if last is not None and not new_window else None
+            if (limit is not None and self._in_window is not None and limit - remaining > self._in_window) or (
+                    fall is not None and fall > sent):
+                self.verdict = "shared"
+            elif header_between and fall == sent:
+                self.verdict = "separate"
+        if self.verdict is not None:
+            logger.info("the ?api_key= pool is {} (X-RateLimit-Remaining {} of {})", self.verdict, remaining, limit)
+
+    def refusal(self) -> str | None:
+        """Why the query budget must not send (None: it may)."""
+        if self.verdict == "shared":
+            return "the ?api_key= pool shares the header pool's limit: spending it would only steal from that"
+        return None
+
+
+class ProbationSource:
+    """The query budget's source: refuses to send once its pool is known to be shared."""
+
+    kind = "documented"
+    windowed = False
+
+    def __init__(self, inner: DocumentedSource, probe: QueryPoolProbe) -> None:
+        self._inner = inner
+        self._probe = probe
+        self.page_size = inner.page_size
+
+    def page(self, cursor, lo_ms, hi_ms, limit=None, read_timeout_s=None):  # noqa: ANN001, ANN201 - Source protocol
+        refusal = self._probe.refusal()
+        if refusal is not None:
+            raise BudgetRetired(refusal)
+        self._probe.query_sending()
+        return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
+
+
+def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
+    def observe(limit: int | None, remaining: int | None, reset: float | None) -> None:
+        first(limit, remaining, reset)
+        second(limit, remaining, reset)
+
+    return observe
+
+
+def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, stop: threading.Event,
+                 recently_used: frozenset[str] = frozenset()) -> list[Budget]:
+    """Every budget STRATEGY allows, for every key: `auto` all three, `feed` the feed, `documented` both pools.
+
+    A feed that stream-access refuses is left out (under `feed`, that is an error). `recently_used`: the
+    budgets an earlier run spent moments ago, whose current windows may still count its requests.
+    """
+    policy = RetryPolicy(max_attempts=settings.max_attempts)
+    budgets: list[Budget] = []
+    for index, (key, client) in enumerate(zip(settings.api_keys, clients, strict=True)):
+        suffix = "" if index == 0 else f"#{index + 1}"
+        key_id = key_fingerprint(key)
+
+        def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None) -> RetryLoop:
+            throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency)
+            return RetryLoop(throttle, policy, stats, stop)
+
+        if settings.strategy != "documented":
+            # stream-access has a bucket of its own: its answers must not teach the feed's throttle.
+            gate = AdaptiveConcurrency(settings.concurrency, slow_start=f"{FEED}@{key_id}" in recently_used)
+            feed = _open_feed(settings, client, loop("stream-access" + suffix),
+                              loop(FEED + suffix, pacer=Pacer(), gate=gate), key_id)
+            if feed is not None:
+                budgets.append(feed)
+        if settings.strategy == "feed":
+            continue
+        header_retry, query_retry = loop(HEADER + suffix), loop(QUERY + suffix)
+        probe = QueryPoolProbe(restarted=f"{QUERY}@{key_id}" in recently_used)
+        header = DocumentedSource(client, settings.page_size, _both(header_retry.throttle.observe,
+                                                                     probe.header_answered))
+        query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
+                                                                    probe.query_answered), query_auth=True)
+        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry,
+                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
+        budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
+                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
+    return budgets
+
+
+def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: RetryLoop,
+               key_id: str) -> Budget | None:
+    try:
+        grant = access.call(client.stream_access, "stream-access")
+    except (AuthenticationFailed, RetriesExhausted):
+        raise  # the documented endpoint would fail the same way
+    except (StreamAccessDenied, FatalApiError) as exc:
+        if settings.strategy == "feed":
+            raise FatalApiError(f"strategy feed: stream-access refused: {exc}") from exc
+        logger.warning("stream-access refused ({}); the documented /api/v1/events budgets carry the run", exc)
+        return None
+    logger.info("using the fast feed at {} (token valid {:.0f} s)", grant.endpoint, grant.expires_in_s)
+    return Budget(retry.throttle.name, FEED, FeedSource(client, StreamTokens(client, grant), settings.page_size),
+                  retry, answers=AnswerTimer(settings.request_timeout_s), key_id=key_id)

@@ -1,0 +1,1 @@
+"""What the user runs: run, status, verify, export, submit, demo; console output."""

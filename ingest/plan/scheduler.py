@@ -1,0 +1,373 @@
+"""The scheduler: one plan, many budgets — every partition walked once, all budgets finishing together.
+
+Each budget runs as many chains as it can keep busy (its throttle says how many). A free chain takes the
+next pending partition; when none is left it steals: the widest running range is split, in proportion
+to the two budgets' speeds, and the chain takes the lower piece. Splits are committed before anyone
+acts on them. A budget that fails (its pool proved shared, stream-access refused, its retries spent)
+is retired and its partition handed, from its last position, to the others.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import psycopg
+from loguru import logger
+
+from ingest.budgets.budget import Budget
+from ingest.budgets.throttle import Throttle
+from ingest.errors import (
+    AuthenticationFailed,
+    BudgetRetired,
+    BuiltCursorsRefused,
+    DatabaseError,
+    FatalApiError,
+    HandedBack,
+    IngestError,
+    RetriesExhausted,
+    Stopped,
+    StreamAccessDenied,
+)
+from ingest.plan.partitions import MIN_SPLIT_PAGES, Partition, Plan
+from ingest.plan.walker import ChainWalker
+from ingest.signals import StopFlag
+from ingest.stats import Stats
+from ingest.store import checkpoint
+from ingest.store.writer import SENTINEL, Writer
+
+PAGE_QUEUE_MAX = 6  # pages; bounds memory to ~6 × 2.7 MB of rows while the writer is behind
+WAIT_SLICE_S = 0.25  # s; the scheduler wakes this often to log progress and see signals
+# On a signal the run must be gone within Docker's 10 s grace: in-flight requests get this long, then the
+# writer commits what it holds within WRITER_STOP_JOIN_S; requests still out are abandoned (a rerun
+# fetches their pages again).
+STOP_GRACE_S = 4.0  # s
+WRITER_STOP_JOIN_S = 3.0  # s
+WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
+BUDGET_STATE_EVERY_S = 5.0  # s; learned rates are saved this often (a new deadline at once)
+DEADLINE_JITTER_S = 0.2  # s; a not-before is recomputed from the wall clock at every look
+# A budget that cannot send for this many of its page-times (a spent window, a 429 lockout) hands its
+# partitions back when another budget can send: the range waits for nobody, and no split (no partial page)
+# is needed to move it. Never for less than HAND_BACK_MIN_S, so the feed's spacing between turns is no reason.
+HAND_BACK_PAGE_TIMES = 2.0
+HAND_BACK_MIN_S = 2.0  # s
+# Failures that end one budget, not the run, while another budget can carry on.
+BUDGET_FAILURES = (BudgetRetired, StreamAccessDenied, AuthenticationFailed, RetriesExhausted)
+
+
+class ProgressView(Protocol):
+    """What the scheduler asks of the progress display: a chance to log, and an end."""
+
+    def maybe_log(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What one pass needs from the run: where to write, its stop flag, and the API's clock."""
+
+    database_url: str
+    conn: psycopg.Connection  # the control connection: splits are committed on it
+    pass_id: int
+    stats: Stats
+    stop: StopFlag
+    # Shows how far the run is, given the budgets' throttles and the page queue (the commands draw it).
+    progress: Callable[[list[Throttle], queue.Queue], ProgressView]
+    server_now_ms: Callable[[], int]
+    # Chains of all budgets at once (CONCURRENCY per key): each holds a page in memory and parses on the
+    # same cores as the writer, so where no limit is announced (every budget unlimited) this is the cap.
+    max_chains: int
+
+
+class Scheduler:
+    """Walks every pending partition of `plan` on `budgets` and writes it; one pass."""
+
+    def __init__(self, ctx: PassContext, plan: Plan, budgets: list[Budget]) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.budgets = budgets
+        self._stop = ctx.stop.event
+        self._running: dict[Future, tuple[int, Budget]] = {}
+        self._todo: deque[Partition] = deque(plan.pending())
+        self._error: BaseException | None = None
+        self._saved_states: dict[str, tuple[float | None, float | None]] = {}
+        self._saved_at = float("-inf")
+        self._orphans: set[int] = set()  # partitions a budget gave up mid-range (handed back, retired)
+
+    def run(self) -> None:
+        """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
+        pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
+        writer = Writer(self.ctx.database_url, pages, self.ctx.stats)
+        writer.start()
+        walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
+                                       server_now_ms=self.ctx.server_now_ms,
+                                       hand_back=partial(hand_back_due, budget, self.budgets),
+                                       answers=budget.answers)
+                   for budget in self.budgets}
+        progress = self.ctx.progress([b.throttle for b in self.budgets], pages)
+        # A thread for every chain `next_chain_for` may start: the cap, and one more per budget at the cap. A
+        # chain submitted without a free thread would hold its partition (a split made for it) unwalked.
+        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains + len(self.budgets), thread_name_prefix="fetch")
+        try:
+            while True:
+                self._assign(pool, walkers)
+                if not self._running:
+                    break
+                done, _ = wait(self._running, timeout=WAIT_SLICE_S, return_when=FIRST_COMPLETED)
+                progress.maybe_log()
+                if writer.error is not None:
+                    self._fail(writer.error)
+                for future in done:
+                    self._settle(future)
+                self._save_budget_states()
+                if self._stop.is_set():
+                    wait(self._running, timeout=STOP_GRACE_S)
+                    break
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            _finish_writer(writer, pages, stopping=self._stop.is_set())
+            progress.close()
+            self._save_budget_states(final=True)
+        if writer.error is not None:
+            raise writer.error
+        if self._error is not None:
+            raise self._error if isinstance(self._error, IngestError) else FatalApiError(
+                f"fetcher failed: {self._error!r}")
+        if self._stop.is_set():
+            raise Stopped(self.ctx.stop.signum)
+        if self.plan.pending():
+            raise FatalApiError("every budget was retired before the pass was done; rerun to resume")
+        progress.maybe_log()
+
+    def _save_budget_states(self, *, final: bool = False) -> None:
+        """Persist what the throttles learned: a new 429 deadline at once, rates every few seconds."""
+        states = {budget.state_key: budget.throttle.state() for budget in self.budgets}
+        deadlines_moved = any(_deadline_moved(self._saved_states.get(name, (None, None))[1], state[1])
+                              for name, state in states.items())
+        due = time.monotonic() - self._saved_at >= BUDGET_STATE_EVERY_S
+        if states == self._saved_states or not (final or deadlines_moved or due):
+            return
+        try:
+            checkpoint.save_budget_states(self.ctx.conn, states)
+        except psycopg.Error as exc:  # a lost lesson is no reason to stop the run; the writer notices a dead DB
+            logger.warning("could not save the budgets' state: {}", str(exc).strip())
+            return
+        self._saved_states, self._saved_at = states, time.monotonic()
+
+    def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
+        """Give free chains work — a pending partition, else a piece split off a running one — to the budget
+        running the fewest chains first (see `next_chain_for`); a partition another budget gave up goes to
+        one that can send now even when every budget runs the chains it wants (see `adopter`)."""
+        no_work: set[Budget] = set()
+        while not self._stop.is_set():
+            budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
+                                     if b not in no_work], len(self._running) >= self.ctx.max_chains,
+                                    orphan_waiting=self._orphan_would_end_last())
+            if budget is None:
+                return
+            part = self._todo.popleft() if self._todo else self._steal(budget)
+            if part is None:
+                no_work.add(budget)
+                continue
+            self._orphans.discard(part.partition_id)
+            self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
+
+    def _orphan_would_end_last(self) -> bool:
+        """True when the next partition is one a budget gave up and leaving it for that budget would make it
+        the last range walked (see `waiting_ends_last`)."""
+        if not self._todo or self._todo[0].partition_id not in self._orphans:
+            return False
+        return waiting_ends_last(self.budgets, self.plan.remaining_pages({p.partition_id for p in self.plan.pending()}))
+
+    def _busy(self, budget: Budget) -> int:
+        return sum(1 for _, owner in self._running.values() if owner is budget)
+
+    def _wanted_chains(self, budget: Budget) -> int:
+        """The budget's chains; more in the last announced window when its spare requests cover what is left.
+
+        The API's fixed windows hand out their requests at any pace: when the current window still has a
+        request for every remaining page (plus the split's partial page), fetching them in parallel
+        finishes a window's worth of pages in one page-time instead of one after another.
+        """
+        if hand_back_due(budget, self.budgets):
+            return 0
+        chains = budget.chains()
+        limiter = budget.throttle.limiter
+        if chains == 0 or not limiter.engaged:
+            return chains
+        remaining = self.plan.remaining_pages({pid for pid, _ in self._running.values()})
+        spare = limiter.spare_tokens()
+        if remaining is not None and remaining + 1 <= spare:
+            return max(chains, min(spare, budget.throttle.max_chains))
+        return chains
+
+    def _steal(self, thief: Budget) -> Partition | None:
+        """Split the widest running range for `thief`, the lower piece in proportion to its speed."""
+        owners = {pid: budget for pid, budget in self._running.values()}
+        # Read before proposing: the plan calls share_of under its lock, which remaining_pages takes too.
+        pages_left = {pid: self.plan.remaining_pages({pid}) for pid in owners}
+        proposal = self.plan.propose_split(set(owners), lambda pid: share_for(thief, owners[pid], pages_left[pid]))
+        if proposal is None:
+            return None
+        new = commit_split(self.ctx.conn, self.ctx.pass_id, self.plan, proposal)
+        logger.debug("split partition {} at {} for {}; new partition {}", proposal[0], proposal[1], thief.name,
+                     new.partition_id)
+        return new
+
+    def _settle(self, future: Future) -> None:
+        pid, budget = self._running.pop(future)
+        exc = future.exception()
+        if exc is None:
+            return  # the walker claimed its partition done with its last page
+        if isinstance(exc, HandedBack):
+            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, budget.throttle.wait_s())
+            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
+            self._orphans.add(pid)
+            return
+        if isinstance(exc, BuiltCursorsRefused):
+            self._cover_with_server_cursors(pid)
+        elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
+            budget.retire(str(exc))
+            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
+            self._orphans.add(pid)
+        elif not isinstance(exc, Stopped):
+            self._fail(exc)
+
+    def _others_active(self, budget: Budget) -> bool:
+        return any(other.retired is None for other in self.budgets if other is not budget)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+            self._stop.set()
+
+    def _cover_with_server_cursors(self, refused_id: int) -> None:
+        extended, created = self.plan.cover_with_server_cursors(refused_id)
+        logger.warning("partition {}: the API refuses built cursors; its range is fetched from the top instead",
+                       refused_id)
+        checkpoint.persist_cover(self.ctx.conn, self.ctx.pass_id, refused_id, extended, created)
+        if created is not None:
+            self._todo.append(created)
+
+
+def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool, *,
+                   orphan_waiting: bool = False) -> Budget | None:
+    """Which budget starts the next chain, from (budget, chains running, chains wanted); None: no one.
+
+    The one running the fewest goes first, so every budget runs one before any runs two: the first
+    budget in the list must not take every slot while the others wait for its partitions to end. At the
+    cap only a budget running none may start one (a few chains over the cap, at most one per budget): a
+    budget whose chains wait in its own throttle (the feed's spacing) must not keep a pool's window idle.
+    When no budget wants one and the next partition is one another budget gave up (`orphan_waiting`), the
+    `adopter` takes it, below the cap only: the threads above it are kept for budgets running none.
+    """
+    wanting = [(busy, i, budget) for i, (budget, busy, wanted) in enumerate(budgets)
+               if busy < wanted and not (cap_reached and busy > 0)]
+    if wanting:
+        return min(wanting, key=lambda entry: entry[:2])[2]
+    if orphan_waiting and not cap_reached:
+        return adopter([budget for budget, _, _ in budgets])
+    return None
+
+
+def adopter(candidates: list[Budget]) -> Budget | None:
+    """Who walks a partition another budget gave up when every budget already runs the chains it wants:
+    the one of `candidates` that can send soonest, unless each faces a long wait (None).
+
+    Left waiting, the range would stand still until a chain ends, or for the budget that gave it back
+    (a spent window: up to a minute), while others send. One chain more costs a paced budget no request:
+    it takes its turn among the budget's other chains.
+    """
+    ready = [b for b in candidates if b.retired is None and b.chains() > 0 and not _stalled(b)]
+    return min(ready, key=lambda b: b.throttle.wait_s()) if ready else None
+
+
+def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:
+    """Commit a proposed split, then apply it: no walker sees a raised bound the database does not hold."""
+    narrowed_id, middle, new = proposal
+    checkpoint.persist_split(conn, pass_id, narrowed_id, middle, new)
+    plan.apply_split(narrowed_id, middle, new)
+    return new
+
+
+def hand_back_due(budget: Budget, budgets: list[Budget]) -> bool:
+    """True while `budget` faces a long wait and another budget could send now (any thread may ask)."""
+    return _stalled(budget) and any(other.retired is None and not _stalled(other)
+                                    for other in budgets if other is not budget)
+
+
+def _stalled(budget: Budget) -> bool:
+    throttle = budget.throttle
+    return throttle.wait_s() > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * throttle.latency_s)
+
+
+def share_for(thief: Budget, owner: Budget, pages_left: float | None) -> float:
+    """The part of a range of `pages_left` pages the thief should take so that both pieces end together:
+    in proportion to the two chains' speeds, less what the owner walks while the thief waits to send
+    (a window that opens in a few seconds). 0: the thief would end after the owner alone; no split.
+    """
+    mine, theirs = _chain_rate(thief), _chain_rate(owner)
+    share = mine / (mine + theirs)
+    wait_s = thief.throttle.limiter.wait_s()  # a spent window or a 429's pause; the feed's spacing is no wait
+    if pages_left is None or wait_s <= 0:
+        return share  # a slow thief ready to send still takes the smallest piece worth a split (propose_split)
+    share *= 1 - wait_s * theirs / max(pages_left, 1e-9)
+    return share if share * pages_left >= MIN_SPLIT_PAGES else 0.0
+
+
+def _chain_rate(budget: Budget) -> float:
+    """Requests per second one chain of the budget sends: one per answer, or its share of the budget's rate."""
+    throttle = budget.throttle
+    per_chain = 1.0 / max(throttle.latency_s, 1e-3)
+    rate = throttle.rate_per_s()
+    if rate is not None:
+        per_chain = min(per_chain, rate / max(1, budget.chains()))
+    return per_chain
+
+
+def waiting_ends_last(budgets: list[Budget], pages_left: float | None) -> bool:
+    """True when the stalled budgets come back later than the budgets sending now need for `pages_left`.
+
+    Mid-run a partition given up waits: the budget that gave it up resumes it when its window opens, with
+    no split (every split costs a partial page). Near the end it would be walked after everyone else is
+    done, so a budget that can send now takes it. Unknown density or no budget sending: take it.
+    """
+    active = [b for b in budgets if b.retired is None]
+    back_in_s = min((b.throttle.wait_s() for b in active if _stalled(b)), default=0.0)
+    rate = sum(_budget_rate(b) for b in active if not _stalled(b))
+    return pages_left is None or rate <= 0 or back_in_s > pages_left / rate
+
+
+def _budget_rate(budget: Budget) -> float:
+    """Requests per second the budget sends: its rate where known, else what its chains can send."""
+    return budget.throttle.rate_per_s() or budget.chains() * _chain_rate(budget)
+
+
+def _deadline_moved(saved: float | None, now: float | None) -> bool:
+    """A new not-before worth saving at once: one appeared or moved (not the jitter of wall vs monotonic)."""
+    return now is not None and (saved is None or abs(now - saved) > DEADLINE_JITTER_S)
+
+
+def _finish_writer(writer: Writer, pages: queue.Queue, *, stopping: bool) -> None:
+    """Hand the writer its sentinel and wait for its last commit.
+
+    When stopping, a commit still running after WRITER_STOP_JOIN_S is left behind (the database rolls
+    it back when the process ends: data and checkpoint together), which is no error.
+    """
+    deadline = time.monotonic() + (WRITER_STOP_JOIN_S if stopping else WRITER_JOIN_S)
+    while writer.is_alive() and time.monotonic() < deadline:
+        try:
+            pages.put(SENTINEL, timeout=WAIT_SLICE_S)
+            break
+        except queue.Full:
+            continue
+    writer.join(max(0.0, deadline - time.monotonic()))
+    if writer.is_alive() and not stopping:
+        writer.error = writer.error or DatabaseError("the writer did not finish its last commit in time")

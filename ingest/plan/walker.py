@@ -1,0 +1,258 @@
+"""The chain walker: one partition's cursor chain, page by page through a budget's retry loop, to the writer."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from loguru import logger
+
+from ingest.api.client import Envelope
+from ingest.api.cursors import ZERO_ID, build_cursor, decode_cursor
+from ingest.api.sources import Source
+from ingest.budgets.answer_timeout import AnswerTimer
+from ingest.budgets.sender import RetryLoop
+from ingest.errors import (
+    AnswerTimedOut,
+    BuiltCursorsRefused,
+    CursorExpired,
+    CursorRejected,
+    FatalApiError,
+    RepeatedCursor,
+    RetryableApiError,
+    Stopped,
+)
+from ingest.plan.partitions import Partition, Plan
+from ingest.store.page_commit import PageCommit
+from ingest.store.rows import parse_timestamps, transform_events, usable_uuid
+from ingest.store.timestamps import in_captured_form
+
+# A server whose clock runs far ahead calls every cursor we rebuild expired; after this many in a row
+# the run stops with a clear error instead of spending budget on a loop.
+MAX_REBUILDS_IN_A_ROW = 3
+PUT_POLL_S = 0.5  # s; how often a fetcher blocked on a full queue checks that the writer is alive
+
+
+@dataclass
+class ChainWalker:
+    """Follows a partition's cursor chain to its lower bound on one budget, putting pages on the queue."""
+
+    source: Source
+    retry: RetryLoop
+    plan: Plan
+    pages: queue.Queue
+    writer_alive: Callable[[], bool]
+    # Cursors we build expire by the server's clock: by ours, a server running ahead calls them expired.
+    server_now_ms: Callable[[], int] | None = None
+    # Asked before every request: True when this budget should give its partition to another budget
+    # instead of sitting on it through a long wait (a spent window, a 429 lockout).
+    hand_back: Callable[[], bool] = lambda: False
+    # How long to wait for a full page, learned from the budget's answers (None: REQUEST_TIMEOUT).
+    answers: AnswerTimer | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self, partition: Partition) -> None:
+        """Fetch `partition` to its lower bound; where it ends is decided by the API's own order.
+
+        A page's position is its next cursor's `(ts, id)`: the server's place in its order, not a parse
+        of one event's timestamp (a timestamp that parses wrong must not end the partition early). Every
+        event of a page is kept, including those of the last page that lie below the bound: the
+        partition below fetches them too, and the upsert absorbs the overlap.
+        """
+        pid, hi = partition.partition_id, partition.hi_ms
+        until = hi  # the feed's `until`: lowered to continue after a page whose pagination was damaged
+        cursor, built = self._start_cursor(partition)
+        stored = cursor is not None and not built  # a checkpointed cursor, maybe of another endpoint
+        pos: tuple[int, str] | None = None
+        if partition.pos_ms is not None and partition.pos_id is not None:
+            pos = (partition.pos_ms, partition.pos_id)
+        seen: set[str] = set()
+        first_page = True
+        expired_in_a_row = 0
+        while True:
+            lo = self.plan.lower_bound(pid)
+            if pos is not None and lo is not None and pos[0] < lo and self.plan.claim_done(pid, lo):
+                self._put(PageCommit(pid, cursor, pos[0], pos[1], True, ()))  # a split left nothing here
+                return
+            at_top = cursor is None and pos is None and hi is None
+            try:
+                # HandedBack before a request: the partition's position is in the plan; the next chain resumes there.
+                page = self.retry.call(partial(self._fetch, cursor, lo, until), f"partition {pid}",
+                                       hand_back=self.hand_back)
+            except CursorExpired:
+                expired_in_a_row += 1
+                if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:
+                    raise FatalApiError(
+                        f"partition {pid}: the API called {expired_in_a_row} cursors in a row expired, rebuilt"
+                        " ones included (is its clock far from ours?); rerun to resume"
+                    ) from None
+                cursor, built = self._rebuilt(pos, hi), True
+                logger.info("partition {}: cursor expired, rebuilt from the last position", pid)
+                continue
+            except CursorRejected:
+                if stored and pos is not None:
+                    stored = False  # issued by another endpoint before a restart: start from its position
+                    cursor, built = self._built(*pos), True
+                    continue
+                if not built:
+                    raise FatalApiError(f"partition {pid}: the API rejected its own cursor") from None
+                if self.source.windowed or hi is None:
+                    logger.warning("partition {}: rebuilt cursor refused; restarting from its upper bound", pid)
+                    cursor, built, pos, until = None, False, None, hi
+                    seen.clear()  # the chain starts over: its cursors may legitimately come again
+                    continue
+                raise BuiltCursorsRefused(f"partition {pid}: the API refuses built cursors") from None
+            expired_in_a_row, stored = 0, False
+            if page.next_cursor is not None and page.next_cursor in seen:
+                raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
+            if page.total is not None:
+                self.retry.stats.total_hint = page.total
+            out = self._page_out(pid, page, cursor, pos, at_top=at_top)
+            while True:
+                # Read the bound again: a split while the request was in flight raised it, and a
+                # fallback may lower it before the partition is claimed done.
+                lo = self.plan.lower_bound(pid)
+                last = not page.has_more or (lo is not None and out.pos_ms is not None and out.pos_ms < lo)
+                if not last or self.plan.claim_done(pid, lo):
+                    break
+            if first_page:
+                self._learn_density(page, at_top=at_top)
+                first_page = False
+            if out.pos_ms is not None and out.pos_id is not None:
+                pos = (out.pos_ms, out.pos_id)
+            cursor_lost, cut_off, whole = page.pagination_damaged, page.truncated, len(page.events)
+            del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
+            out = dataclasses.replace(out, last=last)
+            self._put(out)
+            self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id, self.source.kind)
+            if last:
+                return
+            cursor, built = out.next_cursor, False
+            if cursor is not None:
+                seen.add(cursor)
+            if cursor_lost and pos is not None:  # a page without its next cursor (_fetch placed it)
+                if cut_off:
+                    logger.info("partition {}: a body cut off mid-JSON; its {} whole events are kept and the"
+                                " chain goes on after the last of them", pid, whole)
+                else:
+                    logger.info("partition {}: a full page came without a well-formed pagination object; its"
+                                " events are kept and the chain goes on after the last of them", pid)
+                if self.source.windowed:
+                    until = pos[0] + 1  # covers the events tied at pos[0] whether `until` is < or <=
+                else:
+                    cursor, built = self._built(*pos), True
+
+    def _fetch(self, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
+        """One request; a full page with damaged pagination counts only if its events can place the next one."""
+        if self.answers is None:
+            page = self.source.page(cursor, lo, until)
+        else:
+            page = self._timed_fetch(self.answers, cursor, lo, until)
+        if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
+            raise RetryableApiError("a page without its next cursor (pagination damaged or body cut off) whose"
+                                    " events cannot place the next page: fetched again")
+        return page
+
+    def _timed_fetch(self, answers: AnswerTimer, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
+        """A request that waits for its answer as long as `answers` says, and teaches it by a full page's time
+        (a partition's last page, or a cut body, is quicker than a full one and would teach it too short)."""
+        started = self.clock()
+        try:
+            page = self.source.page(cursor, lo, until, read_timeout_s=answers.timeout_s())
+        except AnswerTimedOut:
+            answers.timed_out()
+            raise
+        if len(page.events) >= self.source.page_size and not page.truncated:
+            answers.answered(self.clock() - started)
+        return page
+
+    def _learn_density(self, page: Envelope, *, at_top: bool) -> None:
+        stamps = [ts for ts in parse_timestamps(page.events) if ts is not None]
+        if stamps:
+            # The page size asked for, not this page's length: a resumed chain's first page may be its tail.
+            self.plan.learn_density(max(stamps), min(stamps), len(stamps), page.total, self.source.page_size,
+                                    at_top=at_top)
+
+    def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
+        if partition.cursor and partition.cursor_kind in (None, self.source.kind):
+            return partition.cursor, False
+        if partition.pos_ms is not None and partition.pos_id is not None:
+            return self._built(partition.pos_ms, partition.pos_id), True
+        if partition.hi_ms is not None and not self.source.windowed:
+            return self._built(partition.hi_ms, ZERO_ID), True
+        return None, False
+
+    def _rebuilt(self, pos: tuple[int, str] | None, hi: int | None) -> str | None:
+        if pos is not None:
+            return self._built(*pos)
+        if hi is not None and not self.source.windowed:
+            return self._built(hi, ZERO_ID)
+        return None
+
+    def _built(self, ts_ms: int, event_id: str) -> str:
+        return build_cursor(ts_ms, event_id, now_ms=self.server_now_ms() if self.server_now_ms else None)
+
+    def _page_out(self, pid: int, page: Envelope, cursor: str | None, pos: tuple[int, str] | None,
+                  *, at_top: bool) -> PageCommit:
+        """The page's rows and where the partition stands after it (`last` is decided by the caller)."""
+        events = page.events
+        stamps = parse_timestamps(events)
+        rows = transform_events(events, stamps)
+        if page.pagination_damaged:
+            new_pos = _resume_point(events, stamps)
+        else:
+            new_pos = decode_cursor(page.next_cursor) or _last_position(events, stamps) or pos
+        return PageCommit(
+            partition_id=pid,
+            next_cursor=page.next_cursor,
+            pos_ms=new_pos[0] if new_pos else None,
+            pos_id=new_pos[1] if new_pos else None,
+            last=False,
+            lines=tuple(rows.lines),
+            quarantined=tuple(rows.quarantined),
+            events_with_nulls=rows.events_with_nulls,
+            source=f"{self.source.kind} partition {pid} cursor {cursor or '(start)'}",
+            newest=_newest(events, stamps) if at_top else None,
+        )
+
+    def _put(self, page: PageCommit) -> None:
+        while True:
+            try:
+                self.pages.put(page, timeout=PUT_POLL_S)
+                return
+            except queue.Full:
+                if not self.writer_alive() or self.retry.stop.is_set():
+                    raise Stopped(0) from None  # on a stop the writer commits what it has; this page is fetched again
+
+
+def _newest(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
+    """The newest (timestamp, id) of the page at the top of the API's order."""
+    placed = [(ts, usable_uuid(e.get("id"))) for e, ts in zip(events, stamps, strict=True)
+              if ts is not None and isinstance(e, dict)]
+    return max(((ts, eid) for ts, eid in placed if eid is not None), default=None)
+
+
+def _resume_point(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
+    """Where the API's order goes on after a page that lost its next cursor: at its last exactly placed event.
+
+    The page must run in the API's (timestamp, id) descending order, and the event the next page starts
+    after must carry its timestamp in a captured form (exact to the ms) and a well-formed id: a timestamp
+    read too low would make the next page start past events nobody fetched. Starting at an earlier event
+    of the page instead only fetches the events after it twice.
+    """
+    placed = [(ts, e["id"], in_captured_form(e.get("timestamp"))) for e, ts in zip(events, stamps, strict=True)
+              if ts is not None and isinstance(e, dict) and usable_uuid(e.get("id")) == e.get("id")]
+    if any(a[:2] < b[:2] for a, b in zip(placed, placed[1:], strict=False)):
+        return None
+    return next(((ts, eid) for ts, eid, exact in reversed(placed) if exact), None)
+
+
+def _last_position(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
+    for event, ts in zip(reversed(events), reversed(stamps), strict=True):
+        if ts is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
+            return ts, event["id"]
+    return None

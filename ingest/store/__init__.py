@@ -1,0 +1,1 @@
+"""PostgreSQL: schema, writer (COPY, staging, upsert, checkpoint), origin, lock, rows."""

@@ -1,0 +1,159 @@
+"""The one writer: pages from the queue → COPY into staging → upsert + checkpoint, one transaction."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable
+
+import psycopg
+from loguru import logger
+
+from ingest.errors import DatabaseError
+from ingest.stats import Stats
+from ingest.store.page_commit import PageCommit
+
+# Rows per transaction. Larger batches amortise the upsert's per-statement cost; 20,000 rows of
+# ~350 bytes is ~7 MB in hand, committed at most every BATCH_MAX_AGE_S so a slow API still
+# checkpoints often.
+BATCH_ROWS = 20_000
+BATCH_MAX_AGE_S = 2.0  # s; a page waits at most this long for company before it is committed
+QUEUE_POLL_S = 0.2  # s; how often an idle writer looks at the clock
+
+STAGING_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
+    " id uuid, event_type text, ts_ms bigint, session_id uuid, user_id uuid, data jsonb)"
+    " ON COMMIT DELETE ROWS"
+)
+UPSERT = (
+    "INSERT INTO ingested_events (id, event_type, \"timestamp\", session_id, user_id, data)"
+    " SELECT id, event_type, timestamptz 'epoch' + ts_ms * interval '1 millisecond',"
+    " session_id, user_id, data FROM ingest_staging"
+    " ON CONFLICT (id) DO NOTHING"
+)
+CHECKPOINT = (
+    "UPDATE ingest_partitions SET cursor = %s, pos_ms = %s, pos_id = %s, done = done OR %s,"
+    " events = events + %s, updated_at = now() WHERE partition_id = %s"
+)
+QUARANTINE = (
+    "INSERT INTO ingest_quarantine (payload, reason, source, event_id) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT ((md5(payload))) DO NOTHING"
+)
+# The top of the API's order, seen by a pass: its watermark, and the store's dataset identity the first time.
+PASS_NEWEST = (
+    "UPDATE ingest_passes SET newest_ms = GREATEST(newest_ms, %s)"
+    " WHERE pass_id = (SELECT pass_id FROM ingest_partitions WHERE partition_id = %s)"
+)
+ORIGIN_ANCHOR = "UPDATE ingest_origin SET anchor_ms = %s, anchor_id = %s WHERE anchor_ms IS NULL"
+
+SENTINEL = None  # put on the queue after the last page: the writer commits what it holds and stops
+_IDLE = object()  # no page arrived within QUEUE_POLL_S: time to look at the batch's age
+
+
+class Writer(threading.Thread):
+    """Consumes the page queue until the sentinel; re-raise `error` in the main thread."""
+
+    def __init__(self, database_url: str, pages: queue.Queue, stats: Stats) -> None:
+        super().__init__(name="writer", daemon=True)
+        self._url = database_url
+        self._pages = pages
+        self._stats = stats
+        self.error: BaseException | None = None
+        self._sentinel_taken = False  # the last item came: after a failure there is nothing left to drain
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(self._url) as conn:
+                # Data and checkpoint commit together, so a commit lost in a database crash loses both
+                # and the rerun fetches that batch again: waiting for each WAL flush buys nothing.
+                conn.execute("SET synchronous_commit = off")
+                conn.execute(STAGING_DDL)
+                conn.commit()
+                self._consume(conn)
+        except psycopg.Error as exc:
+            self.error = DatabaseError(f"database write failed: {exc}".strip())
+        except BaseException as exc:  # crosses to the main thread, never dies silently
+            self.error = exc
+        finally:
+            self._drain()
+
+    def _consume(self, conn: psycopg.Connection) -> None:
+        batch: list[PageCommit] = []
+        rows = 0
+        first_at = 0.0
+        while True:
+            try:
+                item = self._pages.get(timeout=QUEUE_POLL_S)
+            except queue.Empty:
+                item = _IDLE
+            if item is SENTINEL:
+                self._sentinel_taken = True
+                commit_batch(conn, batch, self._stats)
+                return
+            if isinstance(item, PageCommit):
+                if not batch:
+                    first_at = time.monotonic()
+                batch.append(item)
+                rows += len(item.lines)
+            if batch and (rows >= BATCH_ROWS or time.monotonic() - first_at >= BATCH_MAX_AGE_S):
+                commit_batch(conn, batch, self._stats)
+                batch, rows = [], 0
+
+    def _drain(self) -> None:
+        """After a failure, keep taking pages so no fetcher blocks forever on a full queue."""
+        if self.error is None or self._sentinel_taken:
+            return
+        while True:
+            try:
+                if self._pages.get(timeout=QUEUE_POLL_S) is SENTINEL:
+                    return
+            except queue.Empty:
+                continue
+
+
+def commit_batch(conn: psycopg.Connection, pages: list[PageCommit], stats: Stats) -> None:
+    """Write a batch and its checkpoints in one transaction; nothing of it is visible on failure."""
+    if not pages:
+        return
+    staged = sum(len(p.lines) for p in pages)
+    with conn.transaction(), conn.cursor() as cur:
+        if staged:
+            with cur.copy(
+                "COPY ingest_staging (id, event_type, ts_ms, session_id, user_id, data) FROM STDIN"
+            ) as copy:
+                for page in pages:
+                    copy.write(b"".join(page.lines))
+            cur.execute(UPSERT)
+            inserted = cur.rowcount
+        else:
+            inserted = 0
+        quarantined = _quarantine(cur, pages)
+        _checkpoint(cur, pages)
+    stats.committed(
+        stored=inserted,
+        duplicates=staged - inserted,
+        quarantined=quarantined,
+        with_nulls=sum(p.events_with_nulls for p in pages),
+    )
+    logger.debug("committed {} pages: {} new, {} duplicates", len(pages), inserted, staged - inserted)
+
+
+def _quarantine(cur: psycopg.Cursor, pages: Iterable[PageCommit]) -> int:
+    """Insert what cannot be stored; the number of new quarantine rows (a payload seen before is skipped)."""
+    records = [(q.payload, q.reason, p.source, q.event_id) for p in pages for q in p.quarantined]
+    if not records:
+        return 0
+    cur.executemany(QUARANTINE, records)
+    return cur.rowcount
+
+
+def _checkpoint(cur: psycopg.Cursor, pages: list[PageCommit]) -> None:
+    cur.executemany(
+        CHECKPOINT,
+        [(p.next_cursor, p.pos_ms, p.pos_id, p.last, len(p.lines), p.partition_id) for p in pages],
+    )
+    for page in pages:
+        if page.newest is not None:
+            cur.execute(PASS_NEWEST, (page.newest[0], page.partition_id))
+            cur.execute(ORIGIN_ANCHOR, page.newest)

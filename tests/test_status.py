@@ -1,0 +1,52 @@
+"""`status` while another process ingests: the run's progress, read from the database."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+
+from datasync_sim import SimServer, profile_config
+from ingest.commands.cli import main
+from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
+from tests.fix_sim import hold_after
+from tests.test_status_verify import _wait_for_rows
+
+
+@pytest.mark.slow
+def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    cfg = profile_config("fast", events=20_000, seed=31)
+    with SimServer(cfg) as server:
+        release = hold_after(server, 2_000)
+        child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2")
+        try:
+            _wait_for_rows(database_url, 1_000, child)
+            capsys.readouterr()
+            assert main(ingest_args(server.url, database_url, "status")) == 0
+            lines = capsys.readouterr().out.splitlines()
+        finally:
+            child.send_signal(signal.SIGTERM)
+            release.set()
+            child.communicate(timeout=15)
+        capsys.readouterr()
+        assert main(ingest_args(server.url, database_url, "status")) == 0
+        after = capsys.readouterr().out.splitlines()
+
+    stored = int(re.fullmatch(r"events stored: ([\d,]+)", lines[0]).group(1).replace(",", ""))
+    assert re.fullmatch(r"lock: held by datasync-ingest lock pid=\d+ .*", lines[-2]), lines[-2]
+    progress = re.fullmatch(r"run in progress: #1 \((auto|[a-z+#\d]+)\), [\d,]+ s so far:"
+                            r" ([\d,]+) events stored by it, [\d,]+ events/s", lines[-1])
+    assert progress, lines[-1]
+    # the first run stored every row; status read its count a moment after the table's
+    assert int(progress.group(2).replace(",", "")) >= stored >= 1_000
+    assert after[-1] == "lock: free (no run in progress)"  # stopped: nothing in progress
+
+
+def test_no_progress_line_when_no_run_holds_the_lock(database_url: str, capsys: pytest.CaptureFixture) -> None:
+    with SimServer(profile_config("fast", events=1_000, seed=32)) as server:
+        assert run_ingest(server.url, database_url) == 0
+        capsys.readouterr()
+        assert main(ingest_args(server.url, database_url, "status")) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("run in progress")]
