@@ -1,11 +1,15 @@
 """The README cannot drift from the CLI: every flag and variable is documented."""
 
+import re
 from pathlib import Path
 
 from ingest.commands.cli import build_parser
 from ingest.config import ENV_SETTINGS
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text()
+BENCHMARKS = (ROOT / "docs" / "benchmarks.md").read_text()
 
 
 def test_every_cli_flag_is_in_the_readme() -> None:
@@ -29,3 +33,35 @@ def test_the_readme_has_the_path_from_zero_and_its_limits() -> None:
                  "sh run-ingestion.sh export", "sh run-ingestion.sh submit"):
         assert step in from_zero, step
     assert "## What the API taught us" in README and "## Limits and next steps" in README
+
+
+def modules_named_in_architecture() -> dict[str, set[str]]:
+    """docs/architecture.md's folder lists: {"" (the shared leaves) or "api", ...: module file names}."""
+    folders = ARCHITECTURE.split("## The folders", 1)[1].split("\n## ", 1)[0]
+    named: dict[str, set[str]] = {}
+    folder: str | None = None
+    for line in folders.splitlines():
+        heading = re.match(r"`(\w+)/`,|Shared leaves \(`ingest/`\)", line)
+        if heading:
+            folder = heading.group(1) or ""
+            named[folder] = set()
+        elif line.startswith("- `") and folder is not None:
+            named[folder] |= set(re.findall(r"`(\w+\.(?:py|sql))`", line.split(":", 1)[0]))
+    return named
+
+
+def test_the_architecture_names_every_module_in_its_folder() -> None:
+    ingest = ROOT / "ingest"
+    packages = {p.name for p in ingest.iterdir() if (p / "__init__.py").exists()}
+    on_disk = {folder: {p.name for p in (ingest / folder).iterdir()
+                        if p.suffix in (".py", ".sql") and p.name != "__init__.py"}
+               for folder in ["", *packages]}
+    assert modules_named_in_architecture() == on_disk
+
+
+def test_every_benchmark_command_names_a_script_and_its_options() -> None:
+    commands = re.findall(r"`\.venv/bin/python (bench/\w+\.py)([^`]*)`", BENCHMARKS)
+    assert len(commands) >= 10
+    unknown = [(script, flag) for script, args in commands for flag in re.findall(r"--[\w-]+", args)
+               if f'"{flag}"' not in (ROOT / script).read_text()]
+    assert unknown == []
