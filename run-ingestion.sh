@@ -192,11 +192,6 @@ stop_simulator() {
   [ -z "$demo" ] || compose stop simulator >/dev/null 2>&1 || true
 }
 
-remove_container() {  # remove_container NAME: stopped first (30 s to save its checkpoint); absent is fine
-  $engine stop -t 30 "$1" >/dev/null 2>&1 || true
-  $engine rm "$1" >/dev/null 2>&1 || true
-}
-
 healthy() {  # healthy CONTAINER: its compose healthcheck passes now
   case $engine in
     # podman runs healthchecks on a systemd timer only, so there may be no status to read: run it.
@@ -211,8 +206,6 @@ healthy() {  # healthy CONTAINER: its compose healthcheck passes now
 start_dependencies() {
   set -- "$POSTGRES_CONTAINER"
   if [ -n "$demo" ]; then
-    # podman-compose would restart an old simulator as it was (size, profile); it holds nothing to keep.
-    remove_container "$SIMULATOR_CONTAINER"
     set -- "$@" "$SIMULATOR_CONTAINER"
     compose up -d postgres simulator
   else
@@ -271,7 +264,8 @@ else
 fi
 
 # A previous run's container would be reused by `up` with its old logs, and their `ingestion complete`.
-remove_container "$INGESTION_CONTAINER"
+$engine stop -t 30 "$INGESTION_CONTAINER" >/dev/null 2>&1 || true
+$engine rm "$INGESTION_CONTAINER" >/dev/null 2>&1 || true
 
 compose build
 start_dependencies

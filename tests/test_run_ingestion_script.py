@@ -419,7 +419,6 @@ def test_without_docker_podman_runs_the_stack_with_podman_compose_and_says_so(wo
         "podman-compose config --format json", "podman-compose config",  # API_BASE_URL
         "podman stop -t 30 assignment-ingestion", "podman rm assignment-ingestion",
         "podman-compose --profile demo build",
-        "podman stop -t 30 assignment-simulator", "podman rm assignment-simulator",
         "podman-compose --profile demo up -d postgres simulator",
         "podman healthcheck run assignment-postgres", "podman healthcheck run assignment-simulator",
         "podman-compose --profile demo up -d ingestion",
