@@ -202,7 +202,9 @@ healthy() {  # healthy CONTAINER: its compose healthcheck passes now
 
 # Starts the services the ingestion container depends on and returns when their healthchecks pass.
 # Compose's `depends_on: condition: service_healthy` says the same, but podman does not honour it
-# without systemd, and an ingester that starts first fails on its database connection.
+# without systemd, and an ingester that starts first fails on its database connection. The ingestion
+# container then starts with --no-deps: podman-compose's own start of the dependencies could recreate
+# them (its `run` even removes "orphans", postgres included, outside the demo profile).
 start_dependencies() {
   set -- "$POSTGRES_CONTAINER"
   if [ -n "$demo" ]; then
@@ -239,7 +241,7 @@ if [ -n "$subcommand" ]; then
   say "$mode_name: $what"
   start_dependencies
   code=0
-  compose run --rm --volume "$(pwd):/work" --workdir /work --user "$(id -u):$(id -g)" ingestion "$@" \
+  compose run --rm --no-deps --volume "$(pwd):/work" --workdir /work --user "$(id -u):$(id -g)" ingestion "$@" \
     || code=$?
   stop_simulator
   exit "$code"
@@ -269,7 +271,7 @@ $engine rm "$INGESTION_CONTAINER" >/dev/null 2>&1 || true
 
 compose build
 start_dependencies
-compose up -d ingestion
+compose up -d --no-deps ingestion
 
 trap 'echo; say "stopped following; the ingestion goes on in its container ($engine logs -f $INGESTION_CONTAINER," \
   "$compose_tool down to stop it)"; exit 130' INT

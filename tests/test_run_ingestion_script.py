@@ -300,7 +300,9 @@ def test_docker_demo_starts_the_demo_profile_with_a_fresh_key_and_waits_for_comp
     assert len([line for line in out if "events ingested: 3000000" in line]) == 2  # two polls before done
     up = compose_ups(calls)
     assert [c.split(" |")[0] for c in up] == [
-        "docker compose --profile demo up -d postgres simulator", "docker compose --profile demo up -d ingestion"]
+        "docker compose --profile demo up -d postgres simulator",
+        "docker compose --profile demo up -d --no-deps ingestion",
+    ]
     for call in up:
         assert re.fullmatch(r".* \| API_KEY=ds_[0-9a-f]{32} API_BASE_URL=http://simulator:8080", call)
     assert len({call.split(" | ")[1] for call in up}) == 1  # one key for the whole run
@@ -320,7 +322,7 @@ def test_docker_live_mode_uses_the_configured_api_without_the_simulator(workdir)
     # The key stays in .env for Compose to read; the script neither invents one nor exports one.
     assert compose_ups(calls) == [
         "docker compose up -d postgres | API_KEY=<unset> API_BASE_URL=<unset>",
-        "docker compose up -d ingestion | API_KEY=<unset> API_BASE_URL=<unset>",
+        "docker compose up -d --no-deps ingestion | API_KEY=<unset> API_BASE_URL=<unset>",
     ]
     assert not [c for c in calls if " stop simulator" in c]
     assert proc.stdout.splitlines()[-1].startswith("run-ingestion: ingestion complete: 0 events")
@@ -368,7 +370,8 @@ def test_docker_mode_runs_status_in_a_one_off_container_in_this_directory(workdi
         "run-ingestion: Docker Compose mode: python ingest.py status in a one-off container"]
     user = f"{os.getuid()}:{os.getgid()}"
     assert one_off_runs(calls) == [
-        f"docker compose run --rm --volume {workdir}:/work --workdir /work --user {user} ingestion status"
+        f"docker compose run --rm --no-deps --volume {workdir}:/work --workdir /work --user {user}"
+        " ingestion status"
         " | API_KEY=<unset> API_BASE_URL=<unset>"]
     # postgres first, healthy, then the one-off container; no simulator
     assert compose_ups(calls) == ["docker compose up -d postgres | API_KEY=<unset> API_BASE_URL=<unset>"]
@@ -383,8 +386,8 @@ def test_docker_demo_verifies_and_exports_against_the_simulator_then_stops_it(wo
         " against the demo simulator (no API_KEY configured)"]
     (one_off,) = one_off_runs(calls)
     assert re.fullmatch(
-        r"docker compose --profile demo run --rm --volume \S+:/work --workdir /work --user \d+:\d+ ingestion"
-        r" export --out ids.txt \| API_KEY=ds_[0-9a-f]{32} API_BASE_URL=http://simulator:8080", one_off)
+        r"docker compose --profile demo run --rm --no-deps --volume \S+:/work --workdir /work --user \d+:\d+"
+        r" ingestion export --out ids.txt \| API_KEY=ds_[0-9a-f]{32} API_BASE_URL=http://simulator:8080", one_off)
     stops = [c.split(" |")[0] for c in calls if " stop simulator" in c]
     assert stops == ["docker compose --profile demo stop simulator"]
 
@@ -393,7 +396,7 @@ def test_docker_live_mode_passes_subcommands_with_the_configured_key(workdir):
     proc, calls = run(workdir, "verify", engine="up", dotenv="API_BASE_URL=http://api:80\nAPI_KEY=ds_0123\n")
     assert proc.returncode == 0, proc.stderr
     (one_off,) = one_off_runs(calls)
-    assert one_off.startswith("docker compose run --rm ") and one_off.endswith(
+    assert one_off.startswith("docker compose run --rm --no-deps ") and one_off.endswith(
         " ingestion verify | API_KEY=<unset> API_BASE_URL=<unset>")  # Compose reads .env itself
 
 
@@ -421,7 +424,7 @@ def test_without_docker_podman_runs_the_stack_with_podman_compose_and_says_so(wo
         "podman-compose --profile demo build",
         "podman-compose --profile demo up -d postgres simulator",
         "podman healthcheck run assignment-postgres", "podman healthcheck run assignment-simulator",
-        "podman-compose --profile demo up -d ingestion",
+        "podman-compose --profile demo up -d --no-deps ingestion",
         "podman inspect -f {{.State.Status}} {{.State.ExitCode}} assignment-ingestion",
         "podman logs assignment-ingestion", psql,
         "podman inspect -f {{.State.Status}} {{.State.ExitCode}} assignment-ingestion",
@@ -444,7 +447,8 @@ def test_podman_compose_of_podman_itself_is_preferred_to_podman_compose(workdir)
     user = f"{os.getuid()}:{os.getgid()}"
     assert [c for c in commands(calls) if c.startswith("podman compose ") and "config" not in c] == [
         "podman compose version", "podman compose up -d postgres",
-        f"podman compose run --rm --volume {workdir}:/work --workdir /work --user {user} ingestion status"]
+        f"podman compose run --rm --no-deps --volume {workdir}:/work --workdir /work --user {user}"
+        " ingestion status"]
     assert not [c for c in calls if c.startswith("podman-compose ")]
 
 
@@ -464,7 +468,7 @@ def test_podman_is_used_beside_a_docker_engine_without_compose(workdir):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == (
         "run-ingestion: a Docker engine answers but the compose plugin is missing: using podman with podman-compose")
-    assert "podman-compose --profile demo up -d ingestion" in commands(calls)
+    assert "podman-compose --profile demo up -d --no-deps ingestion" in commands(calls)
 
 
 def test_podman_without_any_compose_runs_natively_and_says_why(workdir):
@@ -477,8 +481,8 @@ def test_podman_without_any_compose_runs_natively_and_says_why(workdir):
 
 
 @pytest.mark.parametrize(("mode", "compose_up"), [
-    ("podman", "podman-compose up -d ingestion"),
-    ("docker", "docker compose up -d ingestion"),
+    ("podman", "podman-compose up -d --no-deps ingestion"),
+    ("docker", "docker compose up -d --no-deps ingestion"),
 ])
 def test_the_engine_can_be_forced(workdir, mode, compose_up):
     proc, calls = run(workdir, engine="up", podman="up", dotenv="API_BASE_URL=http://api:80\nAPI_KEY=ds_0123\n",
@@ -512,7 +516,7 @@ def test_the_ingestion_starts_only_once_postgres_and_the_simulator_pass_their_he
         check + "assignment-postgres", state,
         check + "assignment-postgres",
         check + "assignment-simulator",
-        f"{compose} --profile demo up -d ingestion",
+        f"{compose} --profile demo up -d --no-deps ingestion",
     ]
 
 
@@ -523,4 +527,4 @@ def test_a_dependency_that_stops_fails_the_run_before_the_ingestion_starts(workd
     assert proc.stderr.splitlines() == [
         "INFO progress: 1,000 events",  # the container's last lines (the stub's)
         "run-ingestion: error: assignment-postgres stopped (exited) before passing its healthcheck"]
-    assert "podman-compose --profile demo up -d ingestion" not in commands(calls)
+    assert "podman-compose --profile demo up -d --no-deps ingestion" not in commands(calls)

@@ -153,7 +153,8 @@ podman build -q --network=host "${build_mounts[@]}" -t datasync-ingest:local . >
 check "the Dockerfile builds" podman image exists datasync-ingest:local
 
 # --- the demo in the image --------------------------------------------------------------------------------
-complete="ingestion complete: $(python3 -c "print(f'{$DEMO_EVENTS:,}')") events"  # 20,000
+grouped=$(python3 -c "print(f'{$DEMO_EVENTS:,}')")  # 20,000, as the ingester prints it
+complete="ingestion complete: $grouped events"
 out=$(podman run --rm datasync-ingest:local --demo --demo-events "$DEMO_EVENTS" 2>&1) || true
 check "demo with the embedded PostgreSQL: ingestion complete" contains "$out" "$complete"
 check "demo with the embedded PostgreSQL: verify complete" contains "$out" "verify: complete"
@@ -181,6 +182,8 @@ check "the ingestion container exits 0 ($exit_code)" equals "$exit_code" 0
 rows=$(PGPASSWORD=postgres psql -h 127.0.0.1 -p "$STACK_PORT" -U postgres -d ingestion -tAc \
          "SELECT COUNT(*) FROM ingested_events" 2>&1) || true
 check "127.0.0.1:$STACK_PORT holds $DEMO_EVENTS events ($rows)" equals "$rows" "$DEMO_EVENTS"
+out=$(sh run-ingestion.sh status 2>&1) || true
+check "status in a container: $grouped events stored" contains "$out" "events stored: $grouped"
 out=$(sh run-ingestion.sh verify 2>&1) || true
 check "verify in a container: complete" contains "$out" "verify: complete"
 
