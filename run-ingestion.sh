@@ -20,8 +20,8 @@ POSTGRES_CONTAINER=assignment-postgres
 DEMO_BASE_URL=http://simulator:8080  # the simulator service of the compose `demo` profile
 SIMULATOR_CONTAINER=assignment-simulator
 POLL_S=${RUN_INGESTION_POLL_S:-5}    # seconds between progress lines in container mode
-# seconds to wait for postgres (and the simulator) to pass their healthchecks: the compose file allows
-# 5 s of start period and 30 retries 2 s apart; 3,000,000 simulated events take the simulator ~20 s
+# seconds to wait for postgres (and the simulator) to pass their healthchecks: more than the compose
+# file's own allowance (5 s of start period, then 30 retries 2 s apart) on a slow first start
 HEALTH_TIMEOUT_S=180
 HEALTH_POLL_S=1  # seconds between two healthchecks while waiting
 PYTHON=${PYTHON:-python3}
