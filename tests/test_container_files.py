@@ -265,6 +265,7 @@ def test_run_ingestion_script_names_the_compose_containers(compose):
     names = {name: s["container_name"] for name, s in compose["services"].items()}
     assert f"INGESTION_CONTAINER={names['ingestion']}\n" in script
     assert f"POSTGRES_CONTAINER={names['postgres']}\n" in script
+    assert f"SIMULATOR_CONTAINER={names['simulator']}\n" in script  # waited for before the ingestion starts
     pg_env = env_of(compose["services"]["postgres"])
     assert f"psql -U {pg_env['POSTGRES_USER']} -d {pg_env['POSTGRES_DB']} -tAc" in script
     assert "--profile demo" in script and "DEMO_BASE_URL=http://simulator:8080" in script
