@@ -1,8 +1,8 @@
-"""The progress of a run going on in another process, read from the database (for `status`).
+"""`status`: what the store holds, the last run, the lock, and the progress of a run going on in another process.
 
-What the database holds: the run's row in ingest_runs (started_at, strategy) and the ingested_at of
-every row its writer committed. From those: events stored by the run so far and its rate. meta.total,
-and so the ETA, and the 429s live only in the running process until the run ends.
+A run in progress is read from the database: its row in ingest_runs and the ingested_at of every row
+its writer committed. From those: events stored by the run so far and its rate. meta.total, and so
+the ETA, and the 429s live only in the running process until the run ends.
 """
 
 from __future__ import annotations
@@ -28,3 +28,40 @@ def running_lines(conn: psycopg.Connection) -> list[str]:
     rate = by_run / max(float(elapsed_s), 1e-9)
     return [f"run in progress: #{run_id} ({strategy}), {float(elapsed_s):,.0f} s so far:"
             f" {by_run:,} events stored by it, {rate:,.0f} events/s"]
+
+
+def status_lines(conn: psycopg.Connection) -> list[str]:
+    """Human-readable status: partitions, totals, last run, lock holder."""
+    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
+    (quarantined,) = one(conn.execute("SELECT count(*) FROM ingest_quarantine"))
+    watermark, completed = one(conn.execute("SELECT watermark_ms, completed_at FROM ingest_state"))
+    lines = [f"events stored: {stored:,}", f"quarantined: {quarantined:,}"]
+    lines.append(
+        f"last complete pass: {completed:%Y-%m-%d %H:%M:%S %Z} (newest event {watermark} ms)"
+        if completed else "last complete pass: none yet"
+    )
+    parts = conn.execute(
+        "SELECT partition_id, lo_ms, hi_ms, pos_ms, done, events FROM ingest_partitions"
+        " WHERE pass_id IN (SELECT pass_id FROM ingest_passes WHERE completed_at IS NULL) ORDER BY partition_id"
+    ).fetchall()
+    if parts:
+        done = sum(1 for p in parts if p[4])
+        lines.append(f"current pass: {done} of {len(parts)} partitions done")
+        for pid, lo, hi, pos, is_done, events in parts:
+            state = "done" if is_done else (f"at {pos} ms" if pos is not None else "not started")
+            lines.append(f"  partition {pid}: [{lo if lo is not None else '-inf'}, {hi if hi is not None else '+inf'})"
+                         f" {state}, {events:,} events")
+    else:
+        lines.append("current pass: none in progress")
+    run = conn.execute(
+        "SELECT run_id, started_at, ended_at, outcome, strategy, events_stored FROM ingest_runs"
+        " ORDER BY run_id DESC LIMIT 1"
+    ).fetchone()
+    if run:
+        run_id, started, ended, outcome, strategy, run_stored = run
+        end = f"{ended:%Y-%m-%d %H:%M:%S %Z}" if ended else "-"
+        lines.append(f"last run: #{run_id} {outcome} ({strategy}), started {started:%Y-%m-%d %H:%M:%S %Z},"
+                     f" ended {end}, {run_stored:,} events stored")
+    holder = describe_holder(conn)
+    lines.append(f"lock: held by {holder}" if holder else "lock: free (no run in progress)")
+    return lines
