@@ -100,8 +100,17 @@ def test_events_without_usable_id_are_quarantined_with_reason_and_payload(conn) 
     assert stats.quarantined == 3
 
 
+def test_a_checkpoint_for_an_unknown_partition_fails_the_batch(conn) -> None:
+    unknown = PageCommit(99, "c", 1, "x", False, page_of([event(5)]).lines)  # partition 99 does not exist
+    with pytest.raises(DatabaseError, match="^checkpoint for partition 99 matched no row"):
+        commit_batch(conn, [page_of([event(6)]), unknown], Stats())
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (0,)
+    assert conn.execute("SELECT cursor FROM ingest_partitions WHERE partition_id = 1").fetchone() == (None,)
+
+
 def test_a_failed_batch_leaves_neither_rows_nor_checkpoint(conn) -> None:
-    bad = PageCommit(99, "c", 1, "x", False, page_of([event(5)]).lines)  # partition 99 does not exist
+    bad = page_of([event(5)], pid=2, cursor="c2")
     good = page_of([event(6)])
     conn.execute("ALTER TABLE ingest_partitions ADD CONSTRAINT no_c CHECK (cursor IS DISTINCT FROM 'boom')")
     conn.commit()

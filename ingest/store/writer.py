@@ -153,6 +153,15 @@ def _checkpoint(cur: psycopg.Cursor, pages: list[PageCommit]) -> None:
         CHECKPOINT,
         [(p.next_cursor, p.pos_ms, p.pos_id, p.last, len(p.lines), p.partition_id) for p in pages],
     )
+    if cur.rowcount != len(pages):
+        # Rows whose position is recorded nowhere: a rerun would not know they were fetched, and a pass
+        # could be closed over a range nobody walked. The whole batch is rolled back.
+        ids = sorted({p.partition_id for p in pages})
+        cur.execute("SELECT partition_id FROM ingest_partitions WHERE partition_id = ANY(%s)", (ids,))
+        known = {pid for (pid,) in cur.fetchall()}
+        unknown = ", ".join(str(pid) for pid in ids if pid not in known)
+        raise DatabaseError(f"checkpoint for partition {unknown} matched no row of ingest_partitions:"
+                            " the batch is rolled back")
     for page in pages:
         if page.newest is not None:
             cur.execute(PASS_NEWEST, (page.newest[0], page.partition_id))
