@@ -14,6 +14,7 @@ from ingest.plan.partitions import Partition
 from ingest.stats import Stats
 from ingest.store import checkpoint
 from ingest.store.page_commit import PageCommit
+from ingest.store.reconnect import Reconnector
 from ingest.store.rows import parse_timestamps, transform_events
 from ingest.store.writer import SENTINEL, STAGING_DDL, Writer, commit_batch
 
@@ -145,7 +146,7 @@ def test_the_top_page_records_the_pass_newest_event_and_the_store_anchor(conn) -
 def test_writer_thread_commits_everything_before_the_sentinel(database_url: str, conn) -> None:
     pages: queue.Queue = queue.Queue(maxsize=2)
     stats = Stats()
-    writer = Writer(database_url, pages, stats)
+    writer = Writer(Reconnector(database_url, 0), pages, stats)
     writer.start()
     for n in range(0, 50, 5):
         pages.put(page_of([event(n + k) for k in range(5)]))
@@ -181,7 +182,7 @@ def test_a_writer_whose_last_commit_fails_stops_without_a_second_sentinel(databa
     pages = WatchedQueue(settled)
     pages.put(page_of([event(1)], cursor="boom"))  # held in the batch until the sentinel, then refused
     pages.put(SENTINEL)
-    writer = Writer(database_url, pages, Stats())
+    writer = Writer(Reconnector(database_url, 0), pages, Stats())
     run = writer.run
     writer.run = lambda: (run(), settled.set())  # type: ignore[method-assign]
     writer.start()

@@ -134,6 +134,13 @@ def close_pass(conn: psycopg.Connection, pass_id: int, api_total: int | None, se
     return watermark
 
 
+def stored_events(conn: psycopg.Connection) -> int:
+    """Events in the store now."""
+    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
+    conn.commit()
+    return stored
+
+
 def start_run(conn: psycopg.Connection, strategy: str) -> int:
     with conn.transaction():
         (run_id,) = one(conn.execute(
