@@ -38,6 +38,9 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["--api-key", API_KEY, "--api-base-url", "http://x", "--database-url", "mysql://x/y"], "DATABASE_URL"),
         (["--api-key", API_KEY, "--api-base-url", "http://x", "--strategy", "fastest"], "STRATEGY"),
         (["--api-key", API_KEY, "--api-base-url", "http://x", "--page-size", "0"], "PAGE_SIZE"),
+        (["--api-key", API_KEY, "--api-base-url", "http://x", "--db-reconnect-timeout", "-1"], "DB_RECONNECT_TIMEOUT"),
+        (["--api-key", API_KEY, "--api-base-url", "http://x", "--db-reconnect-timeout", "soon"],
+         "DB_RECONNECT_TIMEOUT"),
     ],
 )
 def test_bad_configuration_is_one_line_naming_the_variable_and_exit_2(args: list[str], variable: str) -> None:
