@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -14,7 +15,7 @@ from ingest.api.client import ApiClient, Envelope
 from ingest.budgets.budget import FEED, HEADER, Budget, open_budgets
 from ingest.budgets.throttle import Throttle
 from ingest.commands.api_probe import anchor_served, api_clients, api_total_via, one_off_loop
-from ingest.commands.progress import Progress
+from ingest.commands.progress import Figures, Progress
 from ingest.commands.verify import Verification, verify
 from ingest.config import Settings
 from ingest.errors import DatabaseError, IngestError, RetryableApiError, Stopped
@@ -100,7 +101,8 @@ def _run_with_api(settings: Settings, database: Reconnector, control: Link, stop
         while True:
             pass_id, kind, plan = _resume_or_plan(control, budgets, settings, wanted)
             already = control.run(checkpoint.stored_events)
-            progress = partial(_progress, stats, settings.progress_interval_s, already)
+            progress = partial(_progress, stats, settings.progress_interval_s, already,
+                               partial(_record_progress, control, run_id))
             ctx = PassContext(database, control, pass_id, stats, stop, progress, first.server_clock.now_ms,
                               settings.concurrency * len(clients))
             Scheduler(ctx, plan, budgets).run()
@@ -212,6 +214,16 @@ def _plan_full_pass(feed: Budget | None, settings: Settings) -> tuple[list[Parti
     return even_partitions(newest, oldest, feed.throttle.chains()), oldest, min_split
 
 
-def _progress(stats: Stats, interval_s: float, already_stored: int, throttles: list[Throttle],
-              pages: queue.Queue) -> Progress:
-    return Progress(stats, throttles, pages, interval_s, already_stored)
+def _progress(stats: Stats, interval_s: float, already_stored: int, record: Callable[[Figures], None],
+              throttles: list[Throttle], pages: queue.Queue) -> Progress:
+    return Progress(stats, throttles, pages, interval_s, already_stored, record=record)
+
+
+def _record_progress(control: Link, run_id: int, figures: Figures) -> None:
+    """Persist the live figures with the run's row, for `status` in another process."""
+    try:
+        control.run(partial(checkpoint.record_progress, run_id=run_id, in_table=figures.in_table,
+                            api_total=figures.total, rate=figures.rate, eta_s=figures.eta_s,
+                            throttled=list(figures.throttled)))
+    except (psycopg.Error, DatabaseError) as exc:  # a figure for `status` is no reason to stop the run
+        logger.warning("could not record the run's progress: {}", exc)
