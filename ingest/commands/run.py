@@ -60,7 +60,10 @@ def run_ingestion(settings: Settings, stop: StopFlag) -> Outcome:
     try:
         lock.start()
         control.run(checkpoint.create_schema)
-        return _run_locked(settings, database, control, stop)
+        outcome = _run_locked(settings, database, control, stop)
+        if lock.error is not None:  # lost after the last pass: the run must not claim what it no longer owns
+            raise lock.error
+        return outcome
     except psycopg.Error as exc:
         raise DatabaseError(f"database error: {str(exc).strip()}") from exc
     except Stopped:
