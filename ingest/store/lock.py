@@ -83,15 +83,20 @@ class RunLock(threading.Thread):
     def _retake(self, lost: psycopg.Error) -> None:
         logger.warning("the run lock was lost with its connection ({}): taking it again", one_line(lost))
         self._conn.close()
-        conn = self._database.connect("lock", autocommit=True)
-        (got,) = one(conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)))
-        if not got:
-            holder = describe_holder(conn) or "holder unknown"
-            conn.close()
-            raise LockHeld(f"the run lock was lost with its connection and another run took it meanwhile"
-                           f" (held by {holder}): this run stops")
-        self._conn = conn
-        logger.info("took the run lock again")
+        while True:  # until the lock is ours again, another run's, or the database stayed away too long
+            self._conn = self._database.connect("lock", autocommit=True)
+            try:
+                (got,) = one(self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)))
+                holder = None if got else describe_holder(self._conn) or "holder unknown"
+            except psycopg.Error:
+                if not self._conn.broken:
+                    raise
+                continue  # lost again at once: the blip is not over
+            if holder is not None:
+                raise LockHeld(f"the run lock was lost with its connection and another run took it meanwhile"
+                               f" (held by {holder}): this run stops")
+            logger.info("took the run lock again")
+            return
 
     def close(self) -> None:
         """Release the lock and close its connection (idempotent)."""
