@@ -16,19 +16,20 @@ from tests.test_status_verify import _wait_for_rows
 
 
 def status_until_figures(sim_url: str, database_url: str, capsys: pytest.CaptureFixture, at_least: int,
-                         timeout_s: float = 30.0) -> list[str]:
+                         throttled: int = 0, timeout_s: float = 30.0) -> list[str]:
     """`status`, asked again until the run has recorded live figures of at least `at_least` events stored
-    (the run records them every progress interval, after its writer's commits)."""
+    and `throttled` 429s (the run records them every progress interval, after its writer's commits)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         capsys.readouterr()
         assert main(ingest_args(sim_url, database_url, "status")) == 0
         lines = capsys.readouterr().out.splitlines()
-        recorded = re.match(r"  as the run saw it [\d.]+ s ago: ([\d,]+) ", lines[-1])
-        if recorded and int(recorded.group(1).replace(",", "")) >= at_least:
+        recorded = re.match(r"  as the run saw it [\d.]+ s ago: ([\d,]+) .* 429s (\d+)", lines[-1])
+        if recorded and int(recorded.group(1).replace(",", "")) >= at_least and int(recorded.group(2)) >= throttled:
             return lines
         time.sleep(0.1)
-    raise AssertionError(f"no recorded progress of {at_least} events in status after {timeout_s} s")
+    raise AssertionError(f"no recorded progress of {at_least} events and {throttled} 429s after {timeout_s} s:"
+                         f" {lines[-1]}")
 
 
 @pytest.mark.slow
@@ -66,6 +67,26 @@ def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str
     assert [name for name, _ in per_budget] == ["feed", "header", "query"]  # the budgets of one key
     assert sum(int(n) for _, n in per_budget) == int(figures.group(2))
     assert after[-1] == "lock: free (no run in progress)"  # stopped: nothing in progress
+
+
+@pytest.mark.slow
+def test_status_shows_the_429s_the_running_process_counted(database_url: str, capsys: pytest.CaptureFixture) -> None:
+    # The feed answers 429 from its third request within a second (a burst of 2, then one a second): the
+    # planning probe and the first requests of two chains are more than that, whatever the machine's speed.
+    cfg = profile_config("fast", events=20_000, seed=31, feed_throttle="soft", feed_rpm=60.0, feed_burst=2)
+    with SimServer(cfg) as server:
+        release = hold_after(server, 2_000)
+        child = spawn_ingest(server.url, database_url, "--strategy", "feed", "--page-size", "500",
+                             "--concurrency", "2", "--progress-interval", "0.2")
+        try:
+            lines = status_until_figures(server.url, database_url, capsys, 1_000, throttled=1)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            release.set()
+            out, _ = child.communicate(timeout=15)
+    throttled = int(re.search(r" 429s (\d+)$", lines[-1]).group(1))
+    # what status showed is what a live progress line of the running process showed
+    assert throttled >= 1 and re.search(f", 429s {throttled},", out), (lines[-1], out)
 
 
 def test_no_progress_line_when_no_run_holds_the_lock(database_url: str, capsys: pytest.CaptureFixture) -> None:
