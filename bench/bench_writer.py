@@ -28,6 +28,7 @@ from ingest.plan.partitions import Partition  # noqa: E402
 from ingest.stats import Stats  # noqa: E402
 from ingest.store import checkpoint  # noqa: E402
 from ingest.store.page_commit import PageCommit  # noqa: E402
+from ingest.store.reconnect import Reconnector  # noqa: E402
 from ingest.store.rows import parse_timestamps, transform_events  # noqa: E402
 from ingest.store.writer import SENTINEL, Writer  # noqa: E402
 
@@ -65,7 +66,7 @@ def run_ours(url: str, pages: list[PageCommit]) -> float:
         checkpoint.start_pass(conn, [Partition(1, None, None)], None)
     work: queue.Queue = queue.Queue(maxsize=16)
     stats = Stats()
-    writer = Writer(url, work, stats)
+    writer = Writer(Reconnector(url, 0), work, stats)
     started = time.perf_counter()
     writer.start()
     for page in pages:

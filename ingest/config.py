@@ -37,6 +37,9 @@ class Settings:
     request_timeout_s: float = 15.0
     max_attempts: int = 8
     progress_interval_s: float = 5.0
+    # s; how long the run waits for a database that went away (a restart, a failover) or is not up yet
+    # (a Compose stack starting) before it gives up: a few minutes covers a restart and a failover.
+    db_reconnect_timeout_s: float = 300.0
     log_level: str = "INFO"
     data_dir: Path = Path(".data")
     # Not environment settings: set by the CLI.
@@ -64,6 +67,8 @@ class Settings:
             raise ConfigError("MAX_ATTEMPTS must be at least 1")
         if self.progress_interval_s <= 0:
             raise ConfigError("PROGRESS_INTERVAL must be a positive number of seconds")
+        if not self.db_reconnect_timeout_s >= 0:  # NaN too
+            raise ConfigError("DB_RECONNECT_TIMEOUT must be a number of seconds, 0 or more")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
@@ -109,6 +114,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "REQUEST_TIMEOUT": ("request_timeout_s", _number(float)),
     "MAX_ATTEMPTS": ("max_attempts", _number(int)),
     "PROGRESS_INTERVAL": ("progress_interval_s", _number(float)),
+    "DB_RECONNECT_TIMEOUT": ("db_reconnect_timeout_s", _number(float)),
     "LOG_LEVEL": ("log_level", lambda n, t: t.strip().upper()),
     "DATA_DIR": ("data_dir", lambda n, t: Path(t)),
 }

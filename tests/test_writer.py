@@ -14,6 +14,7 @@ from ingest.plan.partitions import Partition
 from ingest.stats import Stats
 from ingest.store import checkpoint
 from ingest.store.page_commit import PageCommit
+from ingest.store.reconnect import Reconnector
 from ingest.store.rows import parse_timestamps, transform_events
 from ingest.store.writer import SENTINEL, STAGING_DDL, Writer, commit_batch
 
@@ -100,8 +101,17 @@ def test_events_without_usable_id_are_quarantined_with_reason_and_payload(conn) 
     assert stats.quarantined == 3
 
 
+def test_a_checkpoint_for_an_unknown_partition_fails_the_batch(conn) -> None:
+    unknown = PageCommit(99, "c", 1, "x", False, page_of([event(5)]).lines)  # partition 99 does not exist
+    with pytest.raises(DatabaseError, match="^checkpoint for partition 99 matched no row"):
+        commit_batch(conn, [page_of([event(6)]), unknown], Stats())
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (0,)
+    assert conn.execute("SELECT cursor FROM ingest_partitions WHERE partition_id = 1").fetchone() == (None,)
+
+
 def test_a_failed_batch_leaves_neither_rows_nor_checkpoint(conn) -> None:
-    bad = PageCommit(99, "c", 1, "x", False, page_of([event(5)]).lines)  # partition 99 does not exist
+    bad = page_of([event(5)], pid=2, cursor="c2")
     good = page_of([event(6)])
     conn.execute("ALTER TABLE ingest_partitions ADD CONSTRAINT no_c CHECK (cursor IS DISTINCT FROM 'boom')")
     conn.commit()
@@ -136,7 +146,7 @@ def test_the_top_page_records_the_pass_newest_event_and_the_store_anchor(conn) -
 def test_writer_thread_commits_everything_before_the_sentinel(database_url: str, conn) -> None:
     pages: queue.Queue = queue.Queue(maxsize=2)
     stats = Stats()
-    writer = Writer(database_url, pages, stats)
+    writer = Writer(Reconnector(database_url, 0), pages, stats)
     writer.start()
     for n in range(0, 50, 5):
         pages.put(page_of([event(n + k) for k in range(5)]))
@@ -172,7 +182,7 @@ def test_a_writer_whose_last_commit_fails_stops_without_a_second_sentinel(databa
     pages = WatchedQueue(settled)
     pages.put(page_of([event(1)], cursor="boom"))  # held in the batch until the sentinel, then refused
     pages.put(SENTINEL)
-    writer = Writer(database_url, pages, Stats())
+    writer = Writer(Reconnector(database_url, 0), pages, Stats())
     run = writer.run
     writer.run = lambda: (run(), settled.set())  # type: ignore[method-assign]
     writer.start()

@@ -6,19 +6,16 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-import psycopg
-
 from ingest.api.client import ApiClient
 from ingest.api.cursors import ZERO_ID, build_cursor
 from ingest.api.retry_policy import RetryPolicy
 from ingest.api.sources import EVENTS_PATH
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
-from ingest.commands.verify import Verification, verify
 from ingest.config import Settings
 from ingest.errors import CursorRejected
 from ingest.stats import Stats
-from ingest.store.origin import Anchor, check_origin, origin_for
+from ingest.store.origin import Anchor
 from ingest.store.rows import usable_uuid
 
 # Events asked for around an anchor: enough to find it among events tied at its timestamp.
@@ -65,13 +62,3 @@ def anchor_served(client: ApiClient, requester: RetryLoop, anchor: Anchor) -> bo
     except CursorRejected:
         return None
     return any(isinstance(e, dict) and usable_uuid(e.get("id")) == anchor.event_id for e in page.events)
-
-
-
-
-def verify_against_api(conn: psycopg.Connection, settings: Settings, *, per_day: bool = True) -> Verification:
-    """`verify` for a store: refused (OriginMismatch) when it holds another API's events; creates no rows."""
-    with api_requests(settings) as (client, requester):
-        ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
-        check_origin(conn, ours, lambda anchor: anchor_served(client, requester, anchor), record=False)
-        return verify(conn, api_total_via(client, requester), per_day=per_day)

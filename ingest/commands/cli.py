@@ -192,8 +192,7 @@ def _demo_database_url(env: dict, overrides: dict) -> str:
 
 
 def _status(env: dict, overrides: dict, *, demo: bool) -> int:
-    from ingest.commands.status import running_lines
-    from ingest.commands.verify import status_lines
+    from ingest.commands.status import running_lines, status_lines
     from ingest.store.checkpoint import create_schema
     from ingest.store.database import connect, store_url
 
@@ -206,7 +205,7 @@ def _status(env: dict, overrides: dict, *, demo: bool) -> int:
 
 
 def _verify(settings: Settings) -> int:
-    from ingest.commands.api_probe import verify_against_api
+    from ingest.commands.verify import verify_against_api
     from ingest.store.checkpoint import create_schema
     from ingest.store.database import connect, store_url
 

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import psycopg
 
-from ingest.commands.api_probe import verify_against_api
-from ingest.commands.verify import Verification
+from ingest.commands.verify import Verification, verify_against_api
 from ingest.config import Settings
 from ingest.errors import DatabaseError, IngestError
 from ingest.store.database import one

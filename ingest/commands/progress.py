@@ -13,7 +13,8 @@ import queue
 import sys
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
 from loguru import logger
@@ -46,15 +47,29 @@ def _columns(stream: TextIO) -> int:
         return 0
 
 
+@dataclass(frozen=True)
+class Figures:
+    """How far the run is, as the bar and the progress line show it (and `status` from another process)."""
+
+    in_table: int  # events in the table: stored before the run and by it
+    total: int | None  # meta.total, once the API reported it
+    rate: float  # events stored per second by this run
+    eta_s: float | None  # seconds left at that rate; None while the total or the rate is unknown
+    throttled: tuple[tuple[str, int], ...]  # 429s per budget, in the run's order
+
+
 class Progress:
     """Shows how far the run is. `maybe_log()` is called often from the coordinating thread.
 
     `stream` defaults to standard error at construction; a live bar is drawn only when it is a terminal.
     The bar is closed by `close()` (also as a context manager), else when the object is dropped.
+    `record`, when given, receives the figures every `interval_s` (the run persists them for `status`).
     """
 
     def __init__(self, stats: Stats, throttles: Sequence[Throttle], pages: queue.Queue, interval_s: float,
-                 already_stored: int, clock=time.monotonic, stream: TextIO | None = None) -> None:
+                 already_stored: int, clock=time.monotonic, stream: TextIO | None = None,
+                 record: Callable[[Figures], None] | None = None) -> None:
+        self._record = record
         self._stats = stats
         self._throttles = throttles
         self._pages = pages
@@ -74,14 +89,16 @@ class Progress:
             self._closer = weakref.finalize(self, self._bar.close)
 
     def maybe_log(self) -> None:
+        now = self._clock()
+        due = now >= self._next
+        if due:
+            self._next = now + self._interval
+            if self._record is not None:
+                self._record(self.figures())
         if self._bar is not None:
             self._redraw()
-            return
-        now = self._clock()
-        if now < self._next:
-            return
-        self._next = now + self._interval
-        logger.info(self.line())
+        elif due:
+            logger.info(self.line())
 
     def close(self) -> None:
         """Draw the bar's final state and leave it on screen (idempotent; nothing without a bar)."""
@@ -105,19 +122,20 @@ class Progress:
                             refresh=False)
         bar.update(self._already + s.stored - bar.n)  # redraws when BAR_REFRESH_S has passed
 
-    def line(self) -> str:
+    def figures(self) -> Figures:
         s = self._stats
         in_table = self._already + s.stored
         rate = s.rate()
         total = s.total_hint
-        if total:
-            left = max(0, total - in_table)
-            eta = f"{left / rate:.0f} s" if rate > 0 else "?"
-            share = f"{100 * in_table / total:.1f}% of {total:,}"
-        else:
-            eta, share = "?", "total unknown"
+        eta_s = max(0, total - in_table) / rate if total and rate > 0 else None
+        return Figures(in_table, total or None, rate, eta_s, tuple((t.name, t.throttled) for t in self._throttles))
+
+    def line(self) -> str:
+        s, f = self._stats, self.figures()
+        eta = f"{f.eta_s:.0f} s" if f.eta_s is not None else "?"
+        share = f"{100 * f.in_table / f.total:.1f}% of {f.total:,}" if f.total else "total unknown"
         return (
-            f"progress: {in_table:,} events stored ({share}), {rate:,.0f} events/s, ETA {eta},"
+            f"progress: {f.in_table:,} events stored ({share}), {f.rate:,.0f} events/s, ETA {eta},"
             f" {self._throttled()}, retries {s.retries}, limiter wait {self._waited():.1f} s,"
             f" queue {self._pages.qsize()}"
         )
@@ -126,8 +144,12 @@ class Progress:
         return sum(t.waited_seconds for t in self._throttles)
 
     def _throttled(self) -> str:
-        """429s in all, and per budget where there are several."""
-        total = f"429s {self._stats.throttled}"
-        if len(self._throttles) < 2:
-            return total
-        return total + " (" + ", ".join(f"{t.name} {t.throttled}" for t in self._throttles) + ")"
+        return throttled_text(self._stats.throttled, tuple((t.name, t.throttled) for t in self._throttles))
+
+
+def throttled_text(total: int, per_budget: Sequence[tuple[str, int]]) -> str:
+    """429s in all, and per budget where there are several: `429s 3 (feed 1, header 2, query 0)`."""
+    text = f"429s {total}"
+    if len(per_budget) < 2:
+        return text
+    return text + " (" + ", ".join(f"{name} {count}" for name, count in per_budget) + ")"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -14,18 +15,19 @@ from ingest.api.client import ApiClient, Envelope
 from ingest.budgets.budget import FEED, HEADER, Budget, open_budgets
 from ingest.budgets.throttle import Throttle
 from ingest.commands.api_probe import anchor_served, api_clients, api_total_via, one_off_loop
-from ingest.commands.progress import Progress
+from ingest.commands.progress import Figures, Progress
 from ingest.commands.verify import Verification, verify
 from ingest.config import Settings
-from ingest.errors import DatabaseError, RetryableApiError, Stopped
+from ingest.errors import DatabaseError, IngestError, RetryableApiError, Stopped
 from ingest.plan.partitions import Partition, Plan, even_partitions, min_split_ms
 from ingest.plan.scheduler import PassContext, Scheduler
 from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
-from ingest.store.database import connect, one, store_url
-from ingest.store.lock import acquire_run_lock
+from ingest.store.database import store_url
+from ingest.store.lock import RunLock
 from ingest.store.origin import check_origin, origin_for
+from ingest.store.reconnect import Link, Reconnector
 
 # The planning probe only measures how dense events are; a small page keeps its latency off the run
 # (server time grows with page size: ~0.35 s for 500 events on the live API instead of ~3.5 s).
@@ -49,57 +51,69 @@ class Outcome:
 
 def run_ingestion(settings: Settings, stop: StopFlag) -> Outcome:
     """Run to completion, to a stop signal (raises Stopped), or to a fatal error (raises it)."""
-    url = store_url(settings.database_url, settings.data_dir)
-    lock_conn = connect(url, autocommit=True, role="lock")
+    # Every connection of the run waits out a database blip (DB_RECONNECT_TIMEOUT), the first one too:
+    # in a Compose stack the database may come up after the ingester.
+    database = Reconnector(store_url(settings.database_url, settings.data_dir), settings.db_reconnect_timeout_s,
+                           stop=stop)
+    lock = RunLock(database, on_failure=stop.event.set)
+    control = Link(database, "control")
     try:
-        acquire_run_lock(lock_conn)
-        with connect(url, role="control") as conn:
-            checkpoint.create_schema(conn)
-            return _run_locked(settings, url, conn, stop)
+        lock.start()
+        control.run(checkpoint.create_schema)
+        outcome = _run_locked(settings, database, control, stop)
+        if lock.error is not None:  # lost after the last pass: the run must not claim what it no longer owns
+            raise lock.error
+        return outcome
     except psycopg.Error as exc:
         raise DatabaseError(f"database error: {str(exc).strip()}") from exc
+    except Stopped:
+        if lock.error is not None:  # the lock was lost for good: that, not a signal, stopped the run
+            raise lock.error from None
+        raise
     finally:
-        lock_conn.close()
+        control.close()
+        lock.close()
 
 
-def _run_locked(settings: Settings, url: str, conn: psycopg.Connection, stop: StopFlag) -> Outcome:
+def _run_locked(settings: Settings, database: Reconnector, control: Link, stop: StopFlag) -> Outcome:
     stats = Stats()
     with api_clients(settings) as clients:
-        return _run_with_api(settings, url, conn, stop, stats, clients)
+        return _run_with_api(settings, database, control, stop, stats, clients)
 
 
-def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: StopFlag, stats: Stats,
+def _run_with_api(settings: Settings, database: Reconnector, control: Link, stop: StopFlag, stats: Stats,
                   clients: list[ApiClient]) -> Outcome:
-    run_id = checkpoint.start_run(conn, settings.strategy)
+    run_id = control.run(partial(checkpoint.start_run, strategy=settings.strategy))
     outcome, strategy = "failed", settings.strategy
     try:
         first = clients[0]
         budgets = open_budgets(settings, clients, stats, stop.event,
-                               checkpoint.budgets_used_within(conn, RECENT_WINDOW_S))
+                               control.run(partial(checkpoint.budgets_used_within, seconds=RECENT_WINDOW_S)))
         # The identity probe (asked only under a new key) draws on the header pool through its throttle.
         header = next((b for b in budgets if b.kind == HEADER), None)
         identity = header.retry if header is not None else one_off_loop(settings, "identity", stats, stop.event)
         ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
-        check_origin(conn, ours, lambda anchor: anchor_served(first, identity, anchor), record=True,
-                     reset=settings.reset)
+        control.run(lambda conn: check_origin(conn, ours, lambda anchor: anchor_served(first, identity, anchor),
+                                              record=True, reset=settings.reset))
         # What the last run left (its deadlines, spent windows, measured rates), before the pass's first
         # request; after the origin check, which erases another API's with its store (--reset).
-        _take_up(budgets, checkpoint.load_budget_states(conn))
+        _take_up(budgets, control.run(checkpoint.load_budget_states))
         strategy = "+".join(b.name for b in budgets)
         walked: list[str] = []
         wanted: str | None = None
         while True:
-            pass_id, kind, plan = _resume_or_plan(conn, budgets, settings, wanted)
-            (already,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
-            conn.commit()
-            progress = partial(_progress, stats, settings.progress_interval_s, already)
-            ctx = PassContext(url, conn, pass_id, stats, stop, progress, first.server_clock.now_ms,
+            pass_id, kind, plan = _resume_or_plan(control, budgets, settings, wanted)
+            already = control.run(checkpoint.stored_events)
+            progress = partial(_progress, stats, settings.progress_interval_s, already,
+                               partial(_record_progress, control, run_id))
+            ctx = PassContext(database, control, pass_id, stats, stop, progress, first.server_clock.now_ms,
                               settings.concurrency * len(clients))
             Scheduler(ctx, plan, budgets).run()
             walked.append(kind)
             total = stats.total_hint if stats.total_hint is not None else api_total_via(first, identity)
-            checkpoint.close_pass(conn, pass_id, total, first.server_clock.now_ms())
-            result = verify(conn, total, per_day=False)
+            control.run(partial(checkpoint.close_pass, pass_id=pass_id, api_total=total,
+                                server_now_ms=first.server_clock.now_ms()))
+            result = control.run(partial(verify, api_total=total, per_day=False))
             wanted = _next_pass(walked, result)
             if wanted is None:
                 break
@@ -111,8 +125,9 @@ def _run_with_api(settings: Settings, url: str, conn: psycopg.Connection, stop: 
         raise Stopped(stop.signum) from None
     finally:
         try:
-            checkpoint.end_run(conn, run_id, outcome, strategy, stats.stored, stats.duplicates, stats.quarantined)
-        except psycopg.Error:
+            control.run(lambda conn: checkpoint.end_run(conn, run_id, outcome, strategy, stats.stored,
+                                                         stats.duplicates, stats.quarantined))
+        except (psycopg.Error, IngestError):
             logger.warning("could not record the end of run {} (database unavailable)", run_id)
 
 
@@ -145,10 +160,10 @@ def _next_pass(walked: list[str], result: Verification) -> str | None:
     return None
 
 
-def _resume_or_plan(conn: psycopg.Connection, budgets: list[Budget], settings: Settings,
+def _resume_or_plan(control: Link, budgets: list[Budget], settings: Settings,
                     wanted: str | None) -> tuple[int, str, Plan]:
     """The open pass, or a new one: `wanted`, else incremental after a complete pass, else full."""
-    state = checkpoint.load_state(conn)
+    state = control.run(checkpoint.load_state)
     if state.pass_id is not None and state.kind is not None:
         pending = [p for p in state.partitions if not p.done]
         logger.info("resuming a {} pass: {} of {} partitions unfinished", state.kind, len(pending),
@@ -165,7 +180,7 @@ def _resume_or_plan(conn: psycopg.Connection, budgets: list[Budget], settings: S
         kind = checkpoint.FULL
         feed = next((b for b in budgets if b.kind == FEED), None)
         parts, oldest, min_split = _plan_full_pass(feed, settings)
-    pass_id, parts = checkpoint.start_pass(conn, kind, parts, oldest, min_split)
+    pass_id, parts = control.run(lambda conn: checkpoint.start_pass(conn, kind, parts, oldest, min_split))
     logger.info("planned a {} pass of {} partition(s)", kind, len(parts))
     return pass_id, kind, Plan(parts, oldest, min_split)
 
@@ -202,6 +217,16 @@ def _plan_full_pass(feed: Budget | None, settings: Settings) -> tuple[list[Parti
     return even_partitions(newest, oldest, feed.throttle.chains()), oldest, min_split
 
 
-def _progress(stats: Stats, interval_s: float, already_stored: int, throttles: list[Throttle],
-              pages: queue.Queue) -> Progress:
-    return Progress(stats, throttles, pages, interval_s, already_stored)
+def _progress(stats: Stats, interval_s: float, already_stored: int, record: Callable[[Figures], None],
+              throttles: list[Throttle], pages: queue.Queue) -> Progress:
+    return Progress(stats, throttles, pages, interval_s, already_stored, record=record)
+
+
+def _record_progress(control: Link, run_id: int, figures: Figures) -> None:
+    """Persist the live figures with the run's row, for `status` in another process."""
+    try:
+        control.run(partial(checkpoint.record_progress, run_id=run_id, in_table=figures.in_table,
+                            api_total=figures.total, rate=figures.rate, eta_s=figures.eta_s,
+                            throttled=list(figures.throttled)))
+    except (psycopg.Error, DatabaseError) as exc:  # a figure for `status` is no reason to stop the run
+        logger.warning("could not record the run's progress: {}", exc)

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ingest.commands.api_probe import anchor_served, api_requests, api_total_via
+from ingest.config import Settings
 from ingest.store.database import one
-from ingest.store.lock import describe_holder
+from ingest.store.origin import check_origin, origin_for
 
 
 @dataclass(frozen=True)
@@ -45,43 +47,6 @@ class Verification:
     @property
     def complete(self) -> bool:
         return self.problem is None
-
-
-def status_lines(conn: psycopg.Connection) -> list[str]:
-    """Human-readable status: partitions, totals, last run, lock holder."""
-    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
-    (quarantined,) = one(conn.execute("SELECT count(*) FROM ingest_quarantine"))
-    watermark, completed = one(conn.execute("SELECT watermark_ms, completed_at FROM ingest_state"))
-    lines = [f"events stored: {stored:,}", f"quarantined: {quarantined:,}"]
-    lines.append(
-        f"last complete pass: {completed:%Y-%m-%d %H:%M:%S %Z} (newest event {watermark} ms)"
-        if completed else "last complete pass: none yet"
-    )
-    parts = conn.execute(
-        "SELECT partition_id, lo_ms, hi_ms, pos_ms, done, events FROM ingest_partitions"
-        " WHERE pass_id IN (SELECT pass_id FROM ingest_passes WHERE completed_at IS NULL) ORDER BY partition_id"
-    ).fetchall()
-    if parts:
-        done = sum(1 for p in parts if p[4])
-        lines.append(f"current pass: {done} of {len(parts)} partitions done")
-        for pid, lo, hi, pos, is_done, events in parts:
-            state = "done" if is_done else (f"at {pos} ms" if pos is not None else "not started")
-            lines.append(f"  partition {pid}: [{lo if lo is not None else '-inf'}, {hi if hi is not None else '+inf'})"
-                         f" {state}, {events:,} events")
-    else:
-        lines.append("current pass: none in progress")
-    run = conn.execute(
-        "SELECT run_id, started_at, ended_at, outcome, strategy, events_stored FROM ingest_runs"
-        " ORDER BY run_id DESC LIMIT 1"
-    ).fetchone()
-    if run:
-        run_id, started, ended, outcome, strategy, run_stored = run
-        end = f"{ended:%Y-%m-%d %H:%M:%S %Z}" if ended else "-"
-        lines.append(f"last run: #{run_id} {outcome} ({strategy}), started {started:%Y-%m-%d %H:%M:%S %Z},"
-                     f" ended {end}, {run_stored:,} events stored")
-    holder = describe_holder(conn)
-    lines.append(f"lock: held by {holder}" if holder else "lock: free (no run in progress)")
-    return lines
 
 
 def verify(conn: psycopg.Connection, api_total: int | None, *, per_day: bool = True) -> Verification:
@@ -137,3 +102,11 @@ def first_gap(ranges: list[tuple[int | None, int | None]]) -> tuple[float, float
         if reach == -math.inf:
             return None
     return -math.inf, reach
+
+
+def verify_against_api(conn: psycopg.Connection, settings: Settings, *, per_day: bool = True) -> Verification:
+    """`verify` for a store: refused (OriginMismatch) when it holds another API's events; creates no rows."""
+    with api_requests(settings) as (client, requester):
+        ours = origin_for(settings.base_url, settings.api_keys[0], settings.demo_label)
+        check_origin(conn, ours, lambda anchor: anchor_served(client, requester, anchor), record=False)
+        return verify(conn, api_total_via(client, requester), per_day=per_day)

@@ -40,6 +40,7 @@ from ingest.plan.walker import ChainWalker
 from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
+from ingest.store.reconnect import Link, Reconnector
 from ingest.store.writer import SENTINEL, Writer
 
 PAGE_QUEUE_MAX = 6  # pages; bounds memory to ~6 × 2.7 MB of rows while the writer is behind
@@ -73,8 +74,8 @@ class ProgressView(Protocol):
 class PassContext:
     """What one pass needs from the run: where to write, its stop flag, and the API's clock."""
 
-    database_url: str
-    conn: psycopg.Connection  # the control connection: splits are committed on it
+    database: Reconnector  # the writer's connections come from it
+    control: Link  # the control connection: splits are committed on it
     pass_id: int
     stats: Stats
     stop: StopFlag
@@ -104,7 +105,7 @@ class Scheduler:
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
         pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
-        writer = Writer(self.ctx.database_url, pages, self.ctx.stats)
+        writer = Writer(self.ctx.database, pages, self.ctx.stats)
         writer.start()
         walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
                                        server_now_ms=self.ctx.server_now_ms,
@@ -155,7 +156,7 @@ class Scheduler:
         if states == self._saved_states or not (final or deadlines_moved or due):
             return
         try:
-            checkpoint.save_budget_states(self.ctx.conn, states)
+            self.ctx.control.run(partial(checkpoint.save_budget_states, states=states))
         except psycopg.Error as exc:  # a lost lesson is no reason to stop the run; the writer notices a dead DB
             logger.warning("could not save the budgets' state: {}", str(exc).strip())
             return
@@ -216,7 +217,7 @@ class Scheduler:
         proposal = self.plan.propose_split(set(owners), lambda pid: share_for(thief, owners[pid], pages_left[pid]))
         if proposal is None:
             return None
-        new = commit_split(self.ctx.conn, self.ctx.pass_id, self.plan, proposal)
+        new = self.ctx.control.run(lambda conn: commit_split(conn, self.ctx.pass_id, self.plan, proposal))
         logger.debug("split partition {} at {} for {}; new partition {}", proposal[0], proposal[1], thief.name,
                      new.partition_id)
         return new
@@ -252,7 +253,8 @@ class Scheduler:
         extended, created = self.plan.cover_with_server_cursors(refused_id)
         logger.warning("partition {}: the API refuses built cursors; its range is fetched from the top instead",
                        refused_id)
-        checkpoint.persist_cover(self.ctx.conn, self.ctx.pass_id, refused_id, extended, created)
+        self.ctx.control.run(partial(checkpoint.persist_cover, pass_id=self.ctx.pass_id, refused_id=refused_id,
+                                     extended=extended, created=created))
         if created is not None:
             self._todo.append(created)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from ingest.store.database import one
 from ingest.store.partition_row import Partition
@@ -134,12 +135,30 @@ def close_pass(conn: psycopg.Connection, pass_id: int, api_total: int | None, se
     return watermark
 
 
+def stored_events(conn: psycopg.Connection) -> int:
+    """Events in the store now."""
+    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
+    conn.commit()
+    return stored
+
+
 def start_run(conn: psycopg.Connection, strategy: str) -> int:
     with conn.transaction():
         (run_id,) = one(conn.execute(
             "INSERT INTO ingest_runs (strategy) VALUES (%s) RETURNING run_id", (strategy,)
         ))
     return run_id
+
+
+def record_progress(conn: psycopg.Connection, run_id: int, *, in_table: int, api_total: int | None, rate: float,
+                    eta_s: float | None, throttled: list[tuple[str, int]]) -> None:
+    """Persist how far the run is (what its live bar shows), for `status` in another process; commits."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE ingest_runs SET progress_at = now(), in_table = %s, api_total = %s, rate = %s, eta_s = %s,"
+            " throttled = %s WHERE run_id = %s",
+            (in_table, api_total, rate, eta_s, Jsonb(throttled), run_id),
+        )
 
 
 def end_run(

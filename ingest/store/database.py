@@ -85,11 +85,31 @@ def _bundled_major(bin_path: Path) -> str | None:
 def connect(url: str, *, autocommit: bool = False, role: str = "main") -> psycopg.Connection:
     """A connection named after this process (so lock holders can be identified)."""
     try:
-        return psycopg.connect(
-            url,
-            autocommit=autocommit,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name=f"{APPLICATION_NAME} {role} pid={os.getpid()} host={socket.gethostname()}",
-        )
+        return open_connection(url, autocommit=autocommit, role=role)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to the database: {str(exc).strip()}") from exc
+        raise DatabaseError(f"cannot connect to the database: {one_line(exc)}") from exc
+
+
+def open_connection(url: str, *, autocommit: bool = False, role: str = "main") -> psycopg.Connection:
+    """`connect` raising psycopg's own errors, for callers that tell a refusal from an outage."""
+    return psycopg.connect(
+        url,
+        autocommit=autocommit,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        application_name=f"{APPLICATION_NAME} {role} pid={os.getpid()} host={socket.gethostname()}",
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """libpq's message on one line (it adds hints on lines of their own)."""
+    return " ".join(str(exc).split())
+
+
+def where(url: str) -> str:
+    """host:port/dbname of a connection string, for messages (never its password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    host = params.get("host") or params.get("hostaddr") or "local socket"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"{host}{port}/{params.get('dbname') or params.get('user') or ''}"

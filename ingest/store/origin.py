@@ -50,8 +50,9 @@ def check_origin(conn: psycopg.Connection, ours: Origin, probe: AnchorProbe, *, 
                  reset: bool = False) -> None:
     """Refuse (OriginMismatch, exit 2) a store that holds another API's events.
 
-    `record` (a run): a store without an origin takes ours; with `reset`, a store of another origin is
-    emptied and takes ours. Without `record` (verify, submit) nothing is written.
+    `record` (a run): a store without an origin, or without events, takes ours; with `reset`, a store of
+    another origin is emptied and takes ours. Without `record` (verify, submit) nothing is written, and
+    a store without events is refused to no one.
     """
     row = conn.execute(
         "SELECT base_url, key_fingerprint, anchor_ms, anchor_id::text FROM ingest_origin"
@@ -63,6 +64,15 @@ def check_origin(conn: psycopg.Connection, ours: Origin, probe: AnchorProbe, *, 
     theirs = Origin(row[0], row[1])
     anchor = Anchor(row[2], row[3]) if row[2] is not None else None
     if theirs == ours:
+        return
+    if not _holds_events(conn):
+        # A run that stored nothing (a URL that redirects, a wrong path) must not bind the store to its
+        # origin: the store belongs to the API of the run that first stores an event.
+        if record:
+            logger.info("this store holds no events: it takes {} as its API instead of {}, recorded by a run"
+                        " that stored none", ours.base_url, theirs.base_url)
+            erase_store(conn)  # that run's plan and limits were the other API's
+            _first_origin(conn, ours, record=True)
         return
     if theirs.base_url == ours.base_url and anchor is not None and probe(anchor):
         logger.info("a new API key for the same dataset (the API still serves its newest event of the first pass)")
@@ -87,6 +97,12 @@ def _mismatch(theirs: Origin, ours: Origin, anchor: Anchor | None) -> str:
         what = f"the API at {ours.base_url} does not serve this store's dataset with this key"
     return (f"{what}: use another DATA_DIR or DATABASE_URL for it, or rerun with --reset to erase this store"
             " and start over")
+
+
+def _holds_events(conn: psycopg.Connection) -> bool:
+    (any_event,) = one(conn.execute("SELECT EXISTS (SELECT 1 FROM ingested_events)"))
+    conn.commit()
+    return bool(any_event)
 
 
 def _first_origin(conn: psycopg.Connection, ours: Origin, *, record: bool) -> None:

@@ -95,6 +95,13 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     quarantined   bigint NOT NULL DEFAULT 0,
     pid           integer NOT NULL DEFAULT pg_backend_pid()
 );
+-- A run's progress as its live bar shows it, every PROGRESS_INTERVAL: `status` reads it from another process.
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS progress_at timestamptz;
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS in_table bigint;             -- events in the table then
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS api_total bigint;            -- meta.total, once known
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS rate double precision;       -- events/s stored by the run
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS eta_s double precision;      -- seconds left at that rate
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS throttled jsonb;             -- [[budget, 429s], ...]
 
 -- One row per accepted submission of the stored ids (the API allows only 5 per key).
 CREATE TABLE IF NOT EXISTS ingest_submissions (

@@ -6,13 +6,16 @@ import queue
 import threading
 import time
 from collections.abc import Iterable
+from functools import partial
 
 import psycopg
 from loguru import logger
 
 from ingest.errors import DatabaseError
 from ingest.stats import Stats
+from ingest.store.database import one_line
 from ingest.store.page_commit import PageCommit
+from ingest.store.reconnect import Link, Reconnector
 
 # Rows per transaction. Larger batches amortise the upsert's per-statement cost; 20,000 rows of
 # ~350 bytes is ~7 MB in hand, committed at most every BATCH_MAX_AGE_S so a slow API still
@@ -47,16 +50,30 @@ PASS_NEWEST = (
 )
 ORIGIN_ANCHOR = "UPDATE ingest_origin SET anchor_ms = %s, anchor_id = %s WHERE anchor_ms IS NULL"
 
+
+def _prepare(conn: psycopg.Connection) -> None:
+    """A new writer connection: its session settings and its staging table."""
+    # Data and checkpoint commit together, so a commit lost in a database crash loses both and the
+    # rerun fetches that batch again: waiting for each WAL flush buys nothing.
+    conn.execute("SET synchronous_commit = off")
+    conn.execute(STAGING_DDL)
+    conn.commit()
+
+
 SENTINEL = None  # put on the queue after the last page: the writer commits what it holds and stops
 _IDLE = object()  # no page arrived within QUEUE_POLL_S: time to look at the batch's age
 
 
 class Writer(threading.Thread):
-    """Consumes the page queue until the sentinel; re-raise `error` in the main thread."""
+    """Consumes the page queue until the sentinel; re-raise `error` in the main thread.
 
-    def __init__(self, database_url: str, pages: queue.Queue, stats: Stats) -> None:
+    A batch whose connection is lost is written again, whole, on a new one: it was not committed, and
+    its pages are still in hand (see reconnect.Link).
+    """
+
+    def __init__(self, database: Reconnector, pages: queue.Queue, stats: Stats) -> None:
         super().__init__(name="writer", daemon=True)
-        self._url = database_url
+        self._link = Link(database, "writer", prepare=_prepare)
         self._pages = pages
         self._stats = stats
         self.error: BaseException | None = None
@@ -64,21 +81,16 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         try:
-            with psycopg.connect(self._url) as conn:
-                # Data and checkpoint commit together, so a commit lost in a database crash loses both
-                # and the rerun fetches that batch again: waiting for each WAL flush buys nothing.
-                conn.execute("SET synchronous_commit = off")
-                conn.execute(STAGING_DDL)
-                conn.commit()
-                self._consume(conn)
+            self._consume()
         except psycopg.Error as exc:
-            self.error = DatabaseError(f"database write failed: {exc}".strip())
+            self.error = DatabaseError(f"database write failed: {one_line(exc)}")
         except BaseException as exc:  # crosses to the main thread, never dies silently
             self.error = exc
         finally:
+            self._link.close()
             self._drain()
 
-    def _consume(self, conn: psycopg.Connection) -> None:
+    def _consume(self) -> None:
         batch: list[PageCommit] = []
         rows = 0
         first_at = 0.0
@@ -89,7 +101,7 @@ class Writer(threading.Thread):
                 item = _IDLE
             if item is SENTINEL:
                 self._sentinel_taken = True
-                commit_batch(conn, batch, self._stats)
+                self._commit(batch)
                 return
             if isinstance(item, PageCommit):
                 if not batch:
@@ -97,8 +109,11 @@ class Writer(threading.Thread):
                 batch.append(item)
                 rows += len(item.lines)
             if batch and (rows >= BATCH_ROWS or time.monotonic() - first_at >= BATCH_MAX_AGE_S):
-                commit_batch(conn, batch, self._stats)
+                self._commit(batch)
                 batch, rows = [], 0
+
+    def _commit(self, batch: list[PageCommit]) -> None:
+        self._link.run(partial(commit_batch, pages=batch, stats=self._stats))
 
     def _drain(self) -> None:
         """After a failure, keep taking pages so no fetcher blocks forever on a full queue."""
@@ -153,6 +168,15 @@ def _checkpoint(cur: psycopg.Cursor, pages: list[PageCommit]) -> None:
         CHECKPOINT,
         [(p.next_cursor, p.pos_ms, p.pos_id, p.last, len(p.lines), p.partition_id) for p in pages],
     )
+    if cur.rowcount != len(pages):
+        # Rows whose position is recorded nowhere: a rerun would not know they were fetched, and a pass
+        # could be closed over a range nobody walked. The whole batch is rolled back.
+        ids = sorted({p.partition_id for p in pages})
+        cur.execute("SELECT partition_id FROM ingest_partitions WHERE partition_id = ANY(%s)", (ids,))
+        known = {pid for (pid,) in cur.fetchall()}
+        unknown = ", ".join(str(pid) for pid in ids if pid not in known)
+        raise DatabaseError(f"checkpoint for partition {unknown} matched no row of ingest_partitions:"
+                            " the batch is rolled back")
     for page in pages:
         if page.newest is not None:
             cur.execute(PASS_NEWEST, (page.newest[0], page.partition_id))
