@@ -81,6 +81,55 @@ def hold_after(server: SimServer, events: int) -> threading.Event:
     return release
 
 
+class Gate:
+    """Like hold_after, but armed again for each run of a test: `hold_after(n)` holds every API request once
+    the simulator has served n more events, `release()` lets the held ones through and disarms.
+
+    A test that kills a run while `wait_held()` says a request waits at the gate knows the run was mid-way
+    (it could not have ended), however fast or slow the machine.
+    """
+
+    def __init__(self, server: SimServer) -> None:
+        self._changed = threading.Condition()
+        self._served = 0
+        self._hold_from: int | None = None  # served count from which requests wait; None: disarmed
+        self._waiting = 0
+        handle = server.app.handle
+
+        def gated(req):
+            if not req.path.startswith("/__sim/"):
+                with self._changed:
+                    if self._held():
+                        self._waiting += 1
+                        self._changed.notify_all()
+                        self._changed.wait_for(lambda: not self._held(), HOLD_GUARD_S)
+                        self._waiting -= 1
+            resp = handle(req)
+            with self._changed:
+                self._served += resp.events
+            return resp
+
+        server.app.handle = gated
+
+    def _held(self) -> bool:
+        return self._hold_from is not None and self._served >= self._hold_from
+
+    def hold_after(self, events: int) -> None:
+        with self._changed:
+            self._hold_from = self._served + events
+
+    def wait_held(self, timeout_s: float = 60.0) -> None:
+        """Until a request waits at the gate (a guard against a hang: the wait ends on the gate's state)."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self._waiting > 0, timeout_s), (
+                f"no request reached the gate within {timeout_s} s")
+
+    def release(self) -> None:
+        with self._changed:
+            self._hold_from = None
+            self._changed.notify_all()
+
+
 def client(key: str = KEY) -> requests.Session:
     s = requests.Session()
     s.headers["X-API-Key"] = key
