@@ -95,3 +95,4 @@ def slow_sim(events: int = 60_000, **knobs) -> SimServer:
     and can be hit (signals, kills, locks) even on a loaded machine; hold its requests to be sure."""
     cfg = profile_config("fast", events=events, seed=3, latency_ms_per_event=0.1, **knobs)
     return SimServer(cfg)
+

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import requests
@@ -128,6 +129,50 @@ class Gate:
         with self._changed:
             self._hold_from = None
             self._changed.notify_all()
+
+
+class InFlight:
+    """Records, for each request to the feed, how many feed requests were in flight and how many answered
+    when it arrived; `arm()` starts a new record (for the run about to start).
+
+    A request is in flight until its modelled latency is over; its answer is counted before the simulator
+    sends it, so a client can never have read an answer the record still counts as in flight.
+    """
+
+    def __init__(self, server: SimServer) -> None:
+        self._lock = threading.Condition()
+        self._feed = server.app.cfg.feed_path.rstrip("/")
+        self._in_flight = self._answered = 0
+        self.arrivals: list[tuple[int, int]] | None = None  # (in flight, answered) at each arrival; None: off
+        handle = server.app.handle
+
+        def recorded(req):
+            if req.path.rstrip("/") != self._feed:
+                return handle(req)
+            with self._lock:
+                if self.arrivals is not None:
+                    self.arrivals.append((self._in_flight, self._answered))
+                self._in_flight += 1
+            try:
+                resp = handle(req)
+                # The modelled latency is slept here, not after (as the server would): in flight until then.
+                time.sleep(max(0.0, resp.delay))
+                resp.delay = 0.0
+                return resp
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._answered += 1
+                    self._lock.notify_all()
+
+        server.app.handle = recorded
+
+    def arm(self, timeout_s: float = 60.0) -> None:
+        """Once no feed request is in flight (a killed run's held ones answered), start a new record."""
+        with self._lock:
+            assert self._lock.wait_for(lambda: self._in_flight == 0, timeout_s), "feed requests still in flight"
+            self._answered = 0
+            self.arrivals = []
 
 
 def client(key: str = KEY) -> requests.Session:
