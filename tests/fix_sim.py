@@ -12,33 +12,22 @@ from collections.abc import Iterator
 import requests
 
 from datasync_sim import SimServer, profile_config
+from tests.fix_clock import FakeClock
 
 KEY = "ds_0123456789abcdef0123456789abcdef"
 OTHER_KEY = "ds_fedcba9876543210fedcba9876543210"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
 
-class SimClock:
+class SimClock(FakeClock):
     """The simulator's clocks, moved only by the test: no time passes between two requests unless it says so.
 
     Monotonic seconds drive rate-limit windows, the feed's bucket, key and token lifetimes; the wall
-    clock (epoch ms, the same instant) drives cursor expiry.
+    clock (epoch ms, the same instant) drives cursor expiry. It starts a little after the newest event.
     """
 
-    START_S = 1_000.0
-    WALL_AT_START_MS = 1_769_541_700_000  # a little after the newest event
-
     def __init__(self) -> None:
-        self.now = self.START_S
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall_ms(self) -> int:
-        return self.WALL_AT_START_MS + round((self.now - self.START_S) * 1000)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+        super().__init__(wall_at_start=1_769_541_700.0)
 
 
 @contextlib.contextmanager
