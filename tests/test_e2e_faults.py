@@ -273,16 +273,19 @@ def test_stream_access_refused_mid_run_falls_back_to_the_documented_endpoint(dat
 
 
 def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(database_url: str) -> None:
-    # A third of the answers stall for 20 s (past REQUEST_TIMEOUT), and every checkpoint takes 0.5 s in
-    # the database, so fetchers are blocked both on the network and on a full page queue when stopped.
+    # Once the run is under way, a third of the answers stall for 20 s (past REQUEST_TIMEOUT) and every
+    # checkpoint takes 0.5 s in the database, so fetchers are blocked both on the network and on a full
+    # page queue when stopped. (Stalls from the start would hold the planning probe for a whole request
+    # timeout first: ~15 s of nothing this test is about.)
     cfg = dataclasses.replace(profile_config("fast", events=100_000, seed=12, latency_ms_per_event=0.05),
-                              p_slow=0.3, slow_seconds=20.0)
+                              slow_seconds=20.0)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE FUNCTION slow_checkpoint() RETURNS trigger LANGUAGE plpgsql AS"
                      " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$")
     with SimServer(cfg) as server:
         child = spawn_ingest(server.url, database_url, "--page-size", "1000", "--concurrency", "8")
         wait_for_rows(database_url, 2_000)
+        server.app.chaos.cfg = dataclasses.replace(server.app.chaos.cfg, p_slow=0.3)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("CREATE TRIGGER slow BEFORE UPDATE ON ingest_partitions"
                          " FOR EACH ROW EXECUTE FUNCTION slow_checkpoint()")
@@ -291,6 +294,7 @@ def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(da
         child.send_signal(signal.SIGTERM)
         out, _ = child.communicate(timeout=30)
         took = time.monotonic() - sent
+        stalled = sim_stats(server.url)["chaos"].get("slow", 0)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("DROP TRIGGER slow ON ingest_partitions")
         server.app.chaos.cfg = dataclasses.replace(server.app.chaos.cfg, p_slow=0.0)
@@ -299,4 +303,5 @@ def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(da
     assert child.returncode == 143, out
     assert took < 10, f"stopped after {took:.1f} s"
     assert "Traceback" not in out
+    assert stalled >= 1  # some answers were stalling when the signal came
     assert result == {"expected": 100_000, "stored": 100_000, "identical": True}
