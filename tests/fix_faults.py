@@ -7,11 +7,12 @@ scenario's figures hold whatever the simulator's internals do.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import psycopg
 import requests
 
-from datasync_sim import SimServer
+from datasync_sim import SimServer, profile_config
 from ingest.store.rows import usable_uuid
 from tests.fix_ingest import API_KEY
 
@@ -69,3 +70,29 @@ def summary_lines() -> list[str]:
     rows = [f"{r['scenario']:<44} {r['expected']:>9,} {r['stored']:>9,} {r['missing']:>8,} {r['extra']:>6,}"
             f"  {r['outcome']}" for r in SUMMARY]
     return [head, *rows]
+
+
+def stored_rows(database_url: str) -> int:
+    """Rows in ingested_events now; 0 before the first run created the table."""
+    try:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute("SELECT count(*) FROM ingested_events").fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+def wait_for_rows(database_url: str, at_least: int, timeout_s: float = 30.0) -> int:
+    """Until ingested_events holds `at_least` rows (polled); the count. The timeout guards against a hang."""
+    deadline = time.monotonic() + timeout_s
+    while (n := stored_rows(database_url)) < at_least:
+        assert time.monotonic() < deadline, f"fewer than {at_least} rows after {timeout_s} s"
+        time.sleep(0.05)
+    return n
+
+
+def slow_sim(events: int = 60_000, **knobs) -> SimServer:
+    """A `fast` simulator at 0.1 ms per event: a 1000-event page takes 0.1 s, so a run lasts a few seconds
+    and can be hit (signals, kills, locks) even on a loaded machine; hold its requests to be sure."""
+    cfg = profile_config("fast", events=events, seed=3, latency_ms_per_event=0.1, **knobs)
+    return SimServer(cfg)
+

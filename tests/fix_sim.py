@@ -6,38 +6,28 @@ import base64
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import requests
 
 from datasync_sim import SimServer, profile_config
+from tests.fix_clock import FakeClock
 
 KEY = "ds_0123456789abcdef0123456789abcdef"
 OTHER_KEY = "ds_fedcba9876543210fedcba9876543210"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
 
-class SimClock:
+class SimClock(FakeClock):
     """The simulator's clocks, moved only by the test: no time passes between two requests unless it says so.
 
     Monotonic seconds drive rate-limit windows, the feed's bucket, key and token lifetimes; the wall
-    clock (epoch ms, the same instant) drives cursor expiry.
+    clock (epoch ms, the same instant) drives cursor expiry. It starts a little after the newest event.
     """
 
-    START_S = 1_000.0
-    WALL_AT_START_MS = 1_769_541_700_000  # a little after the newest event
-
     def __init__(self) -> None:
-        self.now = self.START_S
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall_ms(self) -> int:
-        return self.WALL_AT_START_MS + round((self.now - self.START_S) * 1000)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+        super().__init__(wall_at_start=1_769_541_700.0)
 
 
 @contextlib.contextmanager
@@ -79,6 +69,99 @@ def hold_after(server: SimServer, events: int) -> threading.Event:
 
     server.app.handle = held
     return release
+
+
+class Gate:
+    """Like hold_after, but armed again for each run of a test: `hold_after(n)` holds every API request once
+    the simulator has served n more events, `release()` lets the held ones through and disarms.
+
+    A test that kills a run while `wait_held()` says a request waits at the gate knows the run was mid-way
+    (it could not have ended), however fast or slow the machine.
+    """
+
+    def __init__(self, server: SimServer) -> None:
+        self._changed = threading.Condition()
+        self._served = 0
+        self._hold_from: int | None = None  # served count from which requests wait; None: disarmed
+        self._waiting = 0
+        handle = server.app.handle
+
+        def gated(req):
+            if not req.path.startswith("/__sim/"):
+                with self._changed:
+                    if self._held():
+                        self._waiting += 1
+                        self._changed.notify_all()
+                        self._changed.wait_for(lambda: not self._held(), HOLD_GUARD_S)
+                        self._waiting -= 1
+            resp = handle(req)
+            with self._changed:
+                self._served += resp.events
+            return resp
+
+        server.app.handle = gated
+
+    def _held(self) -> bool:
+        return self._hold_from is not None and self._served >= self._hold_from
+
+    def hold_after(self, events: int) -> None:
+        with self._changed:
+            self._hold_from = self._served + events
+
+    def wait_held(self, timeout_s: float = 60.0) -> None:
+        """Until a request waits at the gate (a guard against a hang: the wait ends on the gate's state)."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self._waiting > 0, timeout_s), (
+                f"no request reached the gate within {timeout_s} s")
+
+    def release(self) -> None:
+        with self._changed:
+            self._hold_from = None
+            self._changed.notify_all()
+
+
+class InFlight:
+    """Records, for each request to the feed, how many feed requests were in flight and how many answered
+    when it arrived; `arm()` starts a new record (for the run about to start).
+
+    A request is in flight until its modelled latency is over; its answer is counted before the simulator
+    sends it, so a client can never have read an answer the record still counts as in flight.
+    """
+
+    def __init__(self, server: SimServer) -> None:
+        self._lock = threading.Condition()
+        self._feed = server.app.cfg.feed_path.rstrip("/")
+        self._in_flight = self._answered = 0
+        self.arrivals: list[tuple[int, int]] | None = None  # (in flight, answered) at each arrival; None: off
+        handle = server.app.handle
+
+        def recorded(req):
+            if req.path.rstrip("/") != self._feed:
+                return handle(req)
+            with self._lock:
+                if self.arrivals is not None:
+                    self.arrivals.append((self._in_flight, self._answered))
+                self._in_flight += 1
+            try:
+                resp = handle(req)
+                # The modelled latency is slept here, not after (as the server would): in flight until then.
+                time.sleep(max(0.0, resp.delay))
+                resp.delay = 0.0
+                return resp
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._answered += 1
+                    self._lock.notify_all()
+
+        server.app.handle = recorded
+
+    def arm(self, timeout_s: float = 60.0) -> None:
+        """Once no feed request is in flight (a killed run's held ones answered), start a new record."""
+        with self._lock:
+            assert self._lock.wait_for(lambda: self._in_flight == 0, timeout_s), "feed requests still in flight"
+            self._answered = 0
+            self.arrivals = []
 
 
 def client(key: str = KEY) -> requests.Session:

@@ -24,6 +24,7 @@ from ingest.errors import (
     StreamAccessDenied,
     StreamTokenInvalid,
 )
+from tests.fix_clock import FakeClock
 
 BASE = "http://api.test"
 KEY = "ds_" + "a" * 32
@@ -287,18 +288,15 @@ SERVER_NOW_S = 1_769_541_600  # Tue, 27 Jan 2026 19:20:00 GMT
 LOCAL_WALL_S = SERVER_NOW_S - 600.0  # our wall clock runs ten minutes behind the server's
 
 
-class StoppedClocks:
-    """Local clocks that do not move: the wall one ten minutes behind, the monotonic one at 0."""
-
-    wall = staticmethod(lambda: LOCAL_WALL_S)
-    mono = staticmethod(lambda: 0.0)
+# Local clocks that do not move: the wall one ten minutes behind the server's.
+STOPPED = FakeClock(start=0.0, wall_at_start=LOCAL_WALL_S)
 
 
 @responses.activate
 def test_a_cursor_built_after_any_answer_expires_on_the_servers_clock() -> None:
     responses.get(f"{BASE}/api/v1/events", json=envelope([], has_more=False, cursor=None),
                   headers={"Date": "Tue, 27 Jan 2026 19:20:00 GMT"})
-    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    client = make_client(server_clock=ServerClock(wall=STOPPED.wall, clock=STOPPED.mono))
     client.events_page("/api/v1/events", {"limit": 5000})
     rebuilt = build_cursor(1769541612369, ZERO_ID, now_ms=client.server_clock.now_ms())
     # the server checks exp against its own clock: the rebuilt cursor is alive there ...
@@ -315,7 +313,7 @@ def test_the_servers_own_cursor_sets_the_server_clock() -> None:
     body = envelope([{"id": "x"}], cursor=issued)
     body["pagination"]["cursorExpiresIn"] = 118
     responses.get(f"{BASE}/api/v1/events", json=body)  # no Date header at all
-    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    client = make_client(server_clock=ServerClock(wall=STOPPED.wall, clock=STOPPED.mono))
     page = client.events_page("/api/v1/events", {"limit": 5000})
     assert (page.next_cursor, page.cursor_expires_in_s) == (issued, 118.0)
     assert client.server_clock.now_ms() == SERVER_NOW_S * 1000
@@ -414,7 +412,7 @@ def test_a_429_body_without_a_usable_wait_leaves_the_wait_to_backoff(retry_after
 def test_a_retry_after_date_is_measured_against_the_servers_clock() -> None:
     responses.get(f"{BASE}/api/v1/events", status=429, headers={
         "Date": "Tue, 27 Jan 2026 19:20:00 GMT", "Retry-After": "Tue, 27 Jan 2026 19:20:30 GMT"})
-    client = make_client(server_clock=ServerClock(wall=StoppedClocks.wall, clock=StoppedClocks.mono))
+    client = make_client(server_clock=ServerClock(wall=STOPPED.wall, clock=STOPPED.mono))
     with pytest.raises(RateLimited) as caught:
         client.events_page("/api/v1/events", {"limit": 5000})
     assert caught.value.retry_after == 30.0  # not 630 s, as our wall clock ten minutes behind would say

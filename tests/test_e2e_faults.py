@@ -13,25 +13,11 @@ import requests
 from datasync_sim import SimServer, profile_config
 from ingest.api.cursors import cursor_expiry_ms
 from ingest.store.lock import LOCK_KEY
-from tests.fix_faults import record
+from tests.fix_faults import record, slow_sim, stored_rows, wait_for_rows
 from tests.fix_ingest import API_KEY, exactness, run_ingest, sim_stats, spawn_ingest
-from tests.fix_sim import hold_after
+from tests.fix_sim import Gate, hold_after
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for_rows(database_url: str, at_least: int, timeout_s: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(database_url) as conn:
-                (n,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-            if n >= at_least:
-                return n
-        except psycopg.errors.UndefinedTable:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {at_least} rows after {timeout_s} s")
 
 
 def wait_until_the_stored_cursors_expire(sim_url: str, database_url: str, timeout_s: float = 60.0) -> int:
@@ -66,30 +52,40 @@ def wait_for_a_checkpoint_in_pg_sleep(conn: psycopg.Connection, timeout_s: float
         time.sleep(0.02)
 
 
-def slow_sim(events: int = 60_000, **knobs) -> SimServer:
-    # 0.1 ms per event: a 1000-event page takes 0.1 s, so a run lasts a few seconds and can be hit
-    # (signals, kills, locks) even on a loaded machine.
-    cfg = profile_config("fast", events=events, seed=3, latency_ms_per_event=0.1, **knobs)
-    return SimServer(cfg)
+KILLS = 3
+EVENTS_PER_KILLED_RUN = 10_000  # served to each killed run before the gate holds it
 
 
 @pytest.mark.parametrize("strategy", ["feed", "documented"])
 def test_resumes_after_repeated_sigkill_without_loss_or_duplicates(database_url: str, strategy: str) -> None:
-    # Each run is killed once the table has grown past its threshold: the kills land mid-run whatever the
-    # machine's speed (partitions split for idle fetchers all along on the unthrottled simulator).
-    with slow_sim(events=300_000) as server:
-        for threshold in (20_000, 60_000, 110_000, 170_000):
+    # Each run is held at the gate after 10,000 more events, so it is mid-run (it cannot end) when it is
+    # killed, whatever the machine's speed; it is killed once its pages are stored (partitions split for
+    # idle fetchers all along on the unthrottled simulator).
+    with slow_sim(events=60_000) as server:
+        gate = Gate(server)
+        stored_at_kill = []
+        for _ in range(KILLS):
+            before = stored_rows(database_url)
+            gate.hold_after(EVENTS_PER_KILLED_RUN)
             child = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
-            wait_for_rows(database_url, threshold, timeout_s=120)
+            gate.wait_held()
+            stored_at_kill.append(wait_for_rows(database_url, before + EVENTS_PER_KILLED_RUN // 2))
             child.kill()
             child.wait(10)
+            gate.release()
+        served_before_final = sim_stats(server.url)["events_served"]
         final = spawn_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
         out, _ = final.communicate(timeout=180)
-        result = record(f"4 SIGKILLs mid-run, splits on, {strategy}", server, database_url,
+        served_final = sim_stats(server.url)["events_served"] - served_before_final
+        result = record(f"{KILLS} SIGKILLs mid-run, splits on, {strategy}", server, database_url,
                         f"exit {final.returncode}")
     assert final.returncode == 0, out
     assert "ingestion complete" in out
-    assert result == {"expected": 300_000, "stored": 300_000, "missing": 0, "extra": 0}
+    assert result == {"expected": 60_000, "stored": 60_000, "missing": 0, "extra": 0}
+    assert stored_at_kill[-1] < 60_000  # the last kill left the most work, and still some
+    # Resumed from the checkpoints, not started over: the last run fetched what was missing plus at most a
+    # page of overlap per partition (a restart from scratch would fetch all 60,000 again).
+    assert served_final < 60_000 - stored_at_kill[-1] + 20 * 1_000, (served_final, stored_at_kill)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -135,10 +131,15 @@ def test_second_run_exits_3_while_the_first_holds_the_lock(database_url: str) ->
 
 def test_a_run_that_died_holding_the_lock_does_not_block_the_next(database_url: str) -> None:
     with slow_sim(events=20_000) as server:
+        release = hold_after(server, 3_000)  # the run holds the lock, mid-way, when it is killed
         child = spawn_ingest(server.url, database_url, "--page-size", "1000")
         wait_for_rows(database_url, 1_000)
         child.kill()
         child.wait(10)
+        release.set()
+        with psycopg.connect(database_url) as conn:
+            outcome = conn.execute("SELECT outcome FROM ingest_runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        assert outcome == ("running",)  # it died: nothing recorded its end, nothing released the lock but its death
         assert run_ingest(server.url, database_url) == 0
         assert exactness(server.url, database_url)["identical"]
 
@@ -262,21 +263,29 @@ def test_stream_access_refused_mid_run_falls_back_to_the_documented_endpoint(dat
         result = exactness(server.url, database_url)
     assert child.returncode == 0, out
     assert "budget feed retired" in out
-    assert stats["requests"]["events"]["200"] >= 1
     assert result == {"expected": 40_000, "stored": 40_000, "identical": True}
+    # The others went on in the same run (the documented pools served pages), and took the feed's partitions
+    # up from their positions: fewer events were served twice than the feed had served (partitions restarted
+    # from their lower bound would serve all of those again, and the partial pages at the bounds on top).
+    assert stats["requests"]["events"]["200"] + stats["requests"].get("events_query", {}).get("200", 0) >= 1
+    fed = stats["requests"]["feed"]["200"] * 1_000
+    assert stats["events_served"] - 40_000 < fed, (stats["events_served"], fed)
 
 
 def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(database_url: str) -> None:
-    # A third of the answers stall for 20 s (past REQUEST_TIMEOUT), and every checkpoint takes 0.5 s in
-    # the database, so fetchers are blocked both on the network and on a full page queue when stopped.
+    # Once the run is under way, a third of the answers stall for 20 s (past REQUEST_TIMEOUT) and every
+    # checkpoint takes 0.5 s in the database, so fetchers are blocked both on the network and on a full
+    # page queue when stopped. (Stalls from the start would hold the planning probe for a whole request
+    # timeout first: ~15 s of nothing this test is about.)
     cfg = dataclasses.replace(profile_config("fast", events=100_000, seed=12, latency_ms_per_event=0.05),
-                              p_slow=0.3, slow_seconds=20.0)
+                              slow_seconds=20.0)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE FUNCTION slow_checkpoint() RETURNS trigger LANGUAGE plpgsql AS"
                      " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$")
     with SimServer(cfg) as server:
         child = spawn_ingest(server.url, database_url, "--page-size", "1000", "--concurrency", "8")
         wait_for_rows(database_url, 2_000)
+        server.app.chaos.cfg = dataclasses.replace(server.app.chaos.cfg, p_slow=0.3)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("CREATE TRIGGER slow BEFORE UPDATE ON ingest_partitions"
                          " FOR EACH ROW EXECUTE FUNCTION slow_checkpoint()")
@@ -285,6 +294,7 @@ def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(da
         child.send_signal(signal.SIGTERM)
         out, _ = child.communicate(timeout=30)
         took = time.monotonic() - sent
+        stalled = sim_stats(server.url)["chaos"].get("slow", 0)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("DROP TRIGGER slow ON ingest_partitions")
         server.app.chaos.cfg = dataclasses.replace(server.app.chaos.cfg, p_slow=0.0)
@@ -293,4 +303,5 @@ def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(da
     assert child.returncode == 143, out
     assert took < 10, f"stopped after {took:.1f} s"
     assert "Traceback" not in out
+    assert stalled >= 1  # some answers were stalling when the signal came
     assert result == {"expected": 100_000, "stored": 100_000, "identical": True}

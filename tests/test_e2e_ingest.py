@@ -35,6 +35,23 @@ def test_auto_falls_back_to_the_documented_endpoint_when_stream_access_is_refuse
         assert conn.execute("SELECT strategy, outcome FROM ingest_runs").fetchall() == [("header+query", "complete")]
 
 
+def test_strategy_feed_with_stream_access_refused_fails_in_one_line_and_does_not_fall_back(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim(events=3_000, stream_access_enabled=False) as server:
+        capsys.readouterr()
+        code = run_ingest(server.url, database_url, "--strategy", "feed")
+        err = capsys.readouterr().err.splitlines()
+        requests_by_endpoint = sim_stats(server.url)["requests"]
+    assert code == 1
+    assert err[-1] == ("error: strategy feed: stream-access refused: HTTP 403 DASHBOARD_REQUIRED: Stream access is"
+                       " only available from the dashboard")
+    # Asked once (a 403 is not retried), and nothing from the documented endpoint: `feed` means the feed only.
+    assert requests_by_endpoint == {"stream_access": {"403": 1}}
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (0,)
+
+
 def test_rerun_after_completion_fetches_only_new_events(database_url: str) -> None:
     with sim(events=10_000) as server:
         assert run_ingest(server.url, database_url) == 0

@@ -10,21 +10,17 @@ import pytest
 
 from datasync_sim import SimServer, profile_config
 from ingest.commands.cli import main
-from tests.fix_faults import record
-from tests.fix_ingest import API_KEY, ingest_args, run_ingest, sim_stats
+from ingest.config import key_fingerprint
+from tests.fix_faults import record, stored_ids
+from tests.fix_ingest import API_KEY, run_ingest, sim_stats
 
 EVENTS = 6_000
 OTHER_KEY = "ds_" + "fedcba9876543210" * 2
+REPO = "https://example.org/r"
 
 
-def sim(seed: int = 31, events: int = EVENTS, **knobs) -> SimServer:
-    return SimServer(profile_config("fast", events=events, seed=seed, **knobs))
-
-
-def cli(sim_url: str, database_url: str, *extra: str, key: str = API_KEY) -> int:
-    args = ingest_args(sim_url, database_url, *extra)
-    args[args.index("--api-key") + 1] = key
-    return main(args)
+def sim(seed: int = 31, events: int = EVENTS, port: int = 0, **knobs) -> SimServer:
+    return SimServer(profile_config("fast", events=events, seed=seed, **knobs), port=port)
 
 
 def requests_served(sim_url: str) -> int:
@@ -105,8 +101,8 @@ def test_a_store_of_another_api_is_refused_by_run_verify_and_submit(
     with sim(seed=31) as first, sim(seed=32) as second:
         assert run_ingest(first.url, database_url) == 0
         capsys.readouterr()
-        codes = [cli(second.url, database_url), cli(second.url, database_url, "verify"),
-                 cli(second.url, database_url, "submit", "--repo", "https://example.org/r", "--yes")]
+        codes = [run_ingest(second.url, database_url), run_ingest(second.url, database_url, "verify"),
+                 run_ingest(second.url, database_url, "submit", "--repo", "https://example.org/r", "--yes")]
         errors = capsys.readouterr().err.splitlines()
         served = sim_stats(second.url)["requests"]
         result = record("another API on the same store", first, database_url, f"exits {codes}, refused")
@@ -126,7 +122,7 @@ def test_reset_erases_a_store_of_another_api_and_ingests_the_new_one(
         with psycopg.connect(database_url) as conn:  # the first API's limits, as a run it spent would leave them
             conn.execute("UPDATE ingest_budgets SET not_before = now() + interval '20 seconds'")
         capsys.readouterr()
-        assert cli(second.url, database_url, "--reset", "--log-level", "INFO") == 0
+        assert run_ingest(second.url, database_url, "--reset", "--log-level", "INFO") == 0
         log = capsys.readouterr().err
         result = record("another API with --reset", second, database_url, "exit 0, store replaced")
     assert result == {"expected": 4_000, "stored": 4_000, "missing": 0, "extra": 0}
@@ -137,10 +133,88 @@ def test_reset_erases_a_store_of_another_api_and_ingests_the_new_one(
 def test_a_new_key_for_the_same_dataset_is_accepted(database_url: str) -> None:
     with sim() as server:
         assert run_ingest(server.url, database_url) == 0
-        assert cli(server.url, database_url, "verify", key=OTHER_KEY) == 0
-        assert cli(server.url, database_url, key=OTHER_KEY) == 0
-    (fingerprint,) = rows(database_url, "SELECT key_fingerprint FROM ingest_origin")[0]
-    assert OTHER_KEY not in fingerprint and len(fingerprint) == 16
+        assert run_ingest(server.url, database_url, "verify", key=OTHER_KEY) == 0
+        assert run_ingest(server.url, database_url, key=OTHER_KEY) == 0
+    # The store now names the new key: the next run under it is recognised at once, with no probe.
+    assert rows(database_url, "SELECT key_fingerprint FROM ingest_origin") == [(key_fingerprint(OTHER_KEY),)]
+    assert key_fingerprint(OTHER_KEY) != key_fingerprint(API_KEY)
+
+
+def test_a_new_key_at_the_same_url_is_refused_when_the_api_no_longer_serves_the_stores_dataset(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim(seed=31) as first:
+        assert run_ingest(first.url, database_url) == 0
+        url, port = first.url, first.port
+    before = stored_ids(database_url)
+    # The same URL now serves another dataset: the store's identity event (its newest of the first pass)
+    # is not served there, so a new key cannot prove it is the same API.
+    with sim(seed=32, port=port) as same_url:
+        capsys.readouterr()
+        codes = [run_ingest(same_url.url, database_url, key=OTHER_KEY),
+                 run_ingest(same_url.url, database_url, "verify", key=OTHER_KEY),
+                 run_ingest(same_url.url, database_url, "submit", "--repo", REPO, "--yes", "--force", key=OTHER_KEY)]
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        served = sim_stats(same_url.url)
+    assert same_url.url == url
+    assert codes == [2, 2, 2]
+    assert errors == [f"error: the API at {url} does not serve this store's dataset with this key: use another"
+                      " DATA_DIR or DATABASE_URL for it, or rerun with --reset to erase this store and start over"] * 3
+    assert rows(database_url, "SELECT key_fingerprint FROM ingest_origin") == [(key_fingerprint(API_KEY),)]
+    assert stored_ids(database_url) == before
+    assert "submissions" not in served["requests"]
+
+
+def test_submit_force_does_not_submit_a_store_of_another_api(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim(seed=31) as first, sim(seed=32) as second:
+        assert run_ingest(first.url, database_url) == 0
+        capsys.readouterr()
+        code = run_ingest(second.url, database_url, "submit", "--repo", REPO, "--yes", "--force")
+        err = capsys.readouterr().err.splitlines()
+        served = sim_stats(second.url)["requests"]
+    assert code == 2
+    assert err[-1].startswith(f"error: this store holds events from {first.url}, not {second.url}: ")
+    assert "submissions" not in served
+
+
+def test_verify_counts_events_beyond_the_api_total_as_a_warning_not_a_failure(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url) == 0
+        with psycopg.connect(database_url) as conn:  # an id the API no longer counts, as a public run saw
+            conn.execute("INSERT INTO ingested_events (id, event_type, \"timestamp\", data)"
+                         " SELECT gen_random_uuid(), event_type, \"timestamp\", data FROM ingested_events"
+                         " LIMIT 1")
+        capsys.readouterr()
+        code = run_ingest(server.url, database_url, "verify")
+        out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[-3:] == [f"API total: {EVENTS:,}; stored: {EVENTS + 1:,}; quarantined (distinct, not stored): 0;"
+                        " time range covered: yes", "warning: 1 events more than the API's meta.total",
+                        "verify: complete"]
+
+
+def test_verify_without_a_complete_full_pass_fails_and_a_run_plans_one(
+    database_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    with sim() as server:
+        assert run_ingest(server.url, database_url) == 0
+        with psycopg.connect(database_url) as conn:  # every event stored, no pass recorded (an older version's)
+            conn.execute("DELETE FROM ingest_partitions")
+            conn.execute("DELETE FROM ingest_passes")
+        capsys.readouterr()
+        before = run_ingest(server.url, database_url, "verify")
+        out = capsys.readouterr().out.splitlines()
+        assert run_ingest(server.url, database_url) == 0
+        after = run_ingest(server.url, database_url, "verify")
+    assert before == 1
+    assert out[-1] == "verify: INCOMPLETE: no complete full pass is recorded: run the ingestion"
+    assert rows(database_url, "SELECT kind FROM ingest_passes WHERE completed_at IS NOT NULL ORDER BY pass_id")[-1] == (
+        "full",)
+    assert after == 0
 
 
 def test_demo_then_live_on_the_same_database_is_refused(database_url: str, capsys: pytest.CaptureFixture) -> None:
@@ -148,7 +222,7 @@ def test_demo_then_live_on_the_same_database_is_refused(database_url: str, capsy
                  "--log-level", "WARNING"]) == 0
     with sim(seed=1, events=2_000) as same_dataset, sim() as live:
         capsys.readouterr()
-        assert cli(live.url, database_url) == 2
+        assert run_ingest(live.url, database_url) == 2
         err = capsys.readouterr().err
         result = record("demo, then live on the same database", same_dataset, database_url, "exit 2, refused")
     assert result == {"expected": 2_000, "stored": 2_000, "missing": 0, "extra": 0}
@@ -168,7 +242,7 @@ def test_a_quarantined_copy_of_a_stored_event_does_not_stand_in_for_a_missing_on
                 conn.execute("INSERT INTO ingest_quarantine (payload, reason, source, event_id)"
                              " VALUES (%s, 'test', 'test', %s)", (f"copy {n}".encode(), event_id))
         capsys.readouterr()
-        code = cli(server.url, database_url, "verify")
+        code = run_ingest(server.url, database_url, "verify")
         out = capsys.readouterr().out.splitlines()
     assert code == 0
     assert out[-2:] == [f"API total: {EVENTS:,}; stored: {EVENTS - 1:,}; quarantined (distinct, not stored): 1;"
@@ -183,23 +257,28 @@ def test_verify_fails_when_the_partitions_leave_a_gap(database_url: str, capsys:
                                     " AND partition_id = (SELECT min(partition_id) FROM ingest_partitions"
                                     " WHERE lo_ms IS NOT NULL AND hi_ms IS NOT NULL) RETURNING lo_ms, hi_ms").fetchone()
         capsys.readouterr()
-        code = cli(server.url, database_url, "verify")
+        code = run_ingest(server.url, database_url, "verify")
         out = capsys.readouterr().out.splitlines()
     assert code == 1
     assert out[-1] == f"verify: INCOMPLETE: the last full pass left [{lo}, {hi}) ms uncovered: run the ingestion"
 
 
-@pytest.mark.parametrize("where", ["top", "middle"])
+# Late events at the top sit within the incremental pass's lookback below the watermark: it alone fetches
+# them. Those in the middle are far below: only a reconciling full pass can (500-event pages, so that the
+# incremental pass's first page does not reach down to them by chance).
+@pytest.mark.parametrize(("where", "passes"), [("top", ["full", "incremental"]),
+                                               ("middle", ["full", "incremental", "full"])])
 @pytest.mark.parametrize("strategy", ["feed", "documented"])
 def test_late_events_released_after_a_complete_pass_are_all_fetched_by_the_rerun(
-    database_url: str, where: str, strategy: str
+    database_url: str, where: str, passes: list[str], strategy: str
 ) -> None:
     with sim(late_events=200, late_where=where, new_events=50) as server:
-        assert run_ingest(server.url, database_url, "--strategy", strategy) == 0
+        assert run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "500") == 0
         assert server.release_late()["released"] == 250
-        assert run_ingest(server.url, database_url, "--strategy", strategy) == 0
+        assert run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "500") == 0
         result = record(f"late events ({where}), {strategy}", server, database_url, "exit 0")
     assert result == {"expected": EVENTS + 250, "stored": EVENTS + 250, "missing": 0, "extra": 0}
+    assert [kind for (kind,) in rows(database_url, "SELECT kind FROM ingest_passes ORDER BY pass_id")] == passes
 
 
 @pytest.mark.parametrize("strategy", ["feed", "documented"])

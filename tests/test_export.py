@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import psycopg
@@ -60,6 +62,60 @@ def test_export_refuses_an_incomplete_database_and_keeps_the_old_file(
     assert out.read_text().splitlines() == stored_ids(database_url)
     assert ("export: --force: exporting although verify fails: 10 events missing: 4,990 accounted for"
             f" (4,990 stored + 0 quarantined) of {STORED_EVENTS:,}") in capsys.readouterr().out
+
+
+def test_export_across_several_id_chunks_writes_them_in_order_end_to_end(
+    ingested: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ingest.commands.hand_over.CHUNK_IDS", 700)  # 5,000 ids: 8 chunks, the last one short
+    out = tmp_path / "ids.txt"
+    assert export(ingested, database_url, "--out", str(out)) == 0
+    text = out.read_text()
+    assert text.splitlines() == stored_ids(database_url)
+    assert hashlib.sha256(text.rstrip("\n").encode()).hexdigest() == expected(ingested)["sha256"]
+
+
+class FullDisk:
+    """A file whose disk fills up once `room` bytes are written: the next write fails with ENOSPC."""
+
+    def __init__(self, file, room: int) -> None:
+        self._file, self.room, self.written = file, room, 0
+
+    def write(self, chunk: bytes) -> int:
+        if self.written + len(chunk) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += self._file.write(chunk)
+        return len(chunk)
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+def test_a_failed_export_leaves_no_partial_file_and_the_earlier_export_as_it_was(
+    ingested: str, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ingest.commands.hand_over.CHUNK_IDS", 1_000)
+    out = tmp_path / "ids.txt"
+    out.write_text("an earlier export\n")
+    disks: list[FullDisk] = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd: int, mode: str) -> FullDisk:
+        disks.append(FullDisk(real_fdopen(fd, mode), room=2 * 1_000 * 37))  # two chunks fit, the third fails
+        return disks[-1]
+
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fdopen", fdopen)
+        code = export(ingested, database_url, "--out", str(out))
+    assert code == 1
+    assert capsys.readouterr().err == f"error: writing {out} failed, {out} left as it was: No space left on device\n"
+    assert [disk.written for disk in disks] == [2 * 1_000 * 37]  # it failed mid-file, not before the first byte
+    assert out.read_text() == "an earlier export\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["ids.txt"]  # no partial file beside it
 
 
 def test_export_into_a_directory_is_a_config_error(database_url: str, tmp_path: Path,

@@ -45,6 +45,9 @@ def test_a_fresh_clone_runs_the_demo_then_status_verify_and_export(clone: Path) 
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert f"ingestion complete: {DEMO_EVENTS:,} events in the table" in demo.stderr
     assert demo.stdout.splitlines()[-1] == "verify: complete"
+    # The demo keeps its own store under DATA_DIR/demo: a live run's store (DATA_DIR/pg) is not touched.
+    assert (clone / ".data" / "demo" / "pg" / "PG_VERSION").is_file()
+    assert sorted(p.name for p in (clone / ".data").iterdir()) == ["demo"]
 
     status = sh(clone, "status")
     assert status.returncode == 0, status.stderr
@@ -61,3 +64,4 @@ def test_a_fresh_clone_runs_the_demo_then_status_verify_and_export(clone: Path) 
     ids = (clone / "event_ids.txt").read_text().splitlines()
     assert len(ids) == len(set(ids)) == DEMO_EVENTS and ids == sorted(ids)
     assert export.stdout.splitlines()[-1].startswith(f"export: {DEMO_EVENTS:,} ids written to event_ids.txt")
+    assert sorted(p.name for p in (clone / ".data").iterdir()) == ["demo"]  # status, verify, export: the same
