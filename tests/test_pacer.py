@@ -153,6 +153,7 @@ def play(pacer: Pacer, clock: FakeClock, hit: Callable[[str], Verdict], requests
     answers: list[tuple[float, int, int | None]] = []
     seq, in_flight, others = itertools.count(), 0, sorted(foreign)
     while len(out.granted) < requests:
+        assert len(out.refused) <= requests, "refused more often than granted: a storm"
         rate = pacer.rate_per_s()  # the Throttle's chains: as many as the pace keeps busy
         chains = min(MAX_CHAINS, max(1, math.ceil(rate * LATENCY_S - 1e-9))) if rate else MAX_CHAINS
         turn = clock.now + pacer.wait_s() if in_flight < chains else math.inf
