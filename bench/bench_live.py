@@ -140,8 +140,10 @@ def main() -> None:
           f" 429s {s['rate_limited']} {by_endpoint}; early arrivals {s['early_retries']} {s['early_by_endpoint']};"
           f" requests {sum(sum(c.values()) for c in s['requests'].values()):,}")
     if args.kills:
-        print(f"  runs started at {r['starts']} s; early arrivals (endpoint, s since the simulator started, s before"
-              f" the lockout's end): {s['early_list']}")
+        print(f"  runs started at {r['starts']} s")
+    if s["early_list"]:
+        print("  early arrivals (endpoint, s since the simulator started, s before the lockout's end):",
+              s["early_list"])
     print(f"  last line: {line}")
 
 
