@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_live.py [--events 300000] [--strategy auto|feed|documented]
         [--keys 1] [--query-shared] [--no-feed] [--no-chaos] [--kills 0] [--penalize]
+        [--feed-model token|fixed|sliding] [--data-seed 1]
 
 The simulator runs as a child process with the live API's limits (events 10 per 60 s with the key in a
 header, 5 per 60 s more with `?api_key=`, the feed's soft 40/min with bursts of 15, ~0.7 ms per event
@@ -9,6 +10,10 @@ of server latency, light chaos); the ingester runs as `python ingest.py` into a 
 the wall time and its ratio to the minimum for the budgets in play (/__sim/bounds: all budgets of every
 key; without the feed, the two documented pools), the ratio to the feed-only minimum beside it, 429s,
 early arrivals (requests sent inside a 429 lockout) and whether the id set is exact.
+
+`--feed-model` picks the simulator's reading of the feed's bucket (a continuous token bucket, the default;
+a fixed window of 40 per 60 s opened by the first request; 40 in any 60 s); the minimum follows it.
+`--data-seed` picks the simulator's dataset (and its chaos draws).
 
 `--kills N` SIGKILLs the ingester N times at random moments (seeded) and reruns it; with `--penalize`
 an early retry restarts a full lockout window (the reported live behaviour).
@@ -59,8 +64,9 @@ def run(args: argparse.Namespace) -> dict:
         knobs.append("--no-stream-access-enabled")
     if args.penalize:
         knobs.append("--penalize-early-retries")
+    knobs += ["--feed-model", args.feed_model]
     rng = random.Random(args.seed)
-    with simulator("live", args.events, knobs=tuple(knobs), keys=args.keys) as (url, key), \
+    with simulator("live", args.events, seed=args.data_seed, knobs=tuple(knobs), keys=args.keys) as (url, key), \
             bench_database(args.database_url) as db:
         command = [sys.executable, str(ROOT / "ingest.py"), "--api-base-url", url, "--api-key", key,
                    "--database-url", db, "--strategy", args.strategy, "--env-file", os.devnull]
@@ -108,6 +114,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL the ingester this many times, then rerun")
     parser.add_argument("--penalize", action="store_true", help="an early retry restarts a full lockout")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill moments")
+    parser.add_argument("--feed-model", choices=("token", "fixed", "sliding"), default="token",
+                        help="the simulator's model of the feed's bucket")
+    parser.add_argument("--data-seed", type=int, default=1, help="seed of the simulator's dataset")
     parser.add_argument("--log", help="write the last run's log (DEBUG) to this file")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
@@ -116,7 +125,8 @@ def main() -> None:
     by_endpoint = {name: codes.get("429", 0) for name, codes in s["requests"].items() if codes.get("429")}
     line = re.sub(r"^.*\| ", "", r["tail"][-1]) if r["tail"] else ""
     kills = f", {r['kills']} kills" if args.kills else ""
-    print(f"live, {args.events:,} events, strategy {args.strategy}, {args.keys} key(s)"
+    print(f"live, {args.events:,} events, strategy {args.strategy}, {args.keys} key(s), feed model {args.feed_model},"
+          f" data seed {args.data_seed}"
           f"{', query pool shared' if args.query_shared else ''}{', no feed' if args.no_feed else ''}"
           f"{', no chaos' if args.no_chaos else ''}{kills}"
           f"{', early retries penalized' if args.penalize else ''}")
@@ -130,8 +140,10 @@ def main() -> None:
           f" 429s {s['rate_limited']} {by_endpoint}; early arrivals {s['early_retries']} {s['early_by_endpoint']};"
           f" requests {sum(sum(c.values()) for c in s['requests'].values()):,}")
     if args.kills:
-        print(f"  runs started at {r['starts']} s; early arrivals (endpoint, s since the simulator started, s before"
-              f" the lockout's end): {s['early_list']}")
+        print(f"  runs started at {r['starts']} s")
+    if s["early_list"]:
+        print("  early arrivals (endpoint, s since the simulator started, s before the lockout's end):",
+              s["early_list"])
     print(f"  last line: {line}")
 
 

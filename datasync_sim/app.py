@@ -31,7 +31,7 @@ from .chaos import Chaos, Plan
 from .config import SimConfig
 from .dataset import R_ID, R_TS, R_TYPE, TYPES, Dataset, View, event_ms
 from .expected import Expected
-from .limits import FixedWindowLimiter, TokenBucketLimiter, Verdict
+from .limits import FixedWindowLimiter, Verdict, feed_limiter
 from .pages import EPOCH_MS, MIXED, envelope, event_items, poison
 from .readahead import ReadAhead
 from .stats import Stats
@@ -122,7 +122,8 @@ class App:
         self._clock = clock
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._windows = FixedWindowLimiter(cfg.window_s, cfg.penalize_early_retries, clock)
-        self._feed_bucket = TokenBucketLimiter(cfg.feed_rpm, cfg.feed_burst, cfg.penalize_early_retries, clock)
+        self._feed_bucket = feed_limiter(cfg.feed_model, cfg.feed_rpm, cfg.feed_burst, cfg.feed_window_s,
+                                         cfg.penalize_early_retries, clock)
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (key, expiry monotonic)
@@ -368,7 +369,7 @@ class App:
             raise _Refusal(error(403, "Forbidden", "Invalid or expired stream token", "INVALID_STREAM_TOKEN", "feed"))
         mode = self.cfg.feed_throttle
         if mode == "soft":
-            verdict = self._feed_bucket.hit(auth.key)
+            verdict = self._feed_bucket(auth.key)
             if not verdict.allowed:
                 raise _Refusal(self._too_many(verdict, "feed", []))
         elif mode == "shared":

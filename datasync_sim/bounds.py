@@ -25,7 +25,9 @@ def bounds(cfg: SimConfig, total: int, failed: int = 0) -> dict:
         return ((pages - 1) // limit) * cfg.window_s + page_latency if limit and pages else page_latency
 
     events = windowed(cfg.events_limit)
-    if cfg.feed_throttle == "soft" and pages > cfg.feed_burst:
+    if cfg.feed_throttle == "soft" and cfg.feed_model != "token":
+        feed = ((pages - 1) // cfg.feed_per_window()) * cfg.feed_window_s + page_latency if pages else page_latency
+    elif cfg.feed_throttle == "soft" and pages > cfg.feed_burst:
         feed = (pages - cfg.feed_burst) / (cfg.feed_rpm / 60.0) + page_latency
     elif cfg.feed_throttle == "shared":
         feed = windowed(cfg.events_limit)
@@ -41,7 +43,8 @@ def bounds(cfg: SimConfig, total: int, failed: int = 0) -> dict:
             "all_budgets": {
                 "per_key": {"window_s": cfg.window_s, "events_header_per_window": cfg.events_limit,
                             "events_query_per_window": query or None, "feed_throttle": cfg.feed_throttle,
-                            "feed_rpm": cfg.feed_rpm, "feed_burst": cfg.feed_burst},
+                            "feed_rpm": cfg.feed_rpm, "feed_burst": cfg.feed_burst, "feed_model": cfg.feed_model,
+                            "feed_window_s": cfg.feed_window_s, "feed_per_window": cfg.feed_per_window()},
                 "min_seconds": by_keys["1"], "keys": cfg.keys, "min_seconds_by_keys": by_keys,
                 "assumptions": "each key's feed, header-auth and separate query-auth budgets all in use at once; "
                                "0 per window = unlimited, null = no separate query pool"},
@@ -62,23 +65,34 @@ def query_pool(cfg: SimConfig) -> int:
 def all_budgets_seconds(cfg: SimConfig, pages: int, page_latency: float, keys: int) -> float:
     """Earliest time `pages` pages are in with every budget of `keys` keys used at once.
 
-    The windowed pools (header and query auth) deliver `per_window` pages at each window start; the
-    soft feed `burst` pages at once, then `rpm` per minute; each page arrives `page_latency` after its
-    request. A feed sharing the events bucket adds nothing; an unlimited pool means one round trip.
+    The windowed pools (header and query auth) grant `per_window` requests at each window start. The soft
+    feed grants, by its model: `token`, `burst` at once and then `rpm` per minute, continuously; `fixed`
+    and `sliding`, `feed_per_window` at each of its window starts (a sliding window is best spent like a
+    fixed one: all at once, again a window later). Each page arrives `page_latency` after its request. A
+    feed sharing the events bucket adds nothing; an unlimited pool means one round trip.
     """
     if not pages or not cfg.events_limit or cfg.feed_throttle == "none" or cfg.window_s <= 0:
         return page_latency
     per_window = keys * (cfg.events_limit + query_pool(cfg))
     soft = cfg.feed_throttle == "soft"
-    burst, rate = (keys * cfg.feed_burst, keys * cfg.feed_rpm / 60.0) if soft else (0, 0.0)
-    j = 0
+    token = soft and cfg.feed_model == "token"
+    burst, rate = (keys * cfg.feed_burst, keys * cfg.feed_rpm / 60.0) if token else (0, 0.0)
+    feed_step = keys * cfg.feed_per_window() if soft and not token else 0
+
+    def granted(t: float) -> int:
+        """Requests the step budgets (pools, a windowed feed) have granted by time t (windows at 0, w, 2w ...)."""
+        pools = per_window * (int(t // cfg.window_s + 1e-9) + 1)
+        return pools + (feed_step * (int(t // cfg.feed_window_s + 1e-9) + 1) if feed_step else 0)
+
+    start = 0.0
     while True:
-        start = page_latency + j * cfg.window_s  # the pages of windows 0..j have arrived
-        missing = pages - per_window * (j + 1) - burst
+        later = [cfg.window_s * (int(start // cfg.window_s + 1e-9) + 1)]
+        if feed_step:
+            later.append(cfg.feed_window_s * (int(start // cfg.feed_window_s + 1e-9) + 1))
+        end = min(later)  # the next window start of any step budget
+        missing = pages - granted(start) - burst
         if missing <= 0:
-            return start
-        if rate:
-            t = max(start, page_latency + missing / rate)
-            if t < start + cfg.window_s:
-                return t
-        j += 1
+            return start + page_latency
+        if rate and missing / rate < end:
+            return max(start, missing / rate) + page_latency
+        start = end

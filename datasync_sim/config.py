@@ -15,6 +15,10 @@ NEWEST_TS_MS = 1769541612369  # 2026-01-27T19:20:12.369Z, the newest event seen 
 DEFAULT_EVENTS = 3_000_000
 FEED_PATH = "/api/v1/events/d4ta/x7k9/feed"
 FEED_THROTTLES = ("none", "soft", "shared")
+# The soft feed's bucket; the contract says "~40 requests/min, bursts of ~15" and no more, so each is a reading:
+# token: a continuous token bucket (feed_rpm, feed_burst) | fixed: feed_rpm × feed_window_s / 60 requests per
+# window, the window opened by the first request | sliding: that many in any feed_window_s (a half-open window)
+FEED_MODELS = ("token", "fixed", "sliding")
 LATE_WHERE = ("top", "middle", "both")
 _SHARES = ("odd_timestamps", "poison_rate")  # besides the p_ fields, knobs that must lie within [0, 1]
 
@@ -60,6 +64,8 @@ class SimConfig:
     feed_throttle: str = "none"  # none | soft (rpm + burst token bucket) | shared (events bucket)
     feed_rpm: float = 40.0
     feed_burst: int = 15
+    feed_model: str = "token"  # token | fixed | sliding (FEED_MODELS), for feed_throttle soft
+    feed_window_s: float = 60.0  # s; the window of the fixed and sliding feed models
     # latency, slept without holding any lock so concurrent requests overlap
     latency_ms_per_event: float = 0.0
     latency_base_ms: float = 0.0
@@ -95,6 +101,10 @@ class SimConfig:
             raise ValueError(f"late_where must be one of {LATE_WHERE}, got {self.late_where!r}")
         if self.feed_throttle not in FEED_THROTTLES:
             raise ValueError(f"feed_throttle must be one of {FEED_THROTTLES}, got {self.feed_throttle!r}")
+        if self.feed_model not in FEED_MODELS:
+            raise ValueError(f"feed_model must be one of {FEED_MODELS}, got {self.feed_model!r}")
+        if self.feed_window_s <= 0 or self.feed_per_window() < 1:
+            raise ValueError("feed_window_s must be > 0 and hold at least one request at feed_rpm")
         if not self.feed_path.startswith("/"):
             raise ValueError(f"feed_path must start with '/', got {self.feed_path!r}")
         if self.max_limit < 1 or self.default_limit < 1:
@@ -104,6 +114,10 @@ class SimConfig:
         for f in dataclasses.fields(self):
             if (f.name.startswith("p_") or f.name in _SHARES) and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1], got {getattr(self, f.name)}")
+
+    def feed_per_window(self) -> int:
+        """Requests per `feed_window_s` of the fixed and sliding feed models: `feed_rpm` over that window."""
+        return int(self.feed_rpm * self.feed_window_s / 60.0 + 1e-9)
 
     def api_keys(self) -> list[str]:
         """The valid keys listed in `api_key`; empty when any well-formed key is valid."""

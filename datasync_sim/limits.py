@@ -1,6 +1,8 @@
-"""Server-side throttles: fixed windows per (key, bucket) and the feed's token bucket.
+"""Server-side throttles: fixed windows per (key, bucket), and the feed's bucket in one of three models.
 
-Both answer a `Verdict`; neither sleeps. Time is injected (`clock`, monotonic seconds).
+Each answers a `Verdict`; none sleeps. Time is injected (`clock`, monotonic seconds). The feed's bucket
+is a continuous token bucket, a fixed window, or a sliding (half-open) window (`feed_limiter`), because
+the contract describes it only as "~40 requests/min, bursts of ~15" and a client must hold on each.
 """
 
 from __future__ import annotations
@@ -8,8 +10,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,60 @@ class TokenBucketLimiter:
             wait = (1.0 - b.tokens) / self.rate
             b.locked_until = now + wait
             return Verdict(False, self.burst, 0, _ceil(wait), early_retry=early, early_by_s=early_by)
+
+
+@dataclass
+class _Log:
+    granted: deque[float] = field(default_factory=deque)  # arrival of each grant still inside the window
+    locked_until: float = 0.0
+
+
+class SlidingWindowLimiter:
+    """Per key: at most `limit` grants in any `window_s` (the half-open window (now - window_s, now]).
+
+    A 429 locks the key out until the oldest grant leaves the window; with `penalize` every request
+    inside that lockout (an early retry) restarts a full window from its own arrival.
+    """
+
+    def __init__(self, limit: int, window_s: float, penalize: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = max(1, limit)
+        self.window_s = window_s
+        self.penalize = penalize
+        self._clock = clock
+        self._state: dict[str, _Log] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> Verdict:
+        now = self._clock()
+        with self._lock:
+            log = self._state.setdefault(key, _Log())
+            while log.granted and log.granted[0] <= now - self.window_s:
+                log.granted.popleft()
+            early = now < log.locked_until
+            early_by = log.locked_until - now if early else 0.0
+            if early and self.penalize:
+                log.locked_until = now + self.window_s
+                return Verdict(False, self.limit, 0, _ceil(self.window_s), early_retry=True, early_by_s=early_by)
+            if len(log.granted) < self.limit:
+                log.granted.append(now)
+                oldest = log.granted[0]
+                return Verdict(True, self.limit, self.limit - len(log.granted), _ceil(oldest + self.window_s - now))
+            log.locked_until = log.granted[0] + self.window_s
+            return Verdict(False, self.limit, 0, _ceil(log.locked_until - now), early_retry=early,
+                           early_by_s=early_by)
+
+
+def feed_limiter(model: str, rpm: float, burst: int, window_s: float, penalize: bool,
+                 clock: Callable[[], float] = time.monotonic) -> Callable[[str], Verdict]:
+    """The feed's bucket as `hit(key) -> Verdict`: `token` (rpm, burst), `fixed` or `sliding` (rpm × window_s
+    / 60 requests per `window_s`); `penalize` applies each model's penalty for a request inside a lockout."""
+    per_window = int(rpm * window_s / 60.0 + 1e-9)
+    if model == "fixed":
+        return partial(FixedWindowLimiter(window_s, penalize, clock).hit, bucket="feed", limit=per_window)
+    if model == "sliding":
+        return SlidingWindowLimiter(per_window, window_s, penalize, clock).hit
+    return TokenBucketLimiter(rpm, burst, penalize, clock).hit
 
 
 def _ceil(seconds: float) -> int:

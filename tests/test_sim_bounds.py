@@ -23,7 +23,8 @@ def test_all_budgets_add_the_feed_the_header_pool_and_the_separate_query_pool_pe
     # 11 windows give 165, the feed must bring 420 more: 630 s, plus one page's 3.52 s
     assert own["all_budgets"] == {
         "per_key": {"window_s": 60.0, "events_header_per_window": 10, "events_query_per_window": 5,
-                    "feed_throttle": "soft", "feed_rpm": 40.0, "feed_burst": 15},
+                    "feed_throttle": "soft", "feed_rpm": 40.0, "feed_burst": 15, "feed_model": "token",
+                    "feed_window_s": 60.0, "feed_per_window": 40},
         "min_seconds": 633.52, "keys": 2, "min_seconds_by_keys": {"1": 633.52, "2": 303.52},
         "assumptions": "each key's feed, header-auth and separate query-auth budgets all in use at once; "
                        "0 per window = unlimited, null = no separate query pool"}
@@ -61,6 +62,33 @@ def test_each_listed_key_has_the_budgets_the_bound_counts():
     assert (third.status_code, third.json()["code"]) == (401, "INVALID_API_KEY")
     assert (bound["keys"], bound["per_key"]["events_header_per_window"], bound["per_key"]["events_query_per_window"],
             bound["per_key"]["feed_burst"]) == (2, 3, 2, 2)
+
+
+@pytest.mark.parametrize(("model", "events", "feed", "everything"), [
+    # 60 pages. token: 15 at once, then 45 at 40/min: 67.5 s; with the pools' 15 at 0: 30 more, 45 s
+    ("token", 300_000, 67.5, 45.0),
+    # fixed and sliding: 40 at 0 and 20 at 60 s; with the pools' 15 at 0: 40 + 15 = 55 at 0, the rest at 60 s
+    ("fixed", 300_000, 60.0, 60.0),
+    ("sliding", 300_000, 60.0, 60.0),
+    # 600 pages: the windowed feed brings 40 a minute and the pools 15: 11 windows give 605
+    ("fixed", 3_000_000, 14 * 60.0, 10 * 60.0),
+    ("sliding", 3_000_000, 14 * 60.0, 10 * 60.0),
+])
+def test_the_minimum_follows_the_feeds_bucket_model(model, events, feed, everything):
+    with running("live", events=events, feed_model=model) as sim:
+        b = _bounds(sim.url)
+    latency = b["page_latency_seconds"]
+    assert (b["theoretical_min_seconds"]["feed"], b["all_budgets"]["min_seconds"]) == (
+        round(feed + latency, 3), round(everything + latency, 3))
+    assert b["all_budgets"]["per_key"]["feed_model"] == model
+
+
+def test_a_windowed_feed_model_with_a_window_of_its_own():
+    """20 per 30 s beside the pools' 15 per 60 s: 60 pages need 15 + 20 at 0, 20 at 30 s, 20 more at 60 s."""
+    with running("live", events=300_000, feed_model="fixed", feed_window_s=30.0) as sim:
+        b = _bounds(sim.url)
+    assert b["all_budgets"]["per_key"]["feed_per_window"] == 20
+    assert b["all_budgets"]["min_seconds"] == round(60.0 + b["page_latency_seconds"], 3)
 
 
 def test_keys_cannot_exceed_the_listed_keys():

@@ -6,9 +6,11 @@ between two requests because the machine is slow.
 
 from __future__ import annotations
 
+import pytest
 import requests
 
-from tests.fix_sim import KEY, OTHER_KEY, SimClock, client, running
+from datasync_sim import profile_config
+from tests.fix_sim import KEY, OTHER_KEY, SimClock, client, running, stream_token
 
 
 def _rate(r: requests.Response) -> tuple[str, str, str] | None:
@@ -132,3 +134,61 @@ def test_key_expires_after_its_ttl_from_first_use():
         clock.advance(0.001)
         late = s.get(sim.url + "/api/v1/events")
     assert (first, last_moment, late.status_code, late.json()["code"]) == (200, 200, 401, "API_KEY_EXPIRED")
+
+
+def _feed_timeline(model: str, at: list[float], penalize: bool = False) -> list[tuple[float, int, str | None]]:
+    """(second, status, Retry-After) of one feed request at each offset of `at`, 2 requests per 10 s (12/min)."""
+    clock = SimClock()
+    with running(clock=clock, feed_throttle="soft", feed_model=model, feed_rpm=12, feed_burst=2,
+                 feed_window_s=10.0, penalize_early_retries=penalize) as sim:
+        s = client()
+        token = stream_token(s, sim.url)
+        out = []
+        for t in at:
+            clock.advance(t - (clock.now - SimClock.START_S))
+            r = s.get(sim.url + token["endpoint"], params={"limit": 1}, headers={"X-Stream-Token": token["token"]})
+            out.append((t, r.status_code, r.headers.get("Retry-After")))
+        stats = requests.get(sim.url + "/__sim/stats").json()
+    return out + [("early", stats["early_retries"], str(stats["early_by_endpoint"]))]
+
+
+def test_feed_token_model_refills_one_request_at_a_time():
+    # burst 2, one token per 5 s: the third is refused until 5 s, one more each 5 s after
+    assert _feed_timeline("token", [0, 1, 2, 5, 6, 10.5]) == [
+        (0, 200, None), (1, 200, None), (2, 429, "3"), (5, 200, None), (6, 429, "4"), (10.5, 200, None),
+        ("early", 0, "{}")]
+
+
+def test_feed_fixed_model_grants_its_window_opened_by_the_first_request_at_once():
+    # 2 per 10 s from the first request (at 1 s): refused until 11 s; the request at 11 s opens the next
+    assert _feed_timeline("fixed", [1, 2, 3, 11, 11.5, 12]) == [
+        (1, 200, None), (2, 200, None), (3, 429, "8"), (11, 200, None), (11.5, 200, None), (12, 429, "9"),
+        ("early", 0, "{}")]
+
+
+def test_feed_sliding_model_counts_the_requests_of_the_last_window():
+    # 2 in any 10 s: at 11 s only the grant of 1 s has left the window, at 13 s the one of 5 s is still in it
+    assert _feed_timeline("sliding", [1, 5, 6, 11, 13, 15]) == [
+        (1, 200, None), (5, 200, None), (6, 429, "5"), (11, 200, None), (13, 429, "2"), (15, 200, None),
+        ("early", 0, "{}")]
+
+
+def test_an_early_retry_on_the_feed_is_penalised_in_every_model():
+    """With penalties a request inside the lockout restarts a full window (fixed, sliding) or spends a token
+    it does not have (token): the request at the original deadline is refused too; without, it passes."""
+    cases = {"token": [0, 1, 2, 3, 5], "fixed": [0, 1, 2, 3, 10], "sliding": [0, 1, 2, 3, 10]}
+    got = {(model, penalize): [code for _, code, _ in _feed_timeline(model, at, penalize)[:-1]]
+           for model, at in cases.items() for penalize in (False, True)}
+    assert got == {("token", False): [200, 200, 429, 429, 200], ("token", True): [200, 200, 429, 429, 429],
+                   ("fixed", False): [200, 200, 429, 429, 200], ("fixed", True): [200, 200, 429, 429, 429],
+                   ("sliding", False): [200, 200, 429, 429, 200], ("sliding", True): [200, 200, 429, 429, 429]}
+
+
+def test_the_feed_model_is_a_simulator_option():
+    from datasync_sim.__main__ import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--feed-model", "sliding", "--feed-window-s", "30"]))
+    assert (cfg.feed_throttle, cfg.feed_model, cfg.feed_window_s, cfg.feed_per_window()) == (
+        "soft", "sliding", 30.0, 20)
+    with pytest.raises(ValueError, match="feed_model must be one of"):
+        profile_config("live", feed_model="leaky")

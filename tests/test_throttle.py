@@ -9,7 +9,7 @@ import pytest
 
 from ingest.budgets.in_flight import AdaptiveConcurrency
 from ingest.budgets.limiter import RateLimiter
-from ingest.budgets.pacer import UNDERSHOOT, Pacer
+from ingest.budgets.pacer import Pacer
 from ingest.budgets.throttle import RETRY_AFTER_MARGIN_S, Throttle
 from tests.test_limiter import EPOCH_AT_START, START, FakeClock
 
@@ -53,12 +53,15 @@ def test_a_rate_guessed_from_a_retry_after_is_not_kept_a_measured_one_is() -> No
     assert feed.pacer is not None and feed.pacer.rate_per_s() is not None
     clock.advance(9.5)
     assert feed.state(wall=clock.wall) == (None, None)  # a restart starts unpaced, not at that guess
-    for _ in range(12):
-        feed.on_success(3.5)
-    clock.advance(10.0)  # 12 grants between two empty buckets, 19.5 s apart
+    stop = threading.Event()
+    for sent in range(13):  # from the deadline on, 12 requests granted and a 13th refused: an empty bucket again
+        with feed.turn(stop) as admitted:
+            assert admitted
+        if sent < 12:
+            feed.on_success(3.5)
     feed.on_rate_limited(1.0, fallback_s=1.0)
     rate, _ = feed.state(wall=clock.wall)
-    assert rate == pytest.approx(UNDERSHOOT * 12 / 19.5)
+    assert rate == pytest.approx(12 / (clock.now - (START + 9.0 + RETRY_AFTER_MARGIN_S)))
 
 
 def test_a_chain_waiting_for_an_in_flight_slot_waits_out_a_429_that_came_meanwhile() -> None:

@@ -1,32 +1,40 @@
-"""The pace of a budget that publishes no limit but answers 429 (the feed): a rate learned from what is granted.
+"""The pace of a budget that publishes no limit but answers 429 (the feed): a rate found from what is granted.
 
-The feed's reported throttle is a token bucket (~40 requests/min, bursts of ~15) that no header
-describes. The pacer starts unpaced (the burst is free). A 429 means the bucket is empty. Between two
-429 episodes, both with the bucket empty, the server granted exactly what it generated: the requests
-granted in between over the time between *is* its rate, the more exact the longer the span. So the
-first 429's Retry-After is only a deadline and a first guess (a rounded time to the next token, which
-says little of the rate, and after a restart it includes debt); each later 429 measures the rate over
-the span back to the earliest 429 of the last MEASURE_WINDOW_S, and the pacer runs just under it,
-probing up slowly (the 429s of requests already in flight are the same episode). A restart takes the
-rate and the deadline persisted by the previous run instead of walking into a drained bucket blind.
+Like BBR, the pacer takes the server's rate from what it granted over time and keeps probing above it; a
+Retry-After is only a deadline (whole seconds, so a 1.5 s refill says 2). After a 429 the server grants
+nothing before its deadline; from that deadline to a later 429, when it again had nothing to grant, it
+granted at least what it generated. So (requests sent - requests refused) / time over that span is an upper
+bound of its rate: for a continuous token bucket (at least one token at the deadline, under one at the
+later 429), for a fixed window (the span holds whole windows up to the last one it drained) and for a
+sliding one alike. Requests count by when they were sent, not by when they were answered: a page answers
+seconds after its request and a 429 at once, so counting answers would miss the grants in flight and
+undershoot. The pacer runs at the bound of the longest span of the last MEASURE_WINDOW_S: never under the
+rate, over it by about one request per span. While no 429 comes, the pace grows PROBE_GROWTH a grant: a
+rate learned once is never final, and a pace under the rate (a restored one, a server that sped up,
+another client that took tokens) climbs until the server pushes back.
+
+Before the first 429 nothing paces (the burst is free). The first 429 keeps the pace the requests were
+sent at (a bucket just drained granted at least its rate meanwhile) and the next 429 measures. A restart
+takes the rate the previous run measured and probes from there.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
-FIRST_GUESS_SHARE = 0.75  # of 1/Retry-After at the first 429: the time to the next token may be short
-RAMP_GROWTH = 1.02  # per grant until a span long enough to measure: +50% in ~20 grants
-# Per grant once measured: from UNDERSHOOT the pace passes the rate after ~15 grants and then drains
-# what the bucket saved meanwhile, so a 429 (a new, longer measurement) comes every 30-40 grants.
-PROBE_GROWTH = 1.002
-UNDERSHOOT = 0.97  # run at this share of the measured rate: just under it
-MIN_SPAN_S = 8.0  # s; a shorter span between two empty buckets holds too few grants to measure
+# Per grant until the first measurement: a pace guessed from a Retry-After may be far under the rate (x2 in 15).
+RAMP_GROWTH = 1.05
+# Per grant without a 429 once measured: x1.22 in 20 grants, so a pace measured low (another client took
+# tokens) is back within ~30 s. Past the rate the excess drains what a bucket holds at a deadline (under ~2
+# tokens) in ~12 grants: at the feed's 40/min a 429 every ~15-20 s (tests: 24 in 400 s), each waited out.
+PROBE_GROWTH = 1.01
 MEASURE_WINDOW_S = 180.0  # s; older 429s are not used (the server's rate may change; a long lull fills the bucket)
+MIN_GUESS_SPAN_S = 1.0  # s; sends over a shorter time before the first 429 say nothing of a pace
 MIN_RATE_PER_S = 0.02  # 1.2 requests/min: slower than any limit reported
-MAX_GUESS_S = 10.0  # s; a Retry-After longer than this says debt, not the refill interval
+MAX_GUESS_S = 10.0  # s; a Retry-After longer than this says debt or a window, not the refill interval
 SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a stop request is seen
 
 
@@ -37,12 +45,12 @@ class Pacer:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._rate: float | None = None  # requests/s; None: unpaced
-        self._ramping = False  # True between the first 429 and the second
+        self._measured: float | None = None  # the last bound measured between two empty buckets (or restored)
         self._next_at = float("-inf")
         self._episode_until = float("-inf")  # 429s answered before this belong to the last episode
-        self._granted = 0  # grants so far
-        self._episodes: list[tuple[float, int]] = []  # (when a 429 episode began, grants by then)
-        self._measured_once = False  # the rate has been measured (not only guessed from a Retry-After)
+        self._sent: deque[float] = deque()  # when each request of the window went
+        self._refused: deque[float] = deque()  # when each 429 of the window came
+        self._resumes: deque[float] = deque()  # the deadline of each 429 episode of the window
 
     def rate_per_s(self) -> float | None:
         """Requests per second the pacer lets through (None while unpaced)."""
@@ -50,15 +58,14 @@ class Pacer:
             return self._rate
 
     def measured_rate_per_s(self) -> float | None:
-        """The rate when it comes from a measurement between two empty buckets (None: unpaced or a guess)."""
+        """The rate measured between two empty buckets (or restored); None before a measurement."""
         with self._lock:
-            return self._rate if self._measured_once else None
+            return self._measured
 
     def restore(self, rate_per_s: float) -> None:
-        """Start at a rate learned by an earlier run (the bucket may still be drained)."""
+        """Start at a rate measured by an earlier run (the bucket may still be drained)."""
         with self._lock:
-            self._rate, self._ramping = max(MIN_RATE_PER_S, rate_per_s), False
-            self._measured_once = True  # only measured rates are persisted
+            self._rate = self._measured = max(MIN_RATE_PER_S, rate_per_s)
 
     def wait_s(self) -> float:
         """Seconds until the next turn (0: now); takes nothing."""
@@ -77,39 +84,51 @@ class Pacer:
                 wait = self._next_at - now
                 if wait <= 0:
                     self._next_at = max(now, self._next_at) + (1.0 / self._rate if self._rate else unpaced_spacing_s)
+                    self._forget(now - MEASURE_WINDOW_S)
+                    self._sent.append(now)
                     return
             self._sleep(min(wait, SLEEP_SLICE_S))
 
     def on_success(self) -> None:
         with self._lock:
-            self._granted += 1
             if self._rate is not None:
-                self._rate *= RAMP_GROWTH if self._ramping else PROBE_GROWTH
+                self._rate *= PROBE_GROWTH if self._measured is not None else RAMP_GROWTH
 
     def on_throttled(self, retry_after_s: float | None, resume_at: float) -> None:
-        """A 429: slow down once per episode; no request starts before `resume_at` (monotonic)."""
+        """A 429: re-measure once per episode; no request starts before `resume_at` (monotonic)."""
         with self._lock:
             now = self._clock()
+            self._refused.append(now)
             # Unpaced, a later turn can only be a slow start's provisional spacing: the 429 replaces it.
             self._next_at = resume_at if self._rate is None else max(self._next_at, resume_at)
             if now < self._episode_until:
-                return  # sent before the last slowdown took effect: already answered
+                return  # sent before the last deadline was known: already answered
             self._episode_until = resume_at
-            self._episodes = [e for e in self._episodes if now - e[0] <= MEASURE_WINDOW_S]
-            measured = self._measured(now)
-            self._episodes.append((now, self._granted))
-            if measured is not None:
-                self._rate, self._ramping = max(MIN_RATE_PER_S, UNDERSHOOT * measured), False
-                self._measured_once = True
-            elif self._rate is None:
-                guess = min(retry_after_s or 1.0, MAX_GUESS_S)
-                self._rate, self._ramping = FIRST_GUESS_SHARE / max(guess, 1e-3), True
-            else:  # too soon after the first 429 to measure: step back, stop ramping
-                self._rate, self._ramping = max(MIN_RATE_PER_S, self._rate * UNDERSHOOT), False
+            self._forget(now - MEASURE_WINDOW_S)
+            bound = self._bound(now)
+            self._resumes.append(resume_at)
+            if bound is None:  # the first 429 of the window: keep the pace requests went at, measure at the next
+                self._rate = self._rate if self._rate is not None else self._sending_rate(now, retry_after_s)
+            elif bound > 0:  # (none granted since the deadline: a request we did not send took it; keep the pace)
+                self._rate = self._measured = max(MIN_RATE_PER_S, bound)
 
-    def _measured(self, now: float) -> float | None:
-        """Grants per second since the earliest 429 of the window (the bucket was empty at both ends)."""
-        if not self._episodes or now - self._episodes[0][0] < MIN_SPAN_S:
+    def _forget(self, before: float) -> None:
+        for times in (self._sent, self._refused, self._resumes):
+            while times and times[0] < before:
+                times.popleft()
+
+    def _bound(self, now: float) -> float | None:
+        """Requests granted per second from the earliest deadline of the window to now (None: no such deadline)."""
+        began = next((t for t in self._resumes if t < now), None)
+        if began is None:
             return None
-        began, granted_then = self._episodes[0]
-        return (self._granted - granted_then) / (now - began)
+        granted = sum(1 for t in self._sent if t >= began) - sum(1 for t in self._refused if t >= began)
+        return granted / (now - began)
+
+    def _sending_rate(self, now: float, retry_after_s: float | None) -> float:
+        """The pace the requests went at before the first 429, or a guess from its Retry-After."""
+        if self._sent and now - self._sent[0] >= MIN_GUESS_SPAN_S:
+            granted = len(self._sent) - len(self._refused)
+            if granted > 0:
+                return max(MIN_RATE_PER_S, granted / (now - self._sent[0]))
+        return 1.0 / min(max(retry_after_s or 1.0, 1e-3), MAX_GUESS_S)
