@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from datasync_sim import profile_config
+from tests.fix_clock import START
 from tests.fix_sim import KEY, OTHER_KEY, SimClock, client, running, stream_token
 
 
@@ -145,7 +146,7 @@ def _feed_timeline(model: str, at: list[float], penalize: bool = False) -> list[
         token = stream_token(s, sim.url)
         out = []
         for t in at:
-            clock.advance(t - (clock.now - SimClock.START_S))
+            clock.advance(t - (clock.now - START))
             r = s.get(sim.url + token["endpoint"], params={"limit": 1}, headers={"X-Stream-Token": token["token"]})
             out.append((t, r.status_code, r.headers.get("Retry-After")))
         stats = requests.get(sim.url + "/__sim/stats").json()
