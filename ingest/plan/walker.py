@@ -112,11 +112,15 @@ class ChainWalker:
             if page.total is not None:
                 self.retry.stats.total_hint = page.total
             out = self._page_out(pid, page, cursor, pos, at_top=at_top)
+            sent_lo = lo
             while True:
                 # Read the bound again: a split while the request was in flight raised it, and a
-                # fallback may lower it before the partition is claimed done.
+                # fallback may lower it before the partition is claimed done. The feed's window ended at
+                # the bound the request was sent with: below a lowered one its hasMore=false is no end.
                 lo = self.plan.lower_bound(pid)
-                last = not page.has_more or (lo is not None and out.pos_ms is not None and out.pos_ms < lo)
+                lowered = self.source.windowed and sent_lo is not None and (lo is None or lo < sent_lo)
+                last = (not page.has_more and not lowered) or (
+                    lo is not None and out.pos_ms is not None and out.pos_ms < lo)
                 if not last or self.plan.claim_done(pid, lo):
                     break
             if first_page:
@@ -134,11 +138,11 @@ class ChainWalker:
             cursor, built = out.next_cursor, False
             if cursor is not None:
                 seen.add(cursor)
-            if cursor_lost and pos is not None:  # a page without its next cursor (_fetch placed it)
+            if cursor is None and pos is not None:  # no next cursor: pagination damaged, or a bound lowered
                 if cut_off:
                     logger.info("partition {}: a body cut off mid-JSON; its {} whole events are kept and the"
                                 " chain goes on after the last of them", pid, whole)
-                else:
+                elif cursor_lost:
                     logger.info("partition {}: a full page came without a well-formed pagination object; its"
                                 " events are kept and the chain goes on after the last of them", pid)
                 if self.source.windowed:
