@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from ingest.api.retry_policy import RetryPolicy
-from ingest.budgets.budget import FEED, HEADER, QUERY, Budget
+from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import DEFAULT_LATENCY_S, Throttle
 from ingest.errors import HandedBack, RetryableApiError
@@ -135,3 +135,11 @@ def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_
     header.throttle.limiter.pause_for(2 * DEFAULT_LATENCY_S)  # the owner walks 2 pages meanwhile
     assert share_for(header, feed, pages_left=10) == pytest.approx(0.4)  # 4 pages each way: they end together
     assert share_for(header, feed, pages_left=5) == 0.0  # 1.5 pages for the thief: not worth a partial page
+
+
+def test_the_query_pool_on_probation_adopts_nothing() -> None:
+    """Defect 2 of issue 19: its one chain runs; a partition adopted would be its second request in flight."""
+    feed, query = budget(FEED), budget(QUERY)
+    query.probe = QueryPoolProbe()
+    feed.throttle.limiter.pause_for(SHORT_WAIT_S)
+    assert adopter([feed, query]) is feed

@@ -23,7 +23,14 @@ from ingest.budgets.pacer import Pacer
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.config import Settings, key_fingerprint
-from ingest.errors import AuthenticationFailed, BudgetRetired, FatalApiError, RetriesExhausted, StreamAccessDenied
+from ingest.errors import (
+    AuthenticationFailed,
+    BudgetRetired,
+    FatalApiError,
+    HandedBack,
+    RetriesExhausted,
+    StreamAccessDenied,
+)
 from ingest.stats import Stats
 
 FEED, HEADER, QUERY = "feed", "header", "query"
@@ -55,9 +62,14 @@ class Budget:
         """Chains this budget keeps busy now (0 once retired; 1 while the query pool is on probation)."""
         if self.retired is not None:
             return 0
-        if self.probe is not None and self.probe.verdict is None:
+        if self.on_probation:
             return 1
         return self.throttle.chains()
+
+    @property
+    def on_probation(self) -> bool:
+        """The query pool before its verdict: one request at a time, whatever else says more."""
+        return self.probe is not None and self.probe.verdict is None
 
     def retire(self, why: str) -> None:
         if self.retired is None:
@@ -124,7 +136,8 @@ class QueryPoolProbe:
 
 
 class ProbationSource:
-    """The query budget's source: refuses to send once its pool is known to be shared."""
+    """The query budget's source: one request at a time until its pool is proven separate (two in flight
+    would make the second answer's fall look like someone else's), none once it is known to be shared."""
 
     kind = "documented"
     windowed = False
@@ -133,13 +146,25 @@ class ProbationSource:
         self._inner = inner
         self._probe = probe
         self.page_size = inner.page_size
+        self._lock = threading.Lock()
+        self._sending = False  # a request on probation is in flight
 
     def page(self, cursor, lo_ms, hi_ms, limit=None, read_timeout_s=None):  # noqa: ANN001, ANN201 - Source protocol
         refusal = self._probe.refusal()
         if refusal is not None:
             raise BudgetRetired(refusal)
-        self._probe.query_sending()
-        return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
+        with self._lock:
+            if self._sending:
+                raise HandedBack("the ?api_key= pool sends one request at a time on probation")
+            self._sending = self._probe.verdict is None
+            probation = self._sending
+        try:
+            self._probe.query_sending()
+            return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
+        finally:
+            if probation:
+                with self._lock:
+                    self._sending = False
 
 
 def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:

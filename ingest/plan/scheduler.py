@@ -130,6 +130,9 @@ class Scheduler:
                 if self._stop.is_set():
                     wait(self._running, timeout=STOP_GRACE_S)
                     break
+        except BaseException:
+            self._stop.set()  # a database error of a split, a bug: the chains must not go on sending meanwhile
+            raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             _finish_writer(writer, pages, stopping=self._stop.is_set())
@@ -200,7 +203,7 @@ class Scheduler:
             return 0
         chains = budget.chains()
         limiter = budget.throttle.limiter
-        if chains == 0 or not limiter.engaged:
+        if chains == 0 or not limiter.engaged or budget.on_probation:
             return chains
         remaining = self.plan.remaining_pages({pid for pid, _ in self._running.values()})
         spare = limiter.spare_tokens()
@@ -285,7 +288,7 @@ def adopter(candidates: list[Budget]) -> Budget | None:
     (a spent window: up to a minute), while others send. One chain more costs a paced budget no request:
     it takes its turn among the budget's other chains.
     """
-    ready = [b for b in candidates if b.retired is None and b.chains() > 0 and not _stalled(b)]
+    ready = [b for b in candidates if b.retired is None and b.chains() > 0 and not _stalled(b) and not b.on_probation]
     return min(ready, key=lambda b: b.throttle.wait_s()) if ready else None
 
 
