@@ -143,3 +143,10 @@ def test_the_query_pool_on_probation_adopts_nothing() -> None:
     query.probe = QueryPoolProbe()
     feed.throttle.limiter.pause_for(SHORT_WAIT_S)
     assert adopter([feed, query]) is feed
+
+
+def test_the_chains_of_a_retired_budget_hand_their_partitions_back() -> None:
+    """Defect 8 of issue 19: one chain's RetriesExhausted retired the budget; its other chains kept walking."""
+    feed, header = budget(FEED), budget(HEADER)
+    feed.retire("partition 3: gave up after 8 attempts")
+    assert hand_back_due(feed, [feed, header])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from ingest.api.client import ApiClient, LimitObserver
+from ingest.api.client import ApiClient, LimitObserver, StreamGrant
 from ingest.api.retry_policy import RetryPolicy
 from ingest.api.sources import DocumentedSource, FeedSource, Source, StreamTokens
 from ingest.budgets.answer_timeout import AnswerTimer
@@ -226,5 +226,14 @@ def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: 
         logger.warning("stream-access refused ({}); the documented /api/v1/events budgets carry the run", exc)
         return None
     logger.info("using the fast feed at {} (token valid {:.0f} s)", grant.endpoint, grant.expires_in_s)
-    return Budget(retry.throttle.name, FEED, FeedSource(client, StreamTokens(client, grant), settings.page_size),
+    def renew() -> StreamGrant:
+        try:
+            return access.call(client.stream_access, "stream-access")
+        except AuthenticationFailed:
+            raise
+        except FatalApiError as exc:  # the feed is gone, not the key: the other budgets go on
+            raise StreamAccessDenied(f"stream token renewal: {exc}") from exc
+
+    tokens = StreamTokens(client, grant, fetch=renew, stop=retry.stop)
+    return Budget(retry.throttle.name, FEED, FeedSource(client, tokens, settings.page_size),
                   retry, answers=AnswerTimer(settings.request_timeout_s), key_id=key_id)

@@ -12,12 +12,12 @@ from loguru import logger
 from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.throttle import Throttle
 from ingest.errors import (
-    FatalApiError,
     HandedBack,
     RateLimited,
     RetriesExhausted,
     RetryableApiError,
     Stopped,
+    StreamAccessDenied,
     StreamTokenInvalid,
 )
 from ingest.stats import Stats
@@ -56,7 +56,7 @@ class RetryLoop:
             self.throttle.count_failure(throttled=throttled)
             if not isinstance(failure, RetryableApiError):  # a stream token the source renewed: send again now
                 if self.policy.gives_up(attempt):
-                    raise FatalApiError(f"{what}: stream token refused {attempt} times") from None
+                    raise StreamAccessDenied(f"{what}: stream token refused {attempt} times") from None
                 continue
             if self.policy.gives_up(attempt):
                 raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {failure}") from failure

@@ -301,8 +301,9 @@ def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: t
 
 
 def hand_back_due(budget: Budget, budgets: list[Budget]) -> bool:
-    """True while `budget` faces a long wait and another budget could send now (any thread may ask)."""
-    return _stalled(budget) and any(other.retired is None and not _stalled(other)
+    """True once `budget` is retired, or while it faces a long wait and another budget could send now (any
+    thread may ask)."""
+    return budget.retired is not None or _stalled(budget) and any(other.retired is None and not _stalled(other)
                                     for other in budgets if other is not budget)
 
 
