@@ -8,6 +8,7 @@ import pytest
 
 from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
+from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import DEFAULT_LATENCY_S, Throttle
 from ingest.errors import HandedBack, RetryableApiError
@@ -150,3 +151,28 @@ def test_the_chains_of_a_retired_budget_hand_their_partitions_back() -> None:
     feed, header = budget(FEED), budget(HEADER)
     feed.retire("partition 3: gave up after 8 attempts")
     assert hand_back_due(feed, [feed, header])
+
+
+def test_a_chain_already_waiting_in_its_turn_when_the_window_is_spent_hands_back() -> None:
+    """Defect 4 of issue 19: hand-back was asked only before the turn, so a chain waiting inside it sat out the
+    whole window (here 41 s) holding its partition."""
+    clock = [NOW]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    limiter = RateLimiter(clock=lambda: clock[0], sleep=sleep)
+    header = Budget(HEADER, HEADER, source=None, retry=RetryLoop(  # type: ignore[arg-type]
+        Throttle(HEADER, limiter=limiter, clock=lambda: clock[0]), RetryPolicy(), Stats(), threading.Event()))
+    query = budget(QUERY)
+    header.throttle.observe(10, 0, 40.0)  # another chain took the window's last request
+    asked: list[bool] = []
+
+    def hand_back() -> bool:  # the first look was before the window was spent
+        asked.append(bool(asked) and hand_back_due(header, [header, query]))
+        return asked[-1]
+
+    sent: list[float] = []
+    with pytest.raises(HandedBack):
+        header.retry.call(lambda: sent.append(clock[0]), "partition 2", hand_back=hand_back)
+    assert sent == [] and clock[0] - NOW < 1.0

@@ -47,7 +47,7 @@ class RetryLoop:
             if hand_back():
                 raise HandedBack(what)
             attempt += 1
-            done, result, failure = self._attempt(send, what, attempt)
+            done, result, failure = self._attempt(send, what, attempt, hand_back)
             if done:
                 return cast(T, result)
             assert failure is not None
@@ -62,15 +62,17 @@ class RetryLoop:
                 raise RetriesExhausted(f"{what}: gave up after {attempt} attempts: {failure}") from failure
             self._wait_after(failure, attempt, what)
 
-    def _attempt(self, send: Callable[[], T], what: str, attempt: int,
+    def _attempt(self, send: Callable[[], T], what: str, attempt: int, hand_back: Callable[[], bool],
                  ) -> tuple[bool, T | None, RetryableApiError | StreamTokenInvalid | None]:
         """One request in the budget's turn: (True, its result, None), or (False, None, the failure to retry).
 
-        Failures that are final propagate.
+        Failures that are final propagate; so does HandedBack when `hand_back` turns true during the wait.
         """
-        with self.throttle.turn(self.stop) as admitted:
-            if not admitted or self.stop.is_set():
+        with self.throttle.turn(self.stop, hand_back) as admitted:
+            if self.stop.is_set():
                 raise Stopped(0)
+            if not admitted:
+                raise HandedBack(what)
             logger.debug("{}: request (attempt {}, {})", what, attempt, self.throttle.name)
             started = self._clock()
             try:

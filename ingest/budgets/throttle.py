@@ -46,22 +46,24 @@ class Throttle:
         self.failed = 0  # other retried failures
 
     @contextlib.contextmanager
-    def turn(self, stop: threading.Event) -> Iterator[bool]:
-        """Wait for this budget's next request; yields False without one when `stop` is set meanwhile.
+    def turn(self, stop: threading.Event, give_up: Callable[[], bool] = lambda: False) -> Iterator[bool]:
+        """Wait for this budget's next request; yields False without one when `stop` is set meanwhile, or
+        `give_up()` turns true (a chain that should hand its partition back rather than wait on).
 
         The in-flight slot comes first, the window and the spacing last: a chain that waited for a slot
         while another's request got a 429 must still wait out that 429's pause before it sends.
         """
+        halt = _Halt(stop, give_up)
         if self.gate is None:
-            yield self._paced(stop)
+            yield self._paced(halt)
             return
-        with self.gate.slot(stop) as admitted:
-            yield admitted and self._paced(stop)
+        with self.gate.slot(halt) as admitted:  # type: ignore[arg-type]  # is_set() and wait() are all it asks
+            yield admitted and self._paced(halt)
 
-    def _paced(self, stop: threading.Event) -> bool:
-        self.limiter.acquire(stop)
+    def _paced(self, stop: _Halt) -> bool:
+        self.limiter.acquire(stop)  # type: ignore[arg-type]
         if self.pacer is not None:
-            self.pacer.acquire(stop, self._slow_start_spacing_s())
+            self.pacer.acquire(stop, self._slow_start_spacing_s())  # type: ignore[arg-type]
         return not stop.is_set()
 
     def _slow_start_spacing_s(self) -> float:
@@ -165,3 +167,18 @@ class Throttle:
                 self.gate.end_slow_start()  # spaced at that rate, no two requests go together
         if not_before is not None and not_before > wall():
             self.limiter.hold_for(not_before - wall())
+
+
+class _Halt:
+    """What the waits of a turn look at: the run's stop, or the chain's reason to give its partition back."""
+
+    def __init__(self, stop: threading.Event, give_up: Callable[[], bool]) -> None:
+        self._stop = stop
+        self._give_up = give_up
+
+    def is_set(self) -> bool:
+        return self._stop.is_set() or self._give_up()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._stop.wait(timeout)
+        return self.is_set()
