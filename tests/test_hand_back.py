@@ -7,10 +7,11 @@ import threading
 import pytest
 
 from ingest.api.retry_policy import RetryPolicy
+from ingest.budgets.answer_timeout import DEFAULT_LATENCY_S
 from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.sender import RetryLoop
-from ingest.budgets.throttle import DEFAULT_LATENCY_S, Throttle
+from ingest.budgets.throttle import Throttle
 from ingest.errors import HandedBack, RetryableApiError
 from ingest.plan.scheduler import (
     HAND_BACK_PAGE_TIMES,

@@ -62,7 +62,7 @@ class WaitingSource:
 def budget(kind: str, clock: Clock, stop: threading.Event, source: object = None, *, name: str = "") -> Budget:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     throttle = Throttle(name or kind, limiter=limiter, clock=clock, max_chains=8)
-    retry = RetryLoop(throttle, RetryPolicy(), Stats(), stop, clock=clock)
+    retry = RetryLoop(throttle, RetryPolicy(), Stats(), stop)
     return Budget(name or kind, kind, source=source, retry=retry)  # type: ignore[arg-type]
 
 

@@ -60,7 +60,7 @@ class FeedClient:
 
 def loop(name: str, clock: Clock, stop: threading.Event, pacer: Pacer | None = None) -> RetryLoop:
     throttle = Throttle(name, limiter=RateLimiter(clock=clock, sleep=clock.sleep), pacer=pacer, clock=clock)
-    return RetryLoop(throttle, RetryPolicy(), Stats(), stop, clock=clock)
+    return RetryLoop(throttle, RetryPolicy(), Stats(), stop)
 
 
 def test_a_429_of_stream_access_at_renewal_pauses_neither_the_feed_nor_its_pacer() -> None:

@@ -130,11 +130,11 @@ def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
     """
     pages: queue.Queue = queue.Queue()
     plan = plan or Plan([partition], None)
-    retry = RetryLoop(Throttle("test"), RetryPolicy(max_attempts=2), Stats(), threading.Event())
+    retry = RetryLoop(Throttle("test", answers=answers), RetryPolicy(max_attempts=2), Stats(), threading.Event())
     out = [] if handed is None else handed
     try:
         ChainWalker(source, retry, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS,
-                    hand_back=hand_back, answers=answers, clock=clock).run(partition)
+                    hand_back=hand_back, clock=clock).run(partition)
     finally:
         while not pages.empty():
             out.append(pages.get())

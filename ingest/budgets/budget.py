@@ -46,7 +46,6 @@ class Budget:
     retry: RetryLoop
     retired: str | None = field(default=None)  # why it takes no more work (None: it does)
     probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
-    answers: AnswerTimer | None = None  # how long its chains wait for a page (None: REQUEST_TIMEOUT)
     key_id: str = ""  # its key's fingerprint: what it learned is kept for that key, not for a position in API_KEY
 
     @property
@@ -189,7 +188,8 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         key_id = key_fingerprint(key)
 
         def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None) -> RetryLoop:
-            throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency)
+            throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency,
+                                answers=AnswerTimer(settings.request_timeout_s))
             return RetryLoop(throttle, policy, stats, stop)
 
         if settings.strategy != "documented":
@@ -207,10 +207,9 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
                                                                     probe.query_answered), query_auth=True)
-        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry,
-                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
+        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry, key_id=key_id))
         budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
-                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
+                              key_id=key_id))
     return budgets
 
 
@@ -236,4 +235,4 @@ def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: 
 
     tokens = StreamTokens(client, grant, fetch=renew, stop=retry.stop)
     return Budget(retry.throttle.name, FEED, FeedSource(client, tokens, settings.page_size),
-                  retry, answers=AnswerTimer(settings.request_timeout_s), key_id=key_id)
+                  retry, key_id=key_id)

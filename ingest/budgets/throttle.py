@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from ingest.budgets.answer_timeout import AnswerTimer
 from ingest.budgets.in_flight import AdaptiveConcurrency
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.pacer import Pacer
@@ -23,8 +24,6 @@ from ingest.budgets.pacer import Pacer
 # Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
 # extends the lockout on the live API, so every 429 pause gets this much on top.
 RETRY_AFTER_MARGIN_S = 0.25  # s
-LATENCY_WEIGHT = 0.2  # weight of the newest answer in the moving average of latencies
-DEFAULT_LATENCY_S = 3.5  # s; a 5000-event page on the live API, until answers say otherwise
 
 
 class Throttle:
@@ -32,7 +31,7 @@ class Throttle:
 
     def __init__(self, name: str, *, limiter: RateLimiter | None = None, pacer: Pacer | None = None,
                  gate: AdaptiveConcurrency | None = None, max_chains: int = 1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 answers: AnswerTimer | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.limiter = limiter or RateLimiter(clock=clock)
         self.pacer = pacer  # None: the budget announces its limit (or has none); no spacing to learn
@@ -40,7 +39,7 @@ class Throttle:
         self.max_chains = max_chains
         self._clock = clock
         self._lock = threading.Lock()
-        self._latency_s: float | None = None
+        self.answers = answers or AnswerTimer()  # the page time, taught by the walkers' full pages
         self.answered = 0  # successful answers
         self.throttled = 0  # 429s
         self.failed = 0  # other retried failures
@@ -78,12 +77,9 @@ class Throttle:
         """X-RateLimit-* of an answer to this budget (call from the thread that sent the request)."""
         self.limiter.observe(limit, remaining, reset)
 
-    def on_success(self, latency_s: float) -> None:
+    def on_success(self) -> None:
         with self._lock:
             self.answered += 1
-            previous = self._latency_s
-            self._latency_s = latency_s if previous is None else (
-                (1 - LATENCY_WEIGHT) * previous + LATENCY_WEIGHT * latency_s)
         if self.gate is not None:
             self.gate.on_success()
         if self.pacer is not None:
@@ -99,11 +95,11 @@ class Throttle:
     def on_rate_limited(self, retry_after_s: float | None, fallback_s: float) -> float:
         """A 429: every chain of this budget waits the full Retry-After (or `fallback_s`); the wait in s."""
         delay = fallback_s if retry_after_s is None else retry_after_s + RETRY_AFTER_MARGIN_S
-        if self.gate is not None:
-            self.gate.on_throttled()
         self.limiter.pause_for(delay)
         if self.pacer is not None:
             self.pacer.on_throttled(retry_after_s, self._clock() + delay)
+        if self.gate is not None:  # last: a slow start's end opens every slot, and the pause must be set by then
+            self.gate.on_throttled()
         return delay
 
     def wait_s(self) -> float:
@@ -113,8 +109,7 @@ class Throttle:
 
     @property
     def latency_s(self) -> float:
-        with self._lock:
-            return self._latency_s if self._latency_s is not None else DEFAULT_LATENCY_S
+        return self.answers.latency_s()
 
     def rate_per_s(self) -> float | None:
         """Requests per second this budget allows, as far as known (None: no limit seen yet)."""

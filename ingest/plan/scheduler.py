@@ -108,8 +108,7 @@ class Scheduler:
         writer.start()
         walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
                                        server_now_ms=self.ctx.server_now_ms,
-                                       hand_back=partial(hand_back_due, budget, self.budgets),
-                                       answers=budget.answers)
+                                       hand_back=partial(hand_back_due, budget, self.budgets))
                    for budget in self.budgets}
         progress = self.ctx.progress([b.throttle for b in self.budgets], pages)
         # A thread for every chain `next_chain_for` may start: the cap, and one more per budget at the cap. A

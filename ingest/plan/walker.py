@@ -51,8 +51,6 @@ class ChainWalker:
     # Asked before every request: True when this budget should give its partition to another budget
     # instead of sitting on it through a long wait (a spent window, a 429 lockout).
     hand_back: Callable[[], bool] = lambda: False
-    # How long to wait for a full page, learned from the budget's answers (None: REQUEST_TIMEOUT).
-    answers: AnswerTimer | None = None
     clock: Callable[[], float] = time.monotonic
 
     def run(self, partition: Partition) -> None:
@@ -152,10 +150,7 @@ class ChainWalker:
 
     def _fetch(self, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
         """One request; a full page with damaged pagination counts only if its events can place the next one."""
-        if self.answers is None:
-            page = self.source.page(cursor, lo, until)
-        else:
-            page = self._timed_fetch(self.answers, cursor, lo, until)
+        page = self._timed_fetch(self.retry.throttle.answers, cursor, lo, until)
         if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
             raise RetryableApiError("a page without its next cursor (pagination damaged or body cut off) whose"
                                     " events cannot place the next page: fetched again")
