@@ -177,3 +177,10 @@ def test_a_chain_already_waiting_in_its_turn_when_the_window_is_spent_hands_back
     with pytest.raises(HandedBack):
         header.retry.call(lambda: sent.append(clock[0]), "partition 2", hand_back=hand_back)
     assert sent == [] and clock[0] - NOW < 1.0
+
+
+def test_a_partition_left_by_a_retired_budget_waits_for_nobody() -> None:
+    """Defect 6 of issue 19: with no budget stalled, `back_in_s` defaulted to 0 and the orphan waited."""
+    feed, header = budget(FEED), budget(HEADER)
+    feed.retire("stream-access refused")
+    assert waiting_ends_last([feed, header], pages_left=1000)

@@ -9,6 +9,7 @@ is retired and its partition handed, from its last position, to the others.
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections import deque
@@ -343,7 +344,7 @@ def waiting_ends_last(budgets: list[Budget], pages_left: float | None) -> bool:
     done, so a budget that can send now takes it. Unknown density or no budget sending: take it.
     """
     active = [b for b in budgets if b.retired is None]
-    back_in_s = min((b.throttle.wait_s() for b in active if _stalled(b)), default=0.0)
+    back_in_s = min((b.throttle.wait_s() for b in active if _stalled(b)), default=math.inf)  # retired: never
     rate = sum(_budget_rate(b) for b in active if not _stalled(b))
     return pages_left is None or rate <= 0 or back_in_s > pages_left / rate
 
