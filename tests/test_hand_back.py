@@ -124,11 +124,11 @@ def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
 
 def test_a_partition_given_up_mid_run_waits_for_its_budget_and_near_the_end_goes_to_one_sending() -> None:
     feed, header = budget(FEED), budget(HEADER)
-    header.throttle.observe(10, 0, 40.0)  # back in 40 s
+    header.throttle.observe(10, 0, 40.0)  # the header pool gave it up: back in 40 s
     feed_rate = 1 / DEFAULT_LATENCY_S  # one chain, no limit known: a page per page-time
-    assert not waiting_ends_last([feed, header], pages_left=feed_rate * 60)  # the feed needs 60 s more
-    assert waiting_ends_last([feed, header], pages_left=feed_rate * 20)  # done in 20 s: do not wait 40
-    assert waiting_ends_last([feed, header], pages_left=None)
+    assert not waiting_ends_last(40.0, feed_rate * 60, [feed, header])  # the feed needs 60 s more
+    assert waiting_ends_last(40.0, feed_rate * 20, [feed, header])  # done in 20 s: do not wait 40
+    assert waiting_ends_last(40.0, None, [feed, header])
 
 
 def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_would_end_first() -> None:
@@ -177,10 +177,3 @@ def test_a_chain_already_waiting_in_its_turn_when_the_window_is_spent_hands_back
     with pytest.raises(HandedBack):
         header.retry.call(lambda: sent.append(clock[0]), "partition 2", hand_back=hand_back)
     assert sent == [] and clock[0] - NOW < 1.0
-
-
-def test_a_partition_left_by_a_retired_budget_waits_for_nobody() -> None:
-    """Defect 6 of issue 19: with no budget stalled, `back_in_s` defaulted to 0 and the orphan waited."""
-    feed, header = budget(FEED), budget(HEADER)
-    feed.retire("stream-access refused")
-    assert waiting_ends_last([feed, header], pages_left=1000)

@@ -90,17 +90,20 @@ class PassContext:
 class Scheduler:
     """Walks every pending partition of `plan` on `budgets` and writes it; one pass."""
 
-    def __init__(self, ctx: PassContext, plan: Plan, budgets: list[Budget]) -> None:
+    def __init__(self, ctx: PassContext, plan: Plan, budgets: list[Budget],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.plan = plan
         self.budgets = budgets
+        self._clock = clock  # the throttles' clock: a not-before is compared with their waits
         self._stop = ctx.stop.event
         self._running: dict[Future, tuple[int, Budget]] = {}
-        self._todo: deque[Partition] = deque(plan.pending())
+        # What is left to walk, first first: a partition and when the budget that gave it up can send
+        # again (None: nobody gave it up; inf: its budget is retired), for `_orphan_waits_last`.
+        self._todo: deque[tuple[Partition, float | None]] = deque((p, None) for p in plan.pending())
         self._error: BaseException | None = None
         self._saved_states: dict[str, tuple[float | None, float | None]] = {}
         self._saved_at = float("-inf")
-        self._orphans: set[int] = set()  # partitions a budget gave up mid-range (handed back, retired)
 
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
@@ -172,22 +175,23 @@ class Scheduler:
         while not self._stop.is_set():
             budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
                                      if b not in no_work], len(self._running) >= self.ctx.max_chains,
-                                    orphan_waiting=self._orphan_would_end_last())
+                                    orphan_waiting=self._orphan_waits_last())
             if budget is None:
                 return
-            part = self._todo.popleft() if self._todo else self._steal(budget)
+            part = self._todo.popleft()[0] if self._todo else self._steal(budget)
             if part is None:
                 no_work.add(budget)
                 continue
-            self._orphans.discard(part.partition_id)
             self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
 
-    def _orphan_would_end_last(self) -> bool:
+    def _orphan_waits_last(self) -> bool:
         """True when the next partition is one a budget gave up and leaving it for that budget would make it
         the last range walked (see `waiting_ends_last`)."""
-        if not self._todo or self._todo[0].partition_id not in self._orphans:
+        back_at = self._todo[0][1] if self._todo else None
+        if back_at is None:
             return False
-        return waiting_ends_last(self.budgets, self.plan.remaining_pages({p.partition_id for p in self.plan.pending()}))
+        pages_left = self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
+        return waiting_ends_last(back_at - self._clock(), pages_left, self.budgets)
 
     def _busy(self, budget: Budget) -> int:
         return sum(1 for _, owner in self._running.values() if owner is budget)
@@ -230,18 +234,19 @@ class Scheduler:
         if exc is None:
             return  # the walker claimed its partition done with its last page
         if isinstance(exc, HandedBack):
-            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, budget.throttle.wait_s())
-            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
-            self._orphans.add(pid)
-            return
-        if isinstance(exc, BuiltCursorsRefused):
+            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, send_in_s(budget))
+            self._give_back(pid, budget)
+        elif isinstance(exc, BuiltCursorsRefused):
             self._cover_with_server_cursors(pid)
         elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
             budget.retire(str(exc))
-            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
-            self._orphans.add(pid)
+            self._give_back(pid, budget)
         elif not isinstance(exc, Stopped):
             self._fail(exc)
+
+    def _give_back(self, pid: int, budget: Budget) -> None:
+        """The partition goes first in line, from its position, with when `budget` can send again."""
+        self._todo.appendleft((self.plan.partitions[pid], self._clock() + send_in_s(budget)))
 
     def _others_active(self, budget: Budget) -> bool:
         return any(other.retired is None for other in self.budgets if other is not budget)
@@ -257,7 +262,7 @@ class Scheduler:
                        refused_id)
         checkpoint.persist_cover(self.ctx.conn, self.ctx.pass_id, refused_id, extended, created)
         if created is not None:
-            self._todo.append(created)
+            self._todo.append((created, None))
 
 
 def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool, *,
@@ -288,8 +293,8 @@ def adopter(candidates: list[Budget]) -> Budget | None:
     (a spent window: up to a minute), while others send. One chain more costs a paced budget no request:
     it takes its turn among the budget's other chains.
     """
-    ready = [b for b in candidates if b.retired is None and b.chains() > 0 and not _stalled(b) and not b.on_probation]
-    return min(ready, key=lambda b: b.throttle.wait_s()) if ready else None
+    ready = [b for b in candidates if b.chains() > 0 and not _stalled(b) and not b.on_probation]
+    return min(ready, key=send_in_s) if ready else None
 
 
 def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:
@@ -300,16 +305,21 @@ def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: t
     return new
 
 
+def send_in_s(budget: Budget) -> float:
+    """Seconds until `budget` can send (0: now; inf: retired): a 429's pause, a spent window or the pacer's
+    spacing. Every decision asks this one question: stall and hand-back, adoption, a thief's share."""
+    return math.inf if budget.retired is not None else budget.throttle.wait_s()
+
+
 def hand_back_due(budget: Budget, budgets: list[Budget]) -> bool:
     """True once `budget` is retired, or while it faces a long wait and another budget could send now (any
     thread may ask)."""
-    return budget.retired is not None or _stalled(budget) and any(other.retired is None and not _stalled(other)
-                                    for other in budgets if other is not budget)
+    return budget.retired is not None or _stalled(budget) and any(
+        not _stalled(other) for other in budgets if other is not budget)
 
 
 def _stalled(budget: Budget) -> bool:
-    throttle = budget.throttle
-    return throttle.wait_s() > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * throttle.latency_s)
+    return send_in_s(budget) > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * budget.throttle.latency_s)
 
 
 def share_for(thief: Budget, owner: Budget, pages_left: float | None) -> float:
@@ -319,7 +329,7 @@ def share_for(thief: Budget, owner: Budget, pages_left: float | None) -> float:
     """
     mine, theirs = _chain_rate(thief), _chain_rate(owner)
     share = mine / (mine + theirs)
-    wait_s = thief.throttle.limiter.wait_s()  # a spent window or a 429's pause; the feed's spacing is no wait
+    wait_s = send_in_s(thief)
     if pages_left is None or wait_s <= 0:
         return share  # a slow thief ready to send still takes the smallest piece worth a split (propose_split)
     share *= 1 - wait_s * theirs / max(pages_left, 1e-9)
@@ -336,16 +346,15 @@ def _chain_rate(budget: Budget) -> float:
     return per_chain
 
 
-def waiting_ends_last(budgets: list[Budget], pages_left: float | None) -> bool:
-    """True when the stalled budgets come back later than the budgets sending now need for `pages_left`.
+def waiting_ends_last(back_in_s: float, pages_left: float | None, budgets: list[Budget]) -> bool:
+    """True when the budget that gave a partition up comes back (in `back_in_s`; inf: retired) later than
+    the budgets sending now need for `pages_left`.
 
     Mid-run a partition given up waits: the budget that gave it up resumes it when its window opens, with
     no split (every split costs a partial page). Near the end it would be walked after everyone else is
     done, so a budget that can send now takes it. Unknown density or no budget sending: take it.
     """
-    active = [b for b in budgets if b.retired is None]
-    back_in_s = min((b.throttle.wait_s() for b in active if _stalled(b)), default=math.inf)  # retired: never
-    rate = sum(_budget_rate(b) for b in active if not _stalled(b))
+    rate = sum(_budget_rate(b) for b in budgets if not _stalled(b))
     return pages_left is None or rate <= 0 or back_in_s > pages_left / rate
 
 
