@@ -15,7 +15,6 @@ from ingest.budgets.throttle import Throttle
 from ingest.errors import HandedBack, RetryableApiError
 from ingest.plan.scheduler import (
     HAND_BACK_PAGE_TIMES,
-    adopter,
     hand_back_due,
     next_chain_for,
     share_for,
@@ -26,6 +25,11 @@ from ingest.stats import Stats
 NOW = 1000.0
 LONG_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S + 1  # longer than two page-times
 SHORT_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S - 1
+
+
+def adopter(budgets: list[Budget]) -> Budget | None:
+    """Who adopts a partition another budget gave up when every budget runs the chains it wants."""
+    return next_chain_for([(b, 1, 1) for b in budgets], cap_reached=False, orphan_waiting=True)
 
 
 def budget(kind: str) -> Budget:

@@ -149,15 +149,11 @@ class RateLimiter:
                 return 0.0
             return self._window_end - now
 
-    def pause_until(self, monotonic_deadline: float) -> None:
-        """After a 429: no thread returns from `acquire` before this instant. Never shortens a pause."""
+    def pause_for(self, seconds: float) -> None:
+        """After a 429: no thread returns from `acquire` for `seconds`. Never shortens a pause."""
         with self._lock:
             self._trust_guess = False
-            self._paused_until = max(self._paused_until, monotonic_deadline)
-
-    def pause_for(self, seconds: float) -> None:
-        """`pause_until` now + `seconds`."""
-        self.pause_until(self._clock() + seconds)
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def hold_for(self, seconds: float) -> None:
         """No request for `seconds`: a deadline an earlier run left. Unlike a 429 it says nothing of how

@@ -78,9 +78,7 @@ class RetryLoop:
         return None, result
 
     def _count_failure(self, exc: RetryableApiError | StreamTokenInvalid, what: str, attempt: int) -> None:
-        throttled = isinstance(exc, RateLimited)
-        self.stats.count(retries=1, throttled=throttled)
-        self.throttle.count_failure(throttled=throttled)
+        self.stats.count(retries=1, throttled=isinstance(exc, RateLimited))
         if isinstance(exc, RateLimited):
             # Every chain of this budget waits the full Retry-After: an early retry extends the lockout.
             delay = self.throttle.on_rate_limited(exc.retry_after, self.policy.backoff(attempt))

@@ -42,7 +42,6 @@ class Throttle:
         self.answers = answers or AnswerTimer()  # the page time, taught by the walkers' full pages
         self.answered = 0  # successful answers
         self.throttled = 0  # 429s
-        self.failed = 0  # other retried failures
 
     @contextlib.contextmanager
     def turn(self, stop: threading.Event, give_up: Callable[[], bool] = lambda: False) -> Iterator[bool]:
@@ -85,16 +84,11 @@ class Throttle:
         if self.pacer is not None:
             self.pacer.on_success()
 
-    def count_failure(self, *, throttled: bool) -> None:
-        with self._lock:
-            if throttled:
-                self.throttled += 1
-            else:
-                self.failed += 1
-
     def on_rate_limited(self, retry_after_s: float | None, fallback_s: float) -> float:
         """A 429: every chain of this budget waits the full Retry-After (or `fallback_s`); the wait in s."""
         delay = fallback_s if retry_after_s is None else retry_after_s + RETRY_AFTER_MARGIN_S
+        with self._lock:
+            self.throttled += 1
         self.limiter.pause_for(delay)
         if self.pacer is not None:
             self.pacer.on_throttled(retry_after_s, self._clock() + delay)

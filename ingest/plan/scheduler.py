@@ -274,27 +274,16 @@ def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool, *,
     cap only a budget running none may start one (a few chains over the cap, at most one per budget): a
     budget whose chains wait in its own throttle (the feed's spacing) must not keep a pool's window idle.
     When no budget wants one and the next partition is one another budget gave up (`orphan_waiting`), the
-    `adopter` takes it, below the cap only: the threads above it are kept for budgets running none.
+    one that can send soonest adopts it, unless each faces a long wait or is on probation, and below the
+    cap only (the threads above it are kept for budgets running none). Left waiting, the range would
+    stand still while others send; one chain more costs a paced budget no request, only its turn.
     """
     wanting = [(busy, i, budget) for i, (budget, busy, wanted) in enumerate(budgets)
                if busy < wanted and not (cap_reached and busy > 0)]
     if wanting:
         return min(wanting, key=lambda entry: entry[:2])[2]
-    if orphan_waiting and not cap_reached:
-        return adopter([budget for budget, _, _ in budgets])
-    return None
-
-
-def adopter(candidates: list[Budget]) -> Budget | None:
-    """Who walks a partition another budget gave up when every budget already runs the chains it wants:
-    the one of `candidates` that can send soonest, unless each faces a long wait (None).
-
-    Left waiting, the range would stand still until a chain ends, or for the budget that gave it back
-    (a spent window: up to a minute), while others send. One chain more costs a paced budget no request:
-    it takes its turn among the budget's other chains.
-    """
-    ready = [b for b in candidates if b.chains() > 0 and not _stalled(b) and not b.on_probation]
-    return min(ready, key=send_in_s) if ready else None
+    ready = [b for b, _, _ in budgets if b.chains() > 0 and not _stalled(b) and not b.on_probation]
+    return min(ready, key=send_in_s) if ready and orphan_waiting and not cap_reached else None
 
 
 def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:

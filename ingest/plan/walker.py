@@ -179,11 +179,9 @@ class ChainWalker:
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
         if partition.cursor and partition.cursor_kind in (None, self.source.kind):
             return partition.cursor, False
-        if partition.pos_ms is not None and partition.pos_id is not None:
-            return self._built(partition.pos_ms, partition.pos_id), True
-        if partition.hi_ms is not None and not self.source.windowed:
-            return self._built(partition.hi_ms, ZERO_ID), True
-        return None, False
+        pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None and partition.pos_id else None
+        cursor = self._rebuilt(pos, partition.hi_ms)
+        return cursor, cursor is not None
 
     def _rebuilt(self, pos: tuple[int, str] | None, hi: int | None) -> str | None:
         if pos is not None:
