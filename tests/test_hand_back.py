@@ -181,3 +181,13 @@ def test_a_chain_already_waiting_in_its_turn_when_the_window_is_spent_hands_back
     with pytest.raises(HandedBack):
         header.retry.call(lambda: sent.append(clock[0]), "partition 2", hand_back=hand_back)
     assert sent == [] and clock[0] - NOW < 1.0
+
+
+def test_the_request_that_takes_a_windows_last_token_is_sent() -> None:
+    """Taking the last token stalls the budget until the window ends: that request must still go, or the
+    window's last request is lost to a hand-back."""
+    header, query = budget(HEADER), budget(QUERY)
+    header.throttle.observe(10, 1, 40.0)  # one request left in the window
+    sent: list[int] = []
+    header.retry.call(lambda: sent.append(1), "partition 2", hand_back=lambda: hand_back_due(header, [header, query]))
+    assert sent == [1]

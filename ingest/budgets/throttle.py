@@ -58,11 +58,12 @@ class Throttle:
         with self.gate.slot(halt) as admitted:  # type: ignore[arg-type]  # is_set() and wait() are all it asks
             yield admitted and self._paced(halt)
 
-    def _paced(self, stop: _Halt) -> bool:
-        self.limiter.acquire(stop)  # type: ignore[arg-type]
+    def _paced(self, halt: _Halt) -> bool:
+        self.limiter.acquire(halt)  # type: ignore[arg-type]
         if self.pacer is not None:
-            self.pacer.acquire(stop, self._slow_start_spacing_s())  # type: ignore[arg-type]
-        return not stop.is_set()
+            self.pacer.acquire(halt, self._slow_start_spacing_s())  # type: ignore[arg-type]
+        # Not asked again: the window's last token, just taken, stalls the budget, yet its request must go.
+        return not halt.halted
 
     def _slow_start_spacing_s(self) -> float:
         """The gap between sends in a slow start (0 otherwise), when no rate is known and the bucket may be
@@ -159,14 +160,17 @@ class Throttle:
 
 
 class _Halt:
-    """What the waits of a turn look at: the run's stop, or the chain's reason to give its partition back."""
+    """What the waits of a turn look at: the run's stop, or the chain's reason to give its partition back.
+    Once it has said stop, it keeps saying so (`halted`): a wait that returned on it took no turn."""
 
     def __init__(self, stop: threading.Event, give_up: Callable[[], bool]) -> None:
         self._stop = stop
         self._give_up = give_up
+        self.halted = False
 
     def is_set(self) -> bool:
-        return self._stop.is_set() or self._give_up()
+        self.halted = self.halted or self._stop.is_set() or self._give_up()
+        return self.halted
 
     def wait(self, timeout: float | None = None) -> bool:
         self._stop.wait(timeout)
