@@ -2,14 +2,10 @@
 
 Only full pages teach it: a 500-event probe, a partition's last page or a cut body answers far quicker
 and would make the page time, and every decision made from it (chains, stalls, shares), too short.
-
-How long a chain waits for one page's answer: a few times the slowest recent answer, not a fixed guess.
-
-A held answer (the live API's "responses can be slow") keeps its chain idle until the read timeout. A
-fixed 15 s costs a chain ~11 s per held answer where full pages take 3.5-4 s; the same request sent
-again is answered in a page-time. The wait is learned from the budget's own full-page answers, so a
-slower deployment gets a longer one, and it doubles after each timeout in a row: an API that has grown
-slow is waited for, not given up on again and again.
+A held answer (the live API's "responses can be slow") keeps its chain idle until the read timeout: a
+fixed 15 s costs ~11 s per held answer where pages take 3.5-4 s, and the same request sent again is
+answered in a page time. So the wait is a few times the slowest recent page, doubled per timeout in a
+row: an API that has grown slow is waited for, not given up on again and again.
 """
 
 from __future__ import annotations

@@ -49,12 +49,6 @@ class RateLimiter:
         self._waited_s = 0.0
         self._sent_in = threading.local()  # .window: the window this thread's last token came from
 
-    @property
-    def engaged(self) -> bool:
-        """True once the API has announced a limit: from then on every request spends its budget."""
-        with self._lock:
-            return self._engaged
-
     def spare_tokens(self) -> int:
         """Requests the current announced window still allows (0 when none is open or none is known)."""
         with self._lock:

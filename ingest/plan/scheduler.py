@@ -206,11 +206,10 @@ class Scheduler:
         if hand_back_due(budget, self.budgets):
             return 0
         chains = budget.chains()
-        limiter = budget.throttle.limiter
-        if chains == 0 or not limiter.engaged or budget.on_probation:
+        if chains == 0 or budget.on_probation:
             return chains
         remaining = self.plan.remaining_pages({pid for pid, _ in self._running.values()})
-        spare = limiter.spare_tokens()
+        spare = budget.throttle.limiter.spare_tokens()  # 0 where no window is announced
         if remaining is not None and remaining + 1 <= spare:
             return max(chains, min(spare, budget.throttle.max_chains))
         return chains
