@@ -7,13 +7,14 @@ import threading
 import pytest
 
 from ingest.api.retry_policy import RetryPolicy
-from ingest.budgets.budget import FEED, HEADER, QUERY, Budget
+from ingest.budgets.answer_timeout import DEFAULT_LATENCY_S
+from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
+from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.sender import RetryLoop
-from ingest.budgets.throttle import DEFAULT_LATENCY_S, Throttle
+from ingest.budgets.throttle import Throttle
 from ingest.errors import HandedBack, RetryableApiError
 from ingest.plan.scheduler import (
     HAND_BACK_PAGE_TIMES,
-    adopter,
     hand_back_due,
     next_chain_for,
     share_for,
@@ -24,6 +25,11 @@ from ingest.stats import Stats
 NOW = 1000.0
 LONG_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S + 1  # longer than two page-times
 SHORT_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S - 1
+
+
+def adopter(budgets: list[Budget]) -> Budget | None:
+    """Who adopts a partition another budget gave up when every budget runs the chains it wants."""
+    return next_chain_for([(b, 1, 1) for b in budgets], cap_reached=False, orphan_waiting=True)
 
 
 def budget(kind: str) -> Budget:
@@ -122,11 +128,11 @@ def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
 
 def test_a_partition_given_up_mid_run_waits_for_its_budget_and_near_the_end_goes_to_one_sending() -> None:
     feed, header = budget(FEED), budget(HEADER)
-    header.throttle.observe(10, 0, 40.0)  # back in 40 s
+    header.throttle.observe(10, 0, 40.0)  # the header pool gave it up: back in 40 s
     feed_rate = 1 / DEFAULT_LATENCY_S  # one chain, no limit known: a page per page-time
-    assert not waiting_ends_last([feed, header], pages_left=feed_rate * 60)  # the feed needs 60 s more
-    assert waiting_ends_last([feed, header], pages_left=feed_rate * 20)  # done in 20 s: do not wait 40
-    assert waiting_ends_last([feed, header], pages_left=None)
+    assert not waiting_ends_last(40.0, feed_rate * 60, [feed, header])  # the feed needs 60 s more
+    assert waiting_ends_last(40.0, feed_rate * 20, [feed, header])  # done in 20 s: do not wait 40
+    assert waiting_ends_last(40.0, None, [feed, header])
 
 
 def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_would_end_first() -> None:
@@ -135,3 +141,53 @@ def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_
     header.throttle.limiter.pause_for(2 * DEFAULT_LATENCY_S)  # the owner walks 2 pages meanwhile
     assert share_for(header, feed, pages_left=10) == pytest.approx(0.4)  # 4 pages each way: they end together
     assert share_for(header, feed, pages_left=5) == 0.0  # 1.5 pages for the thief: not worth a partial page
+
+
+def test_the_query_pool_on_probation_adopts_nothing() -> None:
+    """Defect 2 of issue 19: its one chain runs; a partition adopted would be its second request in flight."""
+    feed, query = budget(FEED), budget(QUERY)
+    query.probe = QueryPoolProbe()
+    feed.throttle.limiter.pause_for(SHORT_WAIT_S)
+    assert adopter([feed, query]) is feed
+
+
+def test_the_chains_of_a_retired_budget_hand_their_partitions_back() -> None:
+    """Defect 8 of issue 19: one chain's RetriesExhausted retired the budget; its other chains kept walking."""
+    feed, header = budget(FEED), budget(HEADER)
+    feed.retire("partition 3: gave up after 8 attempts")
+    assert hand_back_due(feed, [feed, header])
+
+
+def test_a_chain_already_waiting_in_its_turn_when_the_window_is_spent_hands_back() -> None:
+    """Defect 4 of issue 19: hand-back was asked only before the turn, so a chain waiting inside it sat out the
+    whole window (here 41 s) holding its partition."""
+    clock = [NOW]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    limiter = RateLimiter(clock=lambda: clock[0], sleep=sleep)
+    header = Budget(HEADER, HEADER, source=None, retry=RetryLoop(  # type: ignore[arg-type]
+        Throttle(HEADER, limiter=limiter, clock=lambda: clock[0]), RetryPolicy(), Stats(), threading.Event()))
+    query = budget(QUERY)
+    header.throttle.observe(10, 0, 40.0)  # another chain took the window's last request
+    asked: list[bool] = []
+
+    def hand_back() -> bool:  # the first look was before the window was spent
+        asked.append(bool(asked) and hand_back_due(header, [header, query]))
+        return asked[-1]
+
+    sent: list[float] = []
+    with pytest.raises(HandedBack):
+        header.retry.call(lambda: sent.append(clock[0]), "partition 2", hand_back=hand_back)
+    assert sent == [] and clock[0] - NOW < 1.0
+
+
+def test_the_request_that_takes_a_windows_last_token_is_sent() -> None:
+    """Taking the last token stalls the budget until the window ends: that request must still go, or the
+    window's last request is lost to a hand-back."""
+    header, query = budget(HEADER), budget(QUERY)
+    header.throttle.observe(10, 1, 40.0)  # one request left in the window
+    sent: list[int] = []
+    header.retry.call(lambda: sent.append(1), "partition 2", hand_back=lambda: hand_back_due(header, [header, query]))
+    assert sent == [1]

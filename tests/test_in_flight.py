@@ -18,28 +18,16 @@ def limits_after(gate: AdaptiveConcurrency, outcomes: str) -> list[int]:
     return seen
 
 
-def test_starts_at_maximum_unless_told() -> None:
-    assert (AdaptiveConcurrency(6).limit, AdaptiveConcurrency(6, initial=2).limit) == (6, 2)
-
-
-def test_consecutive_429s_halve_the_limit_down_to_minimum() -> None:
-    gate = AdaptiveConcurrency(16, minimum=3, shrink_after=2, grow_after=100)
-    assert limits_after(gate, "tttttttt") == [16, 8, 8, 4, 4, 3, 3, 3]
-
-
-def test_a_success_breaks_a_run_of_429s() -> None:
-    gate = AdaptiveConcurrency(8, shrink_after=2, grow_after=100)
-    assert limits_after(gate, "tststt") == [8, 8, 8, 8, 8, 4]
-
-
-def test_consecutive_successes_grow_the_limit_by_one_up_to_maximum() -> None:
-    gate = AdaptiveConcurrency(4, initial=2, shrink_after=2, grow_after=3)
-    assert limits_after(gate, "sss" "sss" "sss") == [2, 2, 3, 3, 3, 4, 4, 4, 4]
+def test_every_chain_may_send_at_once_outside_a_slow_start() -> None:
+    gate = AdaptiveConcurrency(8)
+    assert limits_after(gate, "ttss") == [8, 8, 8, 8]  # the pacer answers 429s; no second answer here
 
 
 def test_a_slow_start_adds_a_slot_per_success_until_the_first_429_then_leaves_the_pace_to_the_pacer() -> None:
-    gate = AdaptiveConcurrency(8, shrink_after=2, grow_after=3, slow_start=True)
-    assert limits_after(gate, "sss" "t" "s" "tt") == [2, 3, 4, 8, 8, 8, 4]
+    gate = AdaptiveConcurrency(8, slow_start=True)
+    assert gate.limit == 1
+    assert limits_after(gate, "sss" "t" "s" "tt") == [2, 3, 4, 8, 8, 8, 8]
+    assert not gate.slow_starting
 
 
 def test_a_restored_pace_ends_a_slow_start() -> None:
@@ -48,34 +36,9 @@ def test_a_restored_pace_ends_a_slow_start() -> None:
     assert (gate.limit, gate.slow_starting) == (8, False)
 
 
-def test_a_429_breaks_a_run_of_successes() -> None:
-    gate = AdaptiveConcurrency(4, initial=2, shrink_after=5, grow_after=3)
-    assert limits_after(gate, "sstsss") == [2, 2, 2, 2, 2, 3]
-
-
-def test_429s_for_requests_sent_before_a_halving_do_not_halve_again() -> None:
-    gate = AdaptiveConcurrency(16, shrink_after=2, grow_after=100)
-    with gate.slot():  # sent at concurrency 16
-        limits = limits_after(gate, "tttt")
-    with gate.slot():  # sent at concurrency 8: a new episode counts again
-        limits += limits_after(gate, "tt")
-    assert limits == [16, 8, 8, 8, 8, 4]
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"maximum": 0},
-        {"maximum": 4, "initial": 5},
-        {"maximum": 4, "initial": 1, "minimum": 2},
-        {"maximum": 4, "minimum": 0},
-        {"maximum": 4, "shrink_after": 0},
-        {"maximum": 4, "grow_after": 0},
-    ],
-)
-def test_inconsistent_bounds_are_refused(kwargs: dict[str, int]) -> None:
+def test_no_slot_at_all_is_refused() -> None:
     with pytest.raises(ValueError):
-        AdaptiveConcurrency(**kwargs)
+        AdaptiveConcurrency(0)
 
 
 class StopAsked(threading.Event):
@@ -153,32 +116,6 @@ def test_threads_never_exceed_the_limit_in_flight() -> None:
     assert (fourth, len(entries), max(flight for _, flight in entries)) == (False, 80, 3)
 
 
-def test_threads_respect_a_limit_that_shrinks_while_they_run() -> None:
-    gate = AdaptiveConcurrency(8, shrink_after=1, grow_after=1000)
-    phase = "wide"
-    narrow_entries = threading.Semaphore(0)
-
-    def keep_going() -> str | None:
-        current = phase
-        if current == "narrow":
-            narrow_entries.release()
-        return current
-
-    meet, release = threading.Barrier(8 + 1), threading.Event()
-    entries, pool = run_threads(gate, 10, keep_going, meet, release)
-    meet.wait(GUARD_S)  # eight slots held: the limit is reached, two threads wait
-    for _ in range(3):
-        gate.on_throttled()  # this thread holds no slot, so each 429 counts: 8 → 4 → 2 → 1
-    phase = "narrow"  # a slot asked for from now on is granted under limit 1
-    release.set()
-    for _ in range(20):  # twenty slots asked for under the narrow limit, however slowly the threads run
-        assert narrow_entries.acquire(timeout=GUARD_S)
-    phase = None
-    join_all(pool)
-    peaks = {name: max(flight for p, flight in entries if p == name) for name in ("wide", "narrow")}
-    assert (gate.limit, peaks, sum(p == "narrow" for p, _ in entries) >= 20) == (1, {"wide": 8, "narrow": 1}, True)
-
-
 def test_a_set_stop_yields_false_without_a_slot() -> None:
     gate = AdaptiveConcurrency(1)
     stop = threading.Event()
@@ -212,7 +149,7 @@ def test_stop_ends_a_wait_for_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_growth_wakes_a_waiting_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     # The waiter would look again only after an hour: only the growth's notify can wake it in time.
     monkeypatch.setattr(concurrency, "WAIT_SLICE_S", 3600)
-    gate = AdaptiveConcurrency(2, initial=1, grow_after=1)
+    gate = AdaptiveConcurrency(2, slow_start=True)  # one slot until a success
     asking = StopAsked()
     got_slot = threading.Event()
 

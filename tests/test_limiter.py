@@ -176,7 +176,7 @@ def test_a_429_pause_is_waited_out_in_full() -> None:
 def test_a_sleep_that_wakes_early_does_not_end_a_pause_early() -> None:
     clock = FakeClock(wakes_after=0.3)
     limiter = make_limiter(clock)
-    limiter.pause_until(START + 10)
+    limiter.pause_for(10)
     waited = limiter.acquire()
     assert (waited >= 10.0, clock() >= START + 10) == (True, True)
 
@@ -184,7 +184,7 @@ def test_a_sleep_that_wakes_early_does_not_end_a_pause_early() -> None:
 def test_429_pauses_every_fetcher_until_the_deadline() -> None:
     clock = FakeClock()
     limiter = make_limiter(clock)
-    limiter.pause_until(START + 30)
+    limiter.pause_for(30)
     returned_at: list[float] = []
     lock = threading.Lock()
 
@@ -203,8 +203,8 @@ def test_429_pauses_every_fetcher_until_the_deadline() -> None:
 def test_a_pause_is_never_shortened() -> None:
     clock = FakeClock()
     limiter = make_limiter(clock)
-    limiter.pause_until(START + 30)
-    limiter.pause_until(START + 10)
+    limiter.pause_for(30)
+    limiter.pause_for(10)
     limiter.pause_for(5)
     assert limiter.acquire() == 30.0
 

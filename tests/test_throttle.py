@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from ingest.api.retry_policy import RetryPolicy
+from ingest.budgets.answer_timeout import DEFAULT_LATENCY_S
 from ingest.budgets.in_flight import AdaptiveConcurrency
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.pacer import Pacer
+from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import RETRY_AFTER_MARGIN_S, Throttle
+from ingest.errors import RateLimited
+from ingest.stats import Stats
 from tests.test_limiter import EPOCH_AT_START, START, FakeClock
 
 MARGIN_S = 0.5  # the limiter's Reset margin in these tests
@@ -58,7 +65,7 @@ def test_a_rate_guessed_from_a_retry_after_is_not_kept_a_measured_one_is() -> No
         with feed.turn(stop) as admitted:
             assert admitted
         if sent < 12:
-            feed.on_success(3.5)
+            feed.on_success()
     feed.on_rate_limited(1.0, fallback_s=1.0)
     rate, _ = feed.state(wall=clock.wall)
     assert rate == pytest.approx(12 / (clock.now - (START + 9.0 + RETRY_AFTER_MARGIN_S)))
@@ -91,7 +98,8 @@ def test_a_slow_start_spreads_its_requests_over_a_page_time() -> None:
     gate = AdaptiveConcurrency(8, slow_start=True)
     feed = Throttle("feed", limiter=RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep),
                     pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
-    feed.on_success(4.0)  # a first answer, after 4 s: two requests may be in flight now
+    feed.answers.answered(4.0)  # a first full page, after 4 s: two requests may be in flight now
+    feed.on_success()
     sent_at = []
     for _ in range(3):
         with feed.turn(threading.Event()):
@@ -111,3 +119,51 @@ def test_a_restored_measured_rate_ends_a_slow_start() -> None:
                     pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
     feed.restore(0.6, None, wall=clock.wall)
     assert (gate.slow_starting, gate.limit) == (False, 8)  # the pacer's 0.6/s keeps requests apart
+
+
+class WatchedGate(AdaptiveConcurrency):
+    """A slow-starting gate that notes whether the budget's 429 pause was set when it let other chains go."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        super().__init__(4, slow_start=True)
+        self.limiter = limiter
+        self.paused_when_opened: list[bool] = []  # at every slot freed, and when a 429 opens every slot
+
+    @contextlib.contextmanager
+    def slot(self, stop: threading.Event | None = None) -> Iterator[bool]:
+        with super().slot(stop) as admitted:
+            yield admitted
+        self.paused_when_opened.append(self.limiter.wait_s() > 0)
+
+    def on_throttled(self) -> None:
+        self.paused_when_opened.append(self.limiter.wait_s() > 0)
+        super().on_throttled()
+
+
+def test_no_chain_is_let_go_before_a_429s_pause_is_set() -> None:
+    """Defect 5 of issue 19: the slot was freed, and a slow start's slots opened, before the pause was set:
+    a chain woken in between sent into the lockout."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=MARGIN_S)
+    gate = WatchedGate(limiter)
+    feed = Throttle("feed", limiter=limiter, pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
+    retry = RetryLoop(feed, RetryPolicy(), Stats(), threading.Event())
+    answers = iter([RateLimited("HTTP 429", status=429, retry_after=2.0), None])
+
+    def send() -> None:
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    retry.call(send, "partition 1")
+    assert gate.paused_when_opened[:2] == [True, True]
+
+
+def test_a_probe_answer_teaches_no_page_time() -> None:
+    """Defect 7 of issue 19: the first answer of a budget is the 500-event planning or anchor probe, ~10x
+    quicker than a full page; taken whole, it made slow start, the stall threshold and the chain rate short."""
+    clock = FakeClock()
+    header = throttle(clock)
+    retry = RetryLoop(header, RetryPolicy(), Stats(), threading.Event())
+    retry.call(lambda: clock.advance(0.3), "the planning probe")
+    assert header.latency_s == DEFAULT_LATENCY_S

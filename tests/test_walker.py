@@ -130,11 +130,11 @@ def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
     """
     pages: queue.Queue = queue.Queue()
     plan = plan or Plan([partition], None)
-    retry = RetryLoop(Throttle("test"), RetryPolicy(max_attempts=2), Stats(), threading.Event())
+    retry = RetryLoop(Throttle("test", answers=answers), RetryPolicy(max_attempts=2), Stats(), threading.Event())
     out = [] if handed is None else handed
     try:
         ChainWalker(source, retry, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS,
-                    hand_back=hand_back, answers=answers, clock=clock).run(partition)
+                    hand_back=hand_back, clock=clock).run(partition)
     finally:
         while not pages.empty():
             out.append(pages.get())
@@ -452,3 +452,23 @@ def test_a_chain_waits_for_a_page_as_long_as_the_budgets_full_pages_took_and_lon
     assert stored_ids(pages) == {e["id"] for e in items}
     assert source.read_timeouts == [15.0] * LEARNED_AFTER + [MIN_WAIT_S] * 3 + [2 * MIN_WAIT_S] + [MIN_WAIT_S] * 4
     assert source.cursors[6] == held["cursor"]  # the held page asked again
+
+
+def test_a_bound_lowered_while_a_feed_request_is_in_flight_is_walked_before_the_partition_ends() -> None:
+    """Defect 1 of issue 19: the API refused a built cursor elsewhere, so the top partition's bound was
+    cleared (cover_with_server_cursors) while its request with the old `since` was out. That page ends its
+    window (hasMore false), which is no end of the partition now: the range below the old bound is its own."""
+    items = events(100)
+    source = WindowSource(items, page_size=30)
+    old_lo = items[49]["timestamp"]
+    top, below = Partition(1, old_lo, None), Partition(2, None, old_lo)
+    plan = Plan([top, below], None)
+
+    def refuse_below_while_fetching_page_two(cursor: str | None) -> None:
+        if cursor is not None and len(source.cursors) == 2:
+            plan.cover_with_server_cursors(2)  # the scheduler folds partition 2 into the top one
+
+    source.during = refuse_below_while_fetching_page_two
+    pages = walk(source, top, plan)
+    assert stored_ids(pages) == {e["id"] for e in items}
+    assert pages[-1].last and plan.partitions[1].done

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from loguru import logger
 
 from ingest.api.client import ApiClient, Envelope, LimitObserver, StreamGrant
-from ingest.errors import StreamTokenInvalid
+from ingest.errors import Stopped, StreamTokenInvalid
 
 EVENTS_PATH = "/api/v1/events"
 
@@ -34,6 +35,7 @@ class Source(Protocol):
 # Renew a feed token this long before it expires (or at three quarters of a shorter life), so no
 # request goes out with a dying token.
 TOKEN_RENEW_BEFORE_S = 30.0
+LOCK_SLICE_S = 0.25  # s; a chain waiting for the renewal in flight looks at `stop` this often
 
 
 class DocumentedSource:
@@ -59,34 +61,42 @@ class DocumentedSource:
 
 
 class StreamTokens:
-    """The current feed token, renewed before expiry or when the server calls it invalid."""
+    """The current feed token, renewed before expiry or when the server calls it invalid.
 
-    def __init__(self, client: ApiClient, first: StreamGrant, clock=time.monotonic) -> None:
-        self._client = client
+    A renewal is not a feed request: `fetch` sends it with stream-access's own retries (its bucket is not
+    the feed's), so its 429s and 5xx neither pause the feed nor teach the feed's pacer. One renewal is in
+    flight at a time; chains waiting for it still see `stop`.
+    """
+
+    def __init__(self, client: ApiClient, first: StreamGrant, clock: Callable[[], float] = time.monotonic, *,
+                 fetch: Callable[[], StreamGrant] | None = None, stop: threading.Event | None = None) -> None:
+        self._fetch = fetch or client.stream_access
+        self._stop = stop or threading.Event()
         self._clock = clock
         self._lock = threading.Lock()
         self._grant = first
         self._renew_at = clock() + _renew_after(first)
 
     def current(self) -> StreamGrant:
-        with self._lock:
-            if self._clock() < self._renew_at:
-                return self._grant
         return self.renew(stale=None)
 
     def renew(self, stale: StreamGrant | None) -> StreamGrant:
-        """Get a new token unless another thread already replaced `stale`. Sends at most one request."""
-        with self._lock:
-            if stale is not None and self._grant is not stale:
-                return self._grant
-            if stale is None and self._clock() < self._renew_at:
+        """Get a new token unless another thread already replaced `stale` (or, `stale` None, unless the
+        current one is still fresh). Sends at most one renewal; raises Stopped while waiting for one."""
+        while not self._lock.acquire(timeout=LOCK_SLICE_S):
+            if self._stop.is_set():
+                raise Stopped(0)
+        try:
+            if (self._grant is not stale) if stale is not None else self._clock() < self._renew_at:
                 return self._grant
             # Holding the lock over this request is deliberate: concurrent fetchers must wait for the
             # one new token rather than each ask stream-access (which has its own rate limit).
-            grant = self._client.stream_access()
+            grant = self._fetch()
             self._grant, self._renew_at = grant, self._clock() + _renew_after(grant)
             logger.info("stream token renewed (valid {:.0f} s)", grant.expires_in_s)
             return grant
+        finally:
+            self._lock.release()
 
 
 def _renew_after(grant: StreamGrant) -> float:

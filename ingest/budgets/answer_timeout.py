@@ -1,10 +1,11 @@
-"""How long a chain waits for one page's answer: a few times the slowest recent answer, not a fixed guess.
+"""A budget's page time: how long its full pages take (the one latency model) and how long to wait for one.
 
-A held answer (the live API's "responses can be slow") keeps its chain idle until the read timeout. A
-fixed 15 s costs a chain ~11 s per held answer where full pages take 3.5-4 s; the same request sent
-again is answered in a page-time. The wait is learned from the budget's own full-page answers, so a
-slower deployment gets a longer one, and it doubles after each timeout in a row: an API that has grown
-slow is waited for, not given up on again and again.
+Only full pages teach it: a 500-event probe, a partition's last page or a cut body answers far quicker
+and would make the page time, and every decision made from it (chains, stalls, shares), too short.
+A held answer (the live API's "responses can be slow") keeps its chain idle until the read timeout: a
+fixed 15 s costs ~11 s per held answer where pages take 3.5-4 s, and the same request sent again is
+answered in a page time. So the wait is a few times the slowest recent page, doubled per timeout in a
+row: an API that has grown slow is waited for, not given up on again and again.
 """
 
 from __future__ import annotations
@@ -16,16 +17,25 @@ RECENT_ANSWERS = 8  # full-page answers remembered; the slowest of them sets the
 LEARNED_AFTER = 3  # answers before the learned wait replaces the configured one
 SLOWEST_FACTOR = 2.5  # × the slowest recent answer: ordinary variation never times out
 MIN_WAIT_S = 5.0  # s; never less, whatever the answers: connection set-up and a busy writer add to them
+DEFAULT_LATENCY_S = 3.5  # s; a 5000-event page on the live API, until a full page says otherwise
+LATENCY_WEIGHT = 0.2  # weight of the newest full page in the moving average of page times
+DEFAULT_TIMEOUT_S = 15.0  # s; REQUEST_TIMEOUT's default, for throttles built without settings (tests)
 
 
 class AnswerTimer:
     """One budget's read timeout for full pages; thread-safe (its chains share it)."""
 
-    def __init__(self, configured_s: float) -> None:
+    def __init__(self, configured_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._configured_s = configured_s  # REQUEST_TIMEOUT: the ceiling, and the wait until answers are known
         self._lock = threading.Lock()
         self._recent: deque[float] = deque(maxlen=RECENT_ANSWERS)
         self._timeouts_in_a_row = 0
+        self._average_s: float | None = None
+
+    def latency_s(self) -> float:
+        """The budget's page time: a moving average of its full pages' answers."""
+        with self._lock:
+            return DEFAULT_LATENCY_S if self._average_s is None else self._average_s
 
     def timeout_s(self) -> float:
         """Seconds to wait for the next full page's answer."""
@@ -39,6 +49,8 @@ class AnswerTimer:
         """A full page came back after `seconds`."""
         with self._lock:
             self._recent.append(seconds)
+            self._average_s = seconds if self._average_s is None else (
+                (1 - LATENCY_WEIGHT) * self._average_s + LATENCY_WEIGHT * seconds)
             self._timeouts_in_a_row = 0
 
     def timed_out(self) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from ingest.api.client import ApiClient, LimitObserver
+from ingest.api.client import ApiClient, LimitObserver, StreamGrant
 from ingest.api.retry_policy import RetryPolicy
 from ingest.api.sources import DocumentedSource, FeedSource, Source, StreamTokens
 from ingest.budgets.answer_timeout import AnswerTimer
@@ -23,7 +23,14 @@ from ingest.budgets.pacer import Pacer
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.config import Settings, key_fingerprint
-from ingest.errors import AuthenticationFailed, BudgetRetired, FatalApiError, RetriesExhausted, StreamAccessDenied
+from ingest.errors import (
+    AuthenticationFailed,
+    BudgetRetired,
+    FatalApiError,
+    HandedBack,
+    RetriesExhausted,
+    StreamAccessDenied,
+)
 from ingest.stats import Stats
 
 FEED, HEADER, QUERY = "feed", "header", "query"
@@ -39,7 +46,6 @@ class Budget:
     retry: RetryLoop
     retired: str | None = field(default=None)  # why it takes no more work (None: it does)
     probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
-    answers: AnswerTimer | None = None  # how long its chains wait for a page (None: REQUEST_TIMEOUT)
     key_id: str = ""  # its key's fingerprint: what it learned is kept for that key, not for a position in API_KEY
 
     @property
@@ -55,9 +61,14 @@ class Budget:
         """Chains this budget keeps busy now (0 once retired; 1 while the query pool is on probation)."""
         if self.retired is not None:
             return 0
-        if self.probe is not None and self.probe.verdict is None:
+        if self.on_probation:
             return 1
         return self.throttle.chains()
+
+    @property
+    def on_probation(self) -> bool:
+        """The query pool before its verdict: one request at a time, whatever else says more."""
+        return self.probe is not None and self.probe.verdict is None
 
     def retire(self, why: str) -> None:
         if self.retired is None:
@@ -124,7 +135,8 @@ class QueryPoolProbe:
 
 
 class ProbationSource:
-    """The query budget's source: refuses to send once its pool is known to be shared."""
+    """The query budget's source: one request at a time until its pool is proven separate (two in flight
+    would make the second answer's fall look like someone else's), none once it is known to be shared."""
 
     kind = "documented"
     windowed = False
@@ -133,13 +145,25 @@ class ProbationSource:
         self._inner = inner
         self._probe = probe
         self.page_size = inner.page_size
+        self._lock = threading.Lock()
+        self._sending = False  # a request on probation is in flight
 
     def page(self, cursor, lo_ms, hi_ms, limit=None, read_timeout_s=None):  # noqa: ANN001, ANN201 - Source protocol
         refusal = self._probe.refusal()
         if refusal is not None:
             raise BudgetRetired(refusal)
-        self._probe.query_sending()
-        return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
+        with self._lock:
+            if self._sending:
+                raise HandedBack("the ?api_key= pool sends one request at a time on probation")
+            self._sending = self._probe.verdict is None
+            probation = self._sending
+        try:
+            self._probe.query_sending()
+            return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
+        finally:
+            if probation:
+                with self._lock:
+                    self._sending = False
 
 
 def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
@@ -164,7 +188,8 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         key_id = key_fingerprint(key)
 
         def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None) -> RetryLoop:
-            throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency)
+            throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency,
+                                answers=AnswerTimer(settings.request_timeout_s))
             return RetryLoop(throttle, policy, stats, stop)
 
         if settings.strategy != "documented":
@@ -182,10 +207,9 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
                                                                     probe.query_answered), query_auth=True)
-        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry,
-                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
+        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry, key_id=key_id))
         budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
-                              answers=AnswerTimer(settings.request_timeout_s), key_id=key_id))
+                              key_id=key_id))
     return budgets
 
 
@@ -201,5 +225,14 @@ def _open_feed(settings: Settings, client: ApiClient, access: RetryLoop, retry: 
         logger.warning("stream-access refused ({}); the documented /api/v1/events budgets carry the run", exc)
         return None
     logger.info("using the fast feed at {} (token valid {:.0f} s)", grant.endpoint, grant.expires_in_s)
-    return Budget(retry.throttle.name, FEED, FeedSource(client, StreamTokens(client, grant), settings.page_size),
-                  retry, answers=AnswerTimer(settings.request_timeout_s), key_id=key_id)
+    def renew() -> StreamGrant:
+        try:
+            return access.call(client.stream_access, "stream-access")
+        except AuthenticationFailed:
+            raise
+        except FatalApiError as exc:  # the feed is gone, not the key: the other budgets go on
+            raise StreamAccessDenied(f"stream token renewal: {exc}") from exc
+
+    tokens = StreamTokens(client, grant, fetch=renew, stop=retry.stop)
+    return Budget(retry.throttle.name, FEED, FeedSource(client, tokens, settings.page_size),
+                  retry, key_id=key_id)

@@ -49,12 +49,6 @@ class RateLimiter:
         self._waited_s = 0.0
         self._sent_in = threading.local()  # .window: the window this thread's last token came from
 
-    @property
-    def engaged(self) -> bool:
-        """True once the API has announced a limit: from then on every request spends its budget."""
-        with self._lock:
-            return self._engaged
-
     def spare_tokens(self) -> int:
         """Requests the current announced window still allows (0 when none is open or none is known)."""
         with self._lock:
@@ -149,15 +143,11 @@ class RateLimiter:
                 return 0.0
             return self._window_end - now
 
-    def pause_until(self, monotonic_deadline: float) -> None:
-        """After a 429: no thread returns from `acquire` before this instant. Never shortens a pause."""
+    def pause_for(self, seconds: float) -> None:
+        """After a 429: no thread returns from `acquire` for `seconds`. Never shortens a pause."""
         with self._lock:
             self._trust_guess = False
-            self._paused_until = max(self._paused_until, monotonic_deadline)
-
-    def pause_for(self, seconds: float) -> None:
-        """`pause_until` now + `seconds`."""
-        self.pause_until(self._clock() + seconds)
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def hold_for(self, seconds: float) -> None:
         """No request for `seconds`: a deadline an earlier run left. Unlike a 429 it says nothing of how

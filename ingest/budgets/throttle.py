@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from ingest.budgets.answer_timeout import AnswerTimer
 from ingest.budgets.in_flight import AdaptiveConcurrency
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.pacer import Pacer
@@ -23,8 +24,6 @@ from ingest.budgets.pacer import Pacer
 # Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
 # extends the lockout on the live API, so every 429 pause gets this much on top.
 RETRY_AFTER_MARGIN_S = 0.25  # s
-LATENCY_WEIGHT = 0.2  # weight of the newest answer in the moving average of latencies
-DEFAULT_LATENCY_S = 3.5  # s; a 5000-event page on the live API, until answers say otherwise
 
 
 class Throttle:
@@ -32,7 +31,7 @@ class Throttle:
 
     def __init__(self, name: str, *, limiter: RateLimiter | None = None, pacer: Pacer | None = None,
                  gate: AdaptiveConcurrency | None = None, max_chains: int = 1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 answers: AnswerTimer | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.limiter = limiter or RateLimiter(clock=clock)
         self.pacer = pacer  # None: the budget announces its limit (or has none); no spacing to learn
@@ -40,29 +39,31 @@ class Throttle:
         self.max_chains = max_chains
         self._clock = clock
         self._lock = threading.Lock()
-        self._latency_s: float | None = None
+        self.answers = answers or AnswerTimer()  # the page time, taught by the walkers' full pages
         self.answered = 0  # successful answers
         self.throttled = 0  # 429s
-        self.failed = 0  # other retried failures
 
     @contextlib.contextmanager
-    def turn(self, stop: threading.Event) -> Iterator[bool]:
-        """Wait for this budget's next request; yields False without one when `stop` is set meanwhile.
+    def turn(self, stop: threading.Event, give_up: Callable[[], bool] = lambda: False) -> Iterator[bool]:
+        """Wait for this budget's next request; yields False without one when `stop` is set meanwhile, or
+        `give_up()` turns true (a chain that should hand its partition back rather than wait on).
 
         The in-flight slot comes first, the window and the spacing last: a chain that waited for a slot
         while another's request got a 429 must still wait out that 429's pause before it sends.
         """
+        halt = _Halt(stop, give_up)
         if self.gate is None:
-            yield self._paced(stop)
+            yield self._paced(halt)
             return
-        with self.gate.slot(stop) as admitted:
-            yield admitted and self._paced(stop)
+        with self.gate.slot(halt) as admitted:  # type: ignore[arg-type]  # is_set() and wait() are all it asks
+            yield admitted and self._paced(halt)
 
-    def _paced(self, stop: threading.Event) -> bool:
-        self.limiter.acquire(stop)
+    def _paced(self, halt: _Halt) -> bool:
+        self.limiter.acquire(halt)  # type: ignore[arg-type]
         if self.pacer is not None:
-            self.pacer.acquire(stop, self._slow_start_spacing_s())
-        return not stop.is_set()
+            self.pacer.acquire(halt, self._slow_start_spacing_s())  # type: ignore[arg-type]
+        # Not asked again: the window's last token, just taken, stalls the budget, yet its request must go.
+        return not halt.halted
 
     def _slow_start_spacing_s(self) -> float:
         """The gap between sends in a slow start (0 otherwise), when no rate is known and the bucket may be
@@ -76,32 +77,24 @@ class Throttle:
         """X-RateLimit-* of an answer to this budget (call from the thread that sent the request)."""
         self.limiter.observe(limit, remaining, reset)
 
-    def on_success(self, latency_s: float) -> None:
+    def on_success(self) -> None:
         with self._lock:
             self.answered += 1
-            previous = self._latency_s
-            self._latency_s = latency_s if previous is None else (
-                (1 - LATENCY_WEIGHT) * previous + LATENCY_WEIGHT * latency_s)
         if self.gate is not None:
             self.gate.on_success()
         if self.pacer is not None:
             self.pacer.on_success()
 
-    def count_failure(self, *, throttled: bool) -> None:
-        with self._lock:
-            if throttled:
-                self.throttled += 1
-            else:
-                self.failed += 1
-
     def on_rate_limited(self, retry_after_s: float | None, fallback_s: float) -> float:
         """A 429: every chain of this budget waits the full Retry-After (or `fallback_s`); the wait in s."""
         delay = fallback_s if retry_after_s is None else retry_after_s + RETRY_AFTER_MARGIN_S
-        if self.gate is not None:
-            self.gate.on_throttled()
+        with self._lock:
+            self.throttled += 1
         self.limiter.pause_for(delay)
         if self.pacer is not None:
             self.pacer.on_throttled(retry_after_s, self._clock() + delay)
+        if self.gate is not None:  # last: a slow start's end opens every slot, and the pause must be set by then
+            self.gate.on_throttled()
         return delay
 
     def wait_s(self) -> float:
@@ -111,8 +104,7 @@ class Throttle:
 
     @property
     def latency_s(self) -> float:
-        with self._lock:
-            return self._latency_s if self._latency_s is not None else DEFAULT_LATENCY_S
+        return self.answers.latency_s()
 
     def rate_per_s(self) -> float | None:
         """Requests per second this budget allows, as far as known (None: no limit seen yet)."""
@@ -165,3 +157,21 @@ class Throttle:
                 self.gate.end_slow_start()  # spaced at that rate, no two requests go together
         if not_before is not None and not_before > wall():
             self.limiter.hold_for(not_before - wall())
+
+
+class _Halt:
+    """What the waits of a turn look at: the run's stop, or the chain's reason to give its partition back.
+    Once it has said stop, it keeps saying so (`halted`): a wait that returned on it took no turn."""
+
+    def __init__(self, stop: threading.Event, give_up: Callable[[], bool]) -> None:
+        self._stop = stop
+        self._give_up = give_up
+        self.halted = False
+
+    def is_set(self) -> bool:
+        self.halted = self.halted or self._stop.is_set() or self._give_up()
+        return self.halted
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._stop.wait(timeout)
+        return self.is_set()

@@ -9,6 +9,7 @@ is retired and its partition handed, from its last position, to the others.
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections import deque
@@ -90,17 +91,20 @@ class PassContext:
 class Scheduler:
     """Walks every pending partition of `plan` on `budgets` and writes it; one pass."""
 
-    def __init__(self, ctx: PassContext, plan: Plan, budgets: list[Budget]) -> None:
+    def __init__(self, ctx: PassContext, plan: Plan, budgets: list[Budget],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.plan = plan
         self.budgets = budgets
+        self._clock = clock  # the throttles' clock: a not-before is compared with their waits
         self._stop = ctx.stop.event
         self._running: dict[Future, tuple[int, Budget]] = {}
-        self._todo: deque[Partition] = deque(plan.pending())
+        # What is left to walk, first first: a partition and when the budget that gave it up can send
+        # again (None: nobody gave it up; inf: its budget is retired), for `_orphan_waits_last`.
+        self._todo: deque[tuple[Partition, float | None]] = deque((p, None) for p in plan.pending())
         self._error: BaseException | None = None
         self._saved_states: dict[str, tuple[float | None, float | None]] = {}
         self._saved_at = float("-inf")
-        self._orphans: set[int] = set()  # partitions a budget gave up mid-range (handed back, retired)
 
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
@@ -109,8 +113,7 @@ class Scheduler:
         writer.start()
         walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
                                        server_now_ms=self.ctx.server_now_ms,
-                                       hand_back=partial(hand_back_due, budget, self.budgets),
-                                       answers=budget.answers)
+                                       hand_back=partial(hand_back_due, budget, self.budgets))
                    for budget in self.budgets}
         progress = self.ctx.progress([b.throttle for b in self.budgets], pages)
         # A thread for every chain `next_chain_for` may start: the cap, and one more per budget at the cap. A
@@ -131,6 +134,9 @@ class Scheduler:
                 if self._stop.is_set():
                     wait(self._running, timeout=STOP_GRACE_S)
                     break
+        except BaseException:
+            self._stop.set()  # a database error of a split, a bug: the chains must not go on sending meanwhile
+            raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             _finish_writer(writer, pages, stopping=self._stop.is_set())
@@ -170,22 +176,23 @@ class Scheduler:
         while not self._stop.is_set():
             budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
                                      if b not in no_work], len(self._running) >= self.ctx.max_chains,
-                                    orphan_waiting=self._orphan_would_end_last())
+                                    orphan_waiting=self._orphan_waits_last())
             if budget is None:
                 return
-            part = self._todo.popleft() if self._todo else self._steal(budget)
+            part = self._todo.popleft()[0] if self._todo else self._steal(budget)
             if part is None:
                 no_work.add(budget)
                 continue
-            self._orphans.discard(part.partition_id)
             self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
 
-    def _orphan_would_end_last(self) -> bool:
+    def _orphan_waits_last(self) -> bool:
         """True when the next partition is one a budget gave up and leaving it for that budget would make it
         the last range walked (see `waiting_ends_last`)."""
-        if not self._todo or self._todo[0].partition_id not in self._orphans:
+        back_at = self._todo[0][1] if self._todo else None
+        if back_at is None:
             return False
-        return waiting_ends_last(self.budgets, self.plan.remaining_pages({p.partition_id for p in self.plan.pending()}))
+        pages_left = self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
+        return waiting_ends_last(back_at - self._clock(), pages_left, self.budgets)
 
     def _busy(self, budget: Budget) -> int:
         return sum(1 for _, owner in self._running.values() if owner is budget)
@@ -200,11 +207,10 @@ class Scheduler:
         if hand_back_due(budget, self.budgets):
             return 0
         chains = budget.chains()
-        limiter = budget.throttle.limiter
-        if chains == 0 or not limiter.engaged:
+        if chains == 0 or budget.on_probation:
             return chains
         remaining = self.plan.remaining_pages({pid for pid, _ in self._running.values()})
-        spare = limiter.spare_tokens()
+        spare = budget.throttle.limiter.spare_tokens()  # 0 where no window is announced
         if remaining is not None and remaining + 1 <= spare:
             return max(chains, min(spare, budget.throttle.max_chains))
         return chains
@@ -228,18 +234,19 @@ class Scheduler:
         if exc is None:
             return  # the walker claimed its partition done with its last page
         if isinstance(exc, HandedBack):
-            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, budget.throttle.wait_s())
-            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
-            self._orphans.add(pid)
-            return
-        if isinstance(exc, BuiltCursorsRefused):
+            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, send_in_s(budget))
+            self._give_back(pid, budget)
+        elif isinstance(exc, BuiltCursorsRefused):
             self._cover_with_server_cursors(pid)
         elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
             budget.retire(str(exc))
-            self._todo.appendleft(self.plan.partitions[pid])  # resumes from its position on another budget
-            self._orphans.add(pid)
+            self._give_back(pid, budget)
         elif not isinstance(exc, Stopped):
             self._fail(exc)
+
+    def _give_back(self, pid: int, budget: Budget) -> None:
+        """The partition goes first in line, from its position, with when `budget` can send again."""
+        self._todo.appendleft((self.plan.partitions[pid], self._clock() + send_in_s(budget)))
 
     def _others_active(self, budget: Budget) -> bool:
         return any(other.retired is None for other in self.budgets if other is not budget)
@@ -256,7 +263,7 @@ class Scheduler:
         self.ctx.control.run(partial(checkpoint.persist_cover, pass_id=self.ctx.pass_id, refused_id=refused_id,
                                      extended=extended, created=created))
         if created is not None:
-            self._todo.append(created)
+            self._todo.append((created, None))
 
 
 def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool, *,
@@ -268,27 +275,16 @@ def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool, *,
     cap only a budget running none may start one (a few chains over the cap, at most one per budget): a
     budget whose chains wait in its own throttle (the feed's spacing) must not keep a pool's window idle.
     When no budget wants one and the next partition is one another budget gave up (`orphan_waiting`), the
-    `adopter` takes it, below the cap only: the threads above it are kept for budgets running none.
+    one that can send soonest adopts it, unless each faces a long wait or is on probation, and below the
+    cap only (the threads above it are kept for budgets running none). Left waiting, the range would
+    stand still while others send; one chain more costs a paced budget no request, only its turn.
     """
     wanting = [(busy, i, budget) for i, (budget, busy, wanted) in enumerate(budgets)
                if busy < wanted and not (cap_reached and busy > 0)]
     if wanting:
         return min(wanting, key=lambda entry: entry[:2])[2]
-    if orphan_waiting and not cap_reached:
-        return adopter([budget for budget, _, _ in budgets])
-    return None
-
-
-def adopter(candidates: list[Budget]) -> Budget | None:
-    """Who walks a partition another budget gave up when every budget already runs the chains it wants:
-    the one of `candidates` that can send soonest, unless each faces a long wait (None).
-
-    Left waiting, the range would stand still until a chain ends, or for the budget that gave it back
-    (a spent window: up to a minute), while others send. One chain more costs a paced budget no request:
-    it takes its turn among the budget's other chains.
-    """
-    ready = [b for b in candidates if b.retired is None and b.chains() > 0 and not _stalled(b)]
-    return min(ready, key=lambda b: b.throttle.wait_s()) if ready else None
+    ready = [b for b, _, _ in budgets if b.chains() > 0 and not _stalled(b) and not b.on_probation]
+    return min(ready, key=send_in_s) if ready and orphan_waiting and not cap_reached else None
 
 
 def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:
@@ -299,15 +295,21 @@ def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: t
     return new
 
 
+def send_in_s(budget: Budget) -> float:
+    """Seconds until `budget` can send (0: now; inf: retired): a 429's pause, a spent window or the pacer's
+    spacing. Every decision asks this one question: stall and hand-back, adoption, a thief's share."""
+    return math.inf if budget.retired is not None else budget.throttle.wait_s()
+
+
 def hand_back_due(budget: Budget, budgets: list[Budget]) -> bool:
-    """True while `budget` faces a long wait and another budget could send now (any thread may ask)."""
-    return _stalled(budget) and any(other.retired is None and not _stalled(other)
-                                    for other in budgets if other is not budget)
+    """True once `budget` is retired, or while it faces a long wait and another budget could send now (any
+    thread may ask)."""
+    return budget.retired is not None or _stalled(budget) and any(
+        not _stalled(other) for other in budgets if other is not budget)
 
 
 def _stalled(budget: Budget) -> bool:
-    throttle = budget.throttle
-    return throttle.wait_s() > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * throttle.latency_s)
+    return send_in_s(budget) > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * budget.throttle.latency_s)
 
 
 def share_for(thief: Budget, owner: Budget, pages_left: float | None) -> float:
@@ -317,7 +319,7 @@ def share_for(thief: Budget, owner: Budget, pages_left: float | None) -> float:
     """
     mine, theirs = _chain_rate(thief), _chain_rate(owner)
     share = mine / (mine + theirs)
-    wait_s = thief.throttle.limiter.wait_s()  # a spent window or a 429's pause; the feed's spacing is no wait
+    wait_s = send_in_s(thief)
     if pages_left is None or wait_s <= 0:
         return share  # a slow thief ready to send still takes the smallest piece worth a split (propose_split)
     share *= 1 - wait_s * theirs / max(pages_left, 1e-9)
@@ -334,16 +336,15 @@ def _chain_rate(budget: Budget) -> float:
     return per_chain
 
 
-def waiting_ends_last(budgets: list[Budget], pages_left: float | None) -> bool:
-    """True when the stalled budgets come back later than the budgets sending now need for `pages_left`.
+def waiting_ends_last(back_in_s: float, pages_left: float | None, budgets: list[Budget]) -> bool:
+    """True when the budget that gave a partition up comes back (in `back_in_s`; inf: retired) later than
+    the budgets sending now need for `pages_left`.
 
     Mid-run a partition given up waits: the budget that gave it up resumes it when its window opens, with
     no split (every split costs a partial page). Near the end it would be walked after everyone else is
     done, so a budget that can send now takes it. Unknown density or no budget sending: take it.
     """
-    active = [b for b in budgets if b.retired is None]
-    back_in_s = min((b.throttle.wait_s() for b in active if _stalled(b)), default=0.0)
-    rate = sum(_budget_rate(b) for b in active if not _stalled(b))
+    rate = sum(_budget_rate(b) for b in budgets if not _stalled(b))
     return pages_left is None or rate <= 0 or back_in_s > pages_left / rate
 
 

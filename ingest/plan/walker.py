@@ -51,8 +51,6 @@ class ChainWalker:
     # Asked before every request: True when this budget should give its partition to another budget
     # instead of sitting on it through a long wait (a spent window, a 429 lockout).
     hand_back: Callable[[], bool] = lambda: False
-    # How long to wait for a full page, learned from the budget's answers (None: REQUEST_TIMEOUT).
-    answers: AnswerTimer | None = None
     clock: Callable[[], float] = time.monotonic
 
     def run(self, partition: Partition) -> None:
@@ -112,11 +110,15 @@ class ChainWalker:
             if page.total is not None:
                 self.retry.stats.total_hint = page.total
             out = self._page_out(pid, page, cursor, pos, at_top=at_top)
+            sent_lo = lo
             while True:
                 # Read the bound again: a split while the request was in flight raised it, and a
-                # fallback may lower it before the partition is claimed done.
+                # fallback may lower it before the partition is claimed done. The feed's window ended at
+                # the bound the request was sent with: below a lowered one its hasMore=false is no end.
                 lo = self.plan.lower_bound(pid)
-                last = not page.has_more or (lo is not None and out.pos_ms is not None and out.pos_ms < lo)
+                lowered = self.source.windowed and sent_lo is not None and (lo is None or lo < sent_lo)
+                last = (not page.has_more and not lowered) or (
+                    lo is not None and out.pos_ms is not None and out.pos_ms < lo)
                 if not last or self.plan.claim_done(pid, lo):
                     break
             if first_page:
@@ -134,11 +136,11 @@ class ChainWalker:
             cursor, built = out.next_cursor, False
             if cursor is not None:
                 seen.add(cursor)
-            if cursor_lost and pos is not None:  # a page without its next cursor (_fetch placed it)
+            if cursor is None and pos is not None:  # no next cursor: pagination damaged, or a bound lowered
                 if cut_off:
                     logger.info("partition {}: a body cut off mid-JSON; its {} whole events are kept and the"
                                 " chain goes on after the last of them", pid, whole)
-                else:
+                elif cursor_lost:
                     logger.info("partition {}: a full page came without a well-formed pagination object; its"
                                 " events are kept and the chain goes on after the last of them", pid)
                 if self.source.windowed:
@@ -148,10 +150,7 @@ class ChainWalker:
 
     def _fetch(self, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
         """One request; a full page with damaged pagination counts only if its events can place the next one."""
-        if self.answers is None:
-            page = self.source.page(cursor, lo, until)
-        else:
-            page = self._timed_fetch(self.answers, cursor, lo, until)
+        page = self._timed_fetch(self.retry.throttle.answers, cursor, lo, until)
         if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
             raise RetryableApiError("a page without its next cursor (pagination damaged or body cut off) whose"
                                     " events cannot place the next page: fetched again")
@@ -180,11 +179,9 @@ class ChainWalker:
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
         if partition.cursor and partition.cursor_kind in (None, self.source.kind):
             return partition.cursor, False
-        if partition.pos_ms is not None and partition.pos_id is not None:
-            return self._built(partition.pos_ms, partition.pos_id), True
-        if partition.hi_ms is not None and not self.source.windowed:
-            return self._built(partition.hi_ms, ZERO_ID), True
-        return None, False
+        pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None and partition.pos_id else None
+        cursor = self._rebuilt(pos, partition.hi_ms)
+        return cursor, cursor is not None
 
     def _rebuilt(self, pos: tuple[int, str] | None, hi: int | None) -> str | None:
         if pos is not None:
