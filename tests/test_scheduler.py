@@ -15,6 +15,7 @@ from concurrent.futures import Future
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from ingest.api.client import Envelope
 from ingest.api.retry_policy import RetryPolicy
@@ -22,12 +23,13 @@ from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
-from ingest.errors import HandedBack, RetriesExhausted, RetryableApiError
+from ingest.errors import DatabaseError, HandedBack, RetriesExhausted, RetryableApiError
 from ingest.plan.partitions import Partition, Plan
 from ingest.plan.scheduler import PassContext, Scheduler, send_in_s
 from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
+from ingest.store.reconnect import Link, Reconnector
 
 PAGE_SIZE = 5000
 
@@ -69,7 +71,7 @@ def budget(kind: str, clock: Clock, stop: threading.Event, source: object = None
     return Budget(name or kind, kind, source=source, retry=retry)  # type: ignore[arg-type]
 
 
-def context(stop: StopFlag, *, database_url: str = "", conn: psycopg.Connection | None = None,
+def context(stop: StopFlag, *, database_url: str = "", control: Link | None = None,
             max_chains: int = 8) -> PassContext:
     class Quiet:
         def maybe_log(self) -> None: ...
@@ -77,7 +79,8 @@ def context(stop: StopFlag, *, database_url: str = "", conn: psycopg.Connection 
         def close(self) -> None: ...
 
     progress: Callable[[list[Throttle], queue.Queue], Quiet] = lambda throttles, pages: Quiet()  # noqa: E731
-    return PassContext(database_url=database_url, conn=conn, pass_id=1, stats=Stats(), stop=stop,  # type: ignore[arg-type]
+    database = Reconnector(database_url, 0.0, stop=stop)
+    return PassContext(database=database, control=control, pass_id=1, stats=Stats(), stop=stop,  # type: ignore[arg-type]
                        progress=progress, server_now_ms=lambda: 0, max_chains=max_chains)
 
 
@@ -136,8 +139,9 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
         checkpoint.create_schema(conn)
         pass_id, parts = checkpoint.start_pass(conn, "full", [Partition(1, 0, 10_000_000)], 0, 10_000)
         plan = Plan(parts, oldest_ms=0, min_split_ms=10_000)
-        scheduler = Scheduler(dataclasses.replace(context(stop), conn=conn, pass_id=pass_id), plan, [feed, header],
-                              clock=clock)
+        control = Link(Reconnector(database_url, 0.0), "control")
+        scheduler = Scheduler(dataclasses.replace(context(stop, control=control), pass_id=pass_id), plan,
+                              [feed, header], clock=clock)
         owner = parts[0].partition_id
         scheduler._running[Future()] = (owner, feed)
         new = scheduler._steal(header)
@@ -178,9 +182,9 @@ def test_an_error_in_the_main_loop_stops_every_chain(database_url: str) -> None:
     owner = budget(FEED, clock, stop.event, walking)
     thief = budget(HEADER, clock, stop.event, WaitingSource(stop.event))
     plan = Plan([Partition(1, 0, 10_000_000)], oldest_ms=0, min_split_ms=10_000)
-    conn = psycopg.connect(database_url)
-    conn.close()  # the split the thief needs cannot be committed
-    with pytest.raises(psycopg.Error):
-        Scheduler(context(stop, database_url=database_url, conn=conn), plan, [owner, thief]).run()
+    # The split the thief needs cannot be committed: the control connection's database does not exist.
+    missing = Link(Reconnector(make_conninfo(database_url, dbname="no_such_database"), 0.0), "control")
+    with pytest.raises(DatabaseError):
+        Scheduler(context(stop, database_url=database_url, control=missing), plan, [owner, thief]).run()
     assert stop.event.is_set()
     assert walking.saw_stop.wait(5.0) and walking.sent == 1
