@@ -96,3 +96,18 @@ def slow_sim(events: int = 60_000, **knobs) -> SimServer:
     cfg = profile_config("fast", events=events, seed=3, latency_ms_per_event=0.1, **knobs)
     return SimServer(cfg)
 
+
+def wait_for_rows_of_running(database_url: str, at_least: int, child, timeout_s: float = 30.0) -> None:
+    """Wait until the run in `child` stored `at_least` events; fail if it ends first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert child.poll() is None, "the run ended before it could be stopped: make the simulator slower"
+        try:
+            with psycopg.connect(database_url) as conn:
+                (n,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
+            if n >= at_least:
+                return
+        except psycopg.errors.UndefinedTable:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} rows after {timeout_s} s")

@@ -15,10 +15,9 @@ import pytest
 
 from datasync_sim import SimServer, profile_config
 from ingest.commands.cli import main
-from tests.fix_faults import record
+from tests.fix_faults import record, wait_for_rows
 from tests.fix_ingest import API_KEY, ROOT, ingest_args, run_ingest, sim_stats, spawn_ingest
 from tests.fix_sim import hold_after
-from tests.test_e2e_faults import wait_for_rows
 
 pytestmark = pytest.mark.slow
 

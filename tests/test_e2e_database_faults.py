@@ -14,10 +14,10 @@ import pytest
 from datasync_sim import SimServer, profile_config
 from ingest.store.database import where
 from ingest.store.lock import LOCK_KEY
+from tests.fix_faults import slow_sim, wait_for_rows
 from tests.fix_ingest import API_KEY, ROOT, exactness, run_ingest, spawn_ingest
 from tests.fix_sim import hold_after
 from tests.fix_tcp_proxy import forwarding, free_port, tcp_url
-from tests.test_e2e_faults import slow_sim, wait_for_rows
 
 pytestmark = pytest.mark.slow
 

@@ -10,35 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ingest.budgets.limiter import SLEEP_SLICE_S, RateLimiter
-
-START = 1000.0  # s on the fake monotonic clock
-EPOCH_AT_START = 1_769_541_612.0  # s; the fake wall clock reads this when the monotonic one reads START
-
-
-class FakeClock:
-    """A monotonic clock that moves only when something sleeps on it (from any thread)."""
-
-    def __init__(self, wakes_after: float = math.inf) -> None:
-        self.now = START
-        self.sleeps: list[float] = []
-        self._wakes_after = wakes_after  # s; a sleep never lasts longer: one that wakes early
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def wall(self) -> float:
-        return EPOCH_AT_START + (self() - START)
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += min(seconds, self._wakes_after)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
+from tests.fix_clock import EPOCH_AT_START, START, FakeClock
 
 
 class FixedWindowServer:

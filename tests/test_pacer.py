@@ -20,6 +20,7 @@ import pytest
 
 from datasync_sim.limits import Verdict, feed_limiter
 from ingest.budgets.pacer import MEASURE_WINDOW_S, PROBE_GROWTH, Pacer
+from tests.fix_clock import FakeClock
 
 RATE = 40 / 60  # the feed's reported 40 requests/min: one token each 1.5 s
 BURST = 15
@@ -27,17 +28,6 @@ LATENCY_S = 3.5  # a 5000-event feed page
 MARGIN_S = 0.25  # the Throttle's margin on every Retry-After
 MAX_CHAINS = 8  # CONCURRENCY's default
 OPENING_SPACING_S = 0.45  # s; the issue's case: the burst drains in ~9 s, the first 429 says Retry-After 2
-
-
-class FakeClock:
-    def __init__(self, start: float = 100.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def starts(pacer: Pacer, clock: FakeClock, count: int) -> list[float]:
@@ -50,7 +40,7 @@ def starts(pacer: Pacer, clock: FakeClock, count: int) -> list[float]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(start=100.0)
 
 
 def test_unpaced_until_the_first_429(clock: FakeClock) -> None:
@@ -194,7 +184,7 @@ def model_minimum_s(model: str, requests: int) -> float:
 
 @pytest.mark.parametrize("model", ["token", "fixed", "sliding"])
 def test_the_pace_holds_each_bucket_models_rate_with_few_429s_and_none_early(model: str) -> None:
-    clock = FakeClock(0.0)
+    clock = FakeClock(start=0.0)
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     requests = 281  # seven full windows of 40 and the first of the eighth: ~7 min
     run = play(pacer, clock, bucket(model, clock), requests)
@@ -214,7 +204,7 @@ def test_early_429s_on_a_token_bucket_do_not_fix_the_pace_for_the_rest_of_the_ru
     second comes within 8 s (here a request we did not send took the token after the first deadline). Today's
     pacer guessed 0.75 / 2 = 0.375 requests/s, ramped 2 % a grant, and at a second 429 that soon cut 3 % and
     crept up 0.2 % a grant: it stayed at ~55 % of the rate."""
-    clock = FakeClock(0.0)
+    clock = FakeClock(start=0.0)
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     hit = bucket("token", clock)
     opening = Played()
@@ -239,7 +229,7 @@ def test_early_429s_on_a_token_bucket_do_not_fix_the_pace_for_the_rest_of_the_ru
 
 @pytest.mark.parametrize("restored", [0.4, 1.2])
 def test_a_restored_rate_under_or_over_the_servers_finds_it(restored: float) -> None:
-    clock = FakeClock(0.0)
+    clock = FakeClock(start=0.0)
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     pacer.restore(restored)
     run = play(pacer, clock, bucket("token", clock), 200)
@@ -251,7 +241,7 @@ def test_a_restored_rate_under_or_over_the_servers_finds_it(restored: float) -> 
 
 def test_measurements_reach_back_at_most_the_measure_window() -> None:
     """A rate measured long ago says little: a long lull fills the bucket, the server may change its rate."""
-    clock = FakeClock(0.0)
+    clock = FakeClock(start=0.0)
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     pacer.restore(1.0)
     pacer.on_throttled(2.0, resume_at=clock.now + 2.0)

@@ -16,6 +16,7 @@ import pytest
 from ingest.budgets.throttle import Throttle
 from ingest.commands.progress import Progress
 from ingest.stats import Stats
+from tests.fix_clock import FakeClock
 from tests.fix_ingest import ROOT
 
 BAR_DONE = re.compile(r"events 100%\|█+\| 3\.00k/3\.00k \[[0-9:]+<00:00, [0-9.]+k? events/s,"
@@ -26,14 +27,6 @@ LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| [A-Z]+ +\| ")
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_terminal_gets_a_bar_that_learns_the_total_and_ends_at_the_stored_count() -> None:
@@ -54,7 +47,7 @@ def test_elsewhere_a_line_every_interval_and_no_bar(capsys: pytest.CaptureFixtur
     from ingest.commands.logs import configure_logging
 
     configure_logging("INFO")  # stderr is pytest's capture here, not a terminal
-    clock, stats = FakeClock(), Stats(total_hint=1000)
+    clock, stats = FakeClock(start=100.0), Stats(total_hint=1000)
     progress = Progress(stats, [Throttle("feed")], queue.Queue(), 5.0, 0, clock=clock)
     stats.stored = 250
     progress.maybe_log()  # before the interval: nothing

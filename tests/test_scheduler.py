@@ -30,19 +30,9 @@ from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
 from ingest.store.reconnect import Link, Reconnector
+from tests.fix_clock import FakeClock
 
 PAGE_SIZE = 5000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class WaitingSource:
@@ -64,7 +54,7 @@ class WaitingSource:
         raise RetryableApiError("no answer")
 
 
-def budget(kind: str, clock: Clock, stop: threading.Event, source: object = None, *, name: str = "") -> Budget:
+def budget(kind: str, clock: FakeClock, stop: threading.Event, source: object = None, *, name: str = "") -> Budget:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     throttle = Throttle(name or kind, limiter=limiter, clock=clock, max_chains=8)
     retry = RetryLoop(throttle, RetryPolicy(), Stats(), stop)
@@ -98,7 +88,7 @@ def wide_plan(pages: float) -> Plan:
 
 
 def test_a_partition_handed_back_goes_first_in_line_and_waits_mid_run_for_its_budget() -> None:
-    clock, stop = Clock(), StopFlag()
+    clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
     plan = wide_plan(pages=200)
     plan.partitions[2] = Partition(2, None, 0)  # pending behind it
@@ -115,7 +105,7 @@ def test_a_partition_handed_back_goes_first_in_line_and_waits_mid_run_for_its_bu
 
 def test_a_partition_left_by_a_retired_budget_waits_for_nobody() -> None:
     """Defect 6 of issue 19: nobody comes back for it, however much is left."""
-    clock, stop = Clock(), StopFlag()
+    clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
     scheduler = Scheduler(context(stop), wide_plan(pages=10_000), [feed, header], clock=clock)
     scheduler._todo.popleft()
@@ -125,7 +115,7 @@ def test_a_partition_left_by_a_retired_budget_waits_for_nobody() -> None:
 
 
 def test_a_budget_failure_with_no_budget_left_fails_the_pass() -> None:
-    clock, stop = Clock(), StopFlag()
+    clock, stop = FakeClock(), StopFlag()
     feed = budget(FEED, clock, stop.event)
     scheduler = Scheduler(context(stop), wide_plan(pages=10), [feed], clock=clock)
     settle(scheduler, feed, 1, RetriesExhausted("partition 1: gave up after 8 attempts"))
@@ -133,7 +123,7 @@ def test_a_budget_failure_with_no_budget_left_fails_the_pass() -> None:
 
 
 def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(database_url: str) -> None:
-    clock, stop = Clock(), StopFlag()
+    clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
     with psycopg.connect(database_url) as conn:
         checkpoint.create_schema(conn)
@@ -152,7 +142,7 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
 
 
 def test_a_window_that_covers_what_is_left_gets_a_chain_per_page_and_a_stalled_budget_none() -> None:
-    clock, stop = Clock(), StopFlag()
+    clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
     scheduler = Scheduler(context(stop), wide_plan(pages=3), [feed, header], clock=clock)
     scheduler._running[Future()] = (1, feed)
@@ -164,7 +154,7 @@ def test_a_window_that_covers_what_is_left_gets_a_chain_per_page_and_a_stalled_b
 
 def test_the_query_pool_on_probation_wants_one_chain_even_with_a_window_to_spare() -> None:
     """Defect 2 of issue 19: the spare-window rule asked for min(spare, cap) chains on probation too."""
-    clock, stop = Clock(), StopFlag()
+    clock, stop = FakeClock(), StopFlag()
     query = budget(QUERY, clock, stop.event)
     query.probe = QueryPoolProbe()
     query.throttle.observe(5, 4, 59.0)  # four requests left in its window, one page left to fetch
@@ -177,7 +167,7 @@ def test_an_error_in_the_main_loop_stops_every_chain(database_url: str) -> None:
     on sending while the run waited for the writer."""
     with psycopg.connect(database_url) as setup:
         checkpoint.create_schema(setup)
-    clock, stop = Clock(), StopFlag()
+    clock, stop = FakeClock(), StopFlag()
     walking = WaitingSource(stop.event)
     owner = budget(FEED, clock, stop.event, walking)
     thief = budget(HEADER, clock, stop.event, WaitingSource(stop.event))

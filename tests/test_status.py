@@ -10,9 +10,9 @@ import pytest
 
 from datasync_sim import SimServer, profile_config
 from ingest.commands.cli import main
+from tests.fix_faults import wait_for_rows_of_running
 from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
 from tests.fix_sim import hold_after
-from tests.test_status_verify import _wait_for_rows
 
 
 def status_until_figures(sim_url: str, database_url: str, capsys: pytest.CaptureFixture, at_least: int,
@@ -41,7 +41,7 @@ def test_status_shows_the_progress_of_a_run_in_another_process(database_url: str
         child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2",
                              "--progress-interval", "0.2")
         try:
-            _wait_for_rows(database_url, 1_000, child)
+            wait_for_rows_of_running(database_url, 1_000, child)
             lines = status_until_figures(server.url, database_url, capsys, 1_000)
         finally:
             child.send_signal(signal.SIGTERM)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 
 import psycopg
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from datasync_sim import SimServer, profile_config
 from ingest.commands.cli import main
 from ingest.store.lock import LOCK_KEY
+from tests.fix_faults import wait_for_rows_of_running
 from tests.fix_ingest import ingest_args, run_ingest, spawn_ingest
 from tests.fix_sim import hold_after
 
@@ -56,7 +56,7 @@ def test_status_of_a_stopped_run_shows_its_partitions_and_the_lock_of_a_live_run
     with SimServer(cfg) as server:
         release = hold_after(server, 2_000)  # the run is stopped midway however fast the machine is
         child = spawn_ingest(server.url, database_url, "--page-size", "500", "--concurrency", "2")
-        _wait_for_rows(database_url, 1_000, child)
+        wait_for_rows_of_running(database_url, 1_000, child)
         child.send_signal(signal.SIGTERM)
         release.set()
         child.communicate(timeout=15)
@@ -119,18 +119,3 @@ def test_verify_fails_when_the_api_has_new_events_and_passes_after_the_rerun(
         " time range covered: yes",
         "verify: INCOMPLETE: 250 events missing: 5,000 accounted for (5,000 stored + 0 quarantined) of 5,250"])
     assert (caught_up[0], caught_up[1][-1]) == (0, "verify: complete")
-
-
-def _wait_for_rows(database_url: str, at_least: int, child, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert child.poll() is None, "the run ended before it could be stopped: make the simulator slower"
-        try:
-            with psycopg.connect(database_url) as conn:
-                (n,) = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-            if n >= at_least:
-                return
-        except psycopg.errors.UndefinedTable:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {at_least} rows after {timeout_s} s")

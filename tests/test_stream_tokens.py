@@ -18,19 +18,9 @@ from ingest.budgets.throttle import Throttle
 from ingest.errors import RateLimited, Stopped, StreamTokenInvalid
 from ingest.plan.scheduler import BUDGET_FAILURES
 from ingest.stats import Stats
+from tests.fix_clock import FakeClock
 
 LIFE_S = 300.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def grant(n: int) -> StreamGrant:
@@ -58,14 +48,14 @@ class FeedClient:
         return Envelope([], False, None, None)
 
 
-def loop(name: str, clock: Clock, stop: threading.Event, pacer: Pacer | None = None) -> RetryLoop:
+def loop(name: str, clock: FakeClock, stop: threading.Event, pacer: Pacer | None = None) -> RetryLoop:
     throttle = Throttle(name, limiter=RateLimiter(clock=clock, sleep=clock.sleep), pacer=pacer, clock=clock)
     return RetryLoop(throttle, RetryPolicy(), Stats(), stop)
 
 
 def test_a_429_of_stream_access_at_renewal_pauses_neither_the_feed_nor_its_pacer() -> None:
     """Defect 3 of issue 19: the renewal ran inside the feed's retry loop, so its 429 was the feed's."""
-    clock, stop = Clock(), threading.Event()
+    clock, stop = FakeClock(), threading.Event()
     client = FeedClient([grant(1), RateLimited("HTTP 429", status=429, retry_after=2.0), grant(2)])
     access = loop("stream-access", clock, stop)
     feed_loop = loop("feed", clock, stop, Pacer(clock=clock, sleep=clock.sleep))
@@ -88,7 +78,7 @@ def test_a_chain_waiting_for_the_renewal_in_flight_sees_a_stop() -> None:
         release.wait(30.0)
         return grant(2)
 
-    clock = Clock()
+    clock = FakeClock()
     tokens = StreamTokens(FeedClient([]), grant(1), clock, fetch=slow_renewal, stop=stop)  # type: ignore[arg-type]
     clock.now += LIFE_S - TOKEN_RENEW_BEFORE_S
     renewing = threading.Thread(target=tokens.current)
@@ -112,7 +102,7 @@ def test_a_chain_waiting_for_the_renewal_in_flight_sees_a_stop() -> None:
 
 
 def test_one_renewal_serves_every_chain_that_found_the_token_stale() -> None:
-    clock, stop = Clock(), threading.Event()
+    clock, stop = FakeClock(), threading.Event()
     client = FeedClient([grant(2)])
     tokens = StreamTokens(client, grant(1), clock, fetch=client.stream_access, stop=stop)  # type: ignore[arg-type]
     stale = tokens.current()
@@ -124,7 +114,7 @@ def test_one_renewal_serves_every_chain_that_found_the_token_stale() -> None:
 
 def test_a_stream_token_refused_on_every_attempt_retires_the_feed_not_the_run() -> None:
     """Defect 8 of issue 19: a plain FatalApiError stopped the run while the pools could go on."""
-    clock, stop = Clock(), threading.Event()
+    clock, stop = FakeClock(), threading.Event()
     feed_loop = loop("feed", clock, stop)
 
     def refused() -> None:

@@ -18,7 +18,7 @@ from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import RETRY_AFTER_MARGIN_S, Throttle
 from ingest.errors import RateLimited
 from ingest.stats import Stats
-from tests.test_limiter import EPOCH_AT_START, START, FakeClock
+from tests.fix_clock import EPOCH_AT_START, START, FakeClock
 
 MARGIN_S = 0.5  # the limiter's Reset margin in these tests
 
