@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -79,15 +78,22 @@ def test_a_chain_waiting_for_an_in_flight_slot_waits_out_a_429_that_came_meanwhi
     stop = threading.Event()
     sent_at: list[float] = []
 
+    in_wait = threading.Event()
+
+    def waiting_for_the_slot() -> bool:
+        """Asked first by the slot's wait loop, under the gate's lock: the chain found the slot taken."""
+        in_wait.set()
+        return False
+
     def second_chain() -> None:
-        with feed.turn(stop) as admitted:
+        with feed.turn(stop, give_up=waiting_for_the_slot) as admitted:
             assert admitted
             sent_at.append(clock())
 
     with feed.turn(stop):
         waiting = threading.Thread(target=second_chain)
         waiting.start()
-        time.sleep(0.2)  # the second chain is waiting for the slot this request holds
+        assert in_wait.wait(10)  # the second chain is waiting for the slot this request holds...
         feed.on_rate_limited(2.0, fallback_s=1.0)  # ...when this request is answered 429
     waiting.join(timeout=10)
     assert sent_at == [pytest.approx(START + 2.0 + RETRY_AFTER_MARGIN_S)]
