@@ -1,4 +1,6 @@
-"""When a chain gives its partition back: its budget faces a long wait while another budget could send."""
+"""When a chain gives its partition back: its family faces a long wait while another family could send.
+
+Each family here has one member (`pool(f)`), so each reads as one decision between families."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import pytest
 
 from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.answer_timeout import DEFAULT_LATENCY_S
-from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
+from ingest.budgets.budget import FEED, HEADER, QUERY, Budget
+from ingest.budgets.family import Family
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
@@ -27,65 +30,77 @@ LONG_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S + 1  # longer than two pa
 SHORT_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S - 1
 
 
-def adopter(budgets: list[Budget]) -> Budget | None:
-    """Who adopts a partition another budget gave up when every budget runs the chains it wants."""
-    return next_chain_for([(b, 1, 1) for b in budgets], cap_reached=False, orphan_waiting=True)
+def adopter(families: list[Family]) -> Family | None:
+    """Who adopts a partition another family gave up when every family runs the chains it wants."""
+    return next_chain_for([(f, 1, 1) for f in families], cap_reached=False, orphan_waiting=True)
+
+
+class NoSource:
+    kind, windowed, page_size = "documented", False, 5000  # only its throttle is asked
 
 
 def budget(kind: str) -> Budget:
     throttle = Throttle(kind, clock=lambda: NOW)
     retry = RetryLoop(throttle, RetryPolicy(), Stats(), threading.Event())
-    return Budget(kind, kind, source=None, retry=retry)  # no source: only its throttle is asked
+    return Budget(kind, kind, source=NoSource(), retry=retry)  # type: ignore[arg-type]
+
+
+def family(kind: str) -> Family:
+    return Family(kind, [budget(kind)])
+
+
+def pool(f: Family) -> Budget:
+    return f.members[0]
 
 
 def test_a_budget_locked_out_for_longer_than_two_page_times_hands_back_while_another_can_send() -> None:
-    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
-    header.throttle.limiter.pause_for(LONG_WAIT_S)
+    feed, header, query = family(FEED), family(HEADER), family(QUERY)
+    pool(header).throttle.limiter.pause_for(LONG_WAIT_S)
     assert [hand_back_due(b, [feed, header, query]) for b in (feed, header, query)] == [False, True, False]
 
 
 def test_a_short_wait_is_no_reason_to_hand_back() -> None:
-    feed, header = budget(FEED), budget(HEADER)
-    header.throttle.limiter.pause_for(SHORT_WAIT_S)
+    feed, header = family(FEED), family(HEADER)
+    pool(header).throttle.limiter.pause_for(SHORT_WAIT_S)
     assert not hand_back_due(header, [feed, header])
 
 
 def test_nobody_hands_back_when_every_budget_waits() -> None:
-    feed, header = budget(FEED), budget(HEADER)
-    feed.throttle.limiter.pause_for(LONG_WAIT_S)
-    header.throttle.limiter.pause_for(LONG_WAIT_S)
+    feed, header = family(FEED), family(HEADER)
+    pool(feed).throttle.limiter.pause_for(LONG_WAIT_S)
+    pool(header).throttle.limiter.pause_for(LONG_WAIT_S)
     assert not hand_back_due(header, [feed, header]) and not hand_back_due(feed, [feed, header])
 
 
 def test_a_retired_budget_takes_nothing_so_nothing_is_handed_to_it() -> None:
-    feed, header = budget(FEED), budget(HEADER)
-    header.throttle.limiter.pause_for(LONG_WAIT_S)
+    feed, header = family(FEED), family(HEADER)
+    pool(header).throttle.limiter.pause_for(LONG_WAIT_S)
     feed.retire("stream-access refused")
     assert not hand_back_due(header, [feed, header])
 
 
 def test_a_spent_window_counts_as_a_wait() -> None:
-    header, query = budget(HEADER), budget(QUERY)
-    header.throttle.observe(10, 0, 40.0)  # the window's last request is spent; 40 s to its end
-    assert hand_back_due(header, [header, query])
+    header, feed = family(HEADER), family(FEED)
+    pool(header).throttle.observe(10, 0, 40.0)  # the window's last request is spent; 40 s to its end
+    assert hand_back_due(header, [header, feed])
 
 
 def test_a_request_that_failed_in_a_spent_window_hands_back_instead_of_waiting_for_the_next() -> None:
-    header, query = budget(HEADER), budget(QUERY)
+    header, feed = family(HEADER), family(FEED)
     sent: list[int] = []
 
     def cut_body() -> None:
         sent.append(1)
-        header.throttle.observe(10, 0, 40.0)  # the failed request was the window's last
+        pool(header).throttle.observe(10, 0, 40.0)  # the failed request was the window's last
         raise RetryableApiError("invalid or truncated JSON body")
 
     with pytest.raises(HandedBack):
-        header.retry.call(cut_body, "partition 2", hand_back=lambda: hand_back_due(header, [header, query]))
+        pool(header).retry.call(cut_body, "partition 2", hand_back=lambda: hand_back_due(header, [header, feed]))
     assert sent == [1]
 
 
 def test_the_budget_running_fewest_chains_starts_the_next() -> None:
-    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
+    feed, header, query = family(FEED), family(HEADER), family(QUERY)
     assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 0, 1)], cap_reached=False) is query
     assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 1, 1)], cap_reached=False) is feed
     assert next_chain_for([(feed, 0, 8), (header, 0, 1)], cap_reached=False) is feed  # a tie: list order
@@ -93,32 +108,32 @@ def test_the_budget_running_fewest_chains_starts_the_next() -> None:
 
 def test_at_the_cap_only_a_budget_running_no_chain_starts_one() -> None:
     """The feed's seven chains wait in its spacing; the query pool's window must not sit idle behind them."""
-    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
+    feed, header, query = family(FEED), family(HEADER), family(QUERY)
     assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 1)], cap_reached=True) is query
     assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 1, 1)], cap_reached=True) is None
     assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 0)], cap_reached=True) is None
 
 
 def test_a_partition_given_up_goes_to_the_budget_that_can_send_soonest() -> None:
-    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
-    header.throttle.observe(10, 0, 40.0)  # it gave the partition back: its window is spent
-    feed.throttle.limiter.pause_for(SHORT_WAIT_S)
+    feed, header, query = family(FEED), family(HEADER), family(QUERY)
+    pool(header).throttle.observe(10, 0, 40.0)  # it gave the partition back: its window is spent
+    pool(feed).throttle.limiter.pause_for(SHORT_WAIT_S)
     assert adopter([feed, header, query]) is query
-    query.throttle.limiter.pause_for(SHORT_WAIT_S + 0.5)
+    pool(query).throttle.limiter.pause_for(SHORT_WAIT_S + 0.5)
     assert adopter([feed, header, query]) is feed
 
 
 def test_no_budget_adopts_a_partition_when_each_faces_a_long_wait_or_is_retired() -> None:
-    feed, header, query = budget(FEED), budget(HEADER), budget(QUERY)
-    header.throttle.observe(10, 0, 40.0)
-    query.throttle.limiter.pause_for(LONG_WAIT_S)
+    feed, header, query = family(FEED), family(HEADER), family(QUERY)
+    pool(header).throttle.observe(10, 0, 40.0)
+    pool(query).throttle.limiter.pause_for(LONG_WAIT_S)
     feed.retire("stream-access refused")
     assert adopter([feed, header, query]) is None
 
 
 def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
-    feed, header = budget(FEED), budget(HEADER)
-    header.throttle.observe(10, 0, 40.0)  # it gave the partition back: its window is spent
+    feed, header = family(FEED), family(HEADER)
+    pool(header).throttle.observe(10, 0, 40.0)  # it gave the partition back: its window is spent
     wanted = [(feed, 3, 3), (header, 0, 0)]  # every budget runs the chains it wants
     assert next_chain_for(wanted, cap_reached=False) is None
     assert next_chain_for(wanted, cap_reached=False, orphan_waiting=True) is feed
@@ -127,8 +142,8 @@ def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
 
 
 def test_a_partition_given_up_mid_run_waits_for_its_budget_and_near_the_end_goes_to_one_sending() -> None:
-    feed, header = budget(FEED), budget(HEADER)
-    header.throttle.observe(10, 0, 40.0)  # the header pool gave it up: back in 40 s
+    feed, header = family(FEED), family(HEADER)
+    pool(header).throttle.observe(10, 0, 40.0)  # the header pool gave it up: back in 40 s
     feed_rate = 1 / DEFAULT_LATENCY_S  # one chain, no limit known: a page per page-time
     assert not waiting_ends_last(40.0, feed_rate * 60, [feed, header])  # the feed needs 60 s more
     assert waiting_ends_last(40.0, feed_rate * 20, [feed, header])  # done in 20 s: do not wait 40
@@ -136,24 +151,16 @@ def test_a_partition_given_up_mid_run_waits_for_its_budget_and_near_the_end_goes
 
 
 def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_would_end_first() -> None:
-    feed, header = budget(FEED), budget(HEADER)  # one chain each, a page per page-time
+    feed, header = family(FEED), family(HEADER)  # one chain each, a page per page-time
     assert share_for(header, feed, pages_left=10) == 0.5
-    header.throttle.limiter.pause_for(2 * DEFAULT_LATENCY_S)  # the owner walks 2 pages meanwhile
+    pool(header).throttle.limiter.pause_for(2 * DEFAULT_LATENCY_S)  # the owner walks 2 pages meanwhile
     assert share_for(header, feed, pages_left=10) == pytest.approx(0.4)  # 4 pages each way: they end together
     assert share_for(header, feed, pages_left=5) == 0.0  # 1.5 pages for the thief: not worth a partial page
 
 
-def test_the_query_pool_on_probation_adopts_nothing() -> None:
-    """Defect 2 of issue 19: its one chain runs; a partition adopted would be its second request in flight."""
-    feed, query = budget(FEED), budget(QUERY)
-    query.probe = QueryPoolProbe()
-    feed.throttle.limiter.pause_for(SHORT_WAIT_S)
-    assert adopter([feed, query]) is feed
-
-
 def test_the_chains_of_a_retired_budget_hand_their_partitions_back() -> None:
     """Defect 8 of issue 19: one chain's RetriesExhausted retired the budget; its other chains kept walking."""
-    feed, header = budget(FEED), budget(HEADER)
+    feed, header = family(FEED), family(HEADER)
     feed.retire("partition 3: gave up after 8 attempts")
     assert hand_back_due(feed, [feed, header])
 
@@ -167,27 +174,28 @@ def test_a_chain_already_waiting_in_its_turn_when_the_window_is_spent_hands_back
         clock[0] += seconds
 
     limiter = RateLimiter(clock=lambda: clock[0], sleep=sleep)
-    header = Budget(HEADER, HEADER, source=None, retry=RetryLoop(  # type: ignore[arg-type]
-        Throttle(HEADER, limiter=limiter, clock=lambda: clock[0]), RetryPolicy(), Stats(), threading.Event()))
-    query = budget(QUERY)
-    header.throttle.observe(10, 0, 40.0)  # another chain took the window's last request
+    header = Family(HEADER, [Budget(HEADER, HEADER, source=NoSource(), retry=RetryLoop(  # type: ignore[arg-type]
+        Throttle(HEADER, limiter=limiter, clock=lambda: clock[0]), RetryPolicy(), Stats(), threading.Event()))])
+    feed = family(FEED)
+    pool(header).throttle.observe(10, 0, 40.0)  # another chain took the window's last request
     asked: list[bool] = []
 
     def hand_back() -> bool:  # the first look was before the window was spent
-        asked.append(bool(asked) and hand_back_due(header, [header, query]))
+        asked.append(bool(asked) and hand_back_due(header, [header, feed]))
         return asked[-1]
 
     sent: list[float] = []
     with pytest.raises(HandedBack):
-        header.retry.call(lambda: sent.append(clock[0]), "partition 2", hand_back=hand_back)
+        pool(header).retry.call(lambda: sent.append(clock[0]), "partition 2", hand_back=hand_back)
     assert sent == [] and clock[0] - NOW < 1.0
 
 
 def test_the_request_that_takes_a_windows_last_token_is_sent() -> None:
     """Taking the last token stalls the budget until the window ends: that request must still go, or the
     window's last request is lost to a hand-back."""
-    header, query = budget(HEADER), budget(QUERY)
-    header.throttle.observe(10, 1, 40.0)  # one request left in the window
+    header, feed = family(HEADER), family(FEED)
+    pool(header).throttle.observe(10, 1, 40.0)  # one request left in the window
     sent: list[int] = []
-    header.retry.call(lambda: sent.append(1), "partition 2", hand_back=lambda: hand_back_due(header, [header, query]))
+    pool(header).retry.call(lambda: sent.append(1), "partition 2",
+                            hand_back=lambda: hand_back_due(header, [header, feed]))
     assert sent == [1]

@@ -15,17 +15,17 @@ from concurrent.futures import Future
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from ingest.api.client import Envelope
 from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
+from ingest.budgets.family import Family
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.errors import DatabaseError, HandedBack, RetriesExhausted, RetryableApiError
 from ingest.plan.partitions import Partition, Plan
-from ingest.plan.scheduler import PassContext, Scheduler, send_in_s
+from ingest.plan.scheduler import PassContext, Scheduler
 from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
@@ -33,6 +33,7 @@ from ingest.store.reconnect import Link, Reconnector
 from tests.fix_clock import FakeClock
 
 PAGE_SIZE = 5000
+NOWHERE = "postgresql://postgres@127.0.0.1:1/nowhere"  # no server listens: a control link that cannot commit
 
 
 class WaitingSource:
@@ -54,14 +55,16 @@ class WaitingSource:
         raise RetryableApiError("no answer")
 
 
-def budget(kind: str, clock: FakeClock, stop: threading.Event, source: object = None, *, name: str = "") -> Budget:
+def budget(kind: str, clock: FakeClock, stop: threading.Event, source: object = None, *, name: str = "",
+           family: str = "") -> Budget:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     throttle = Throttle(name or kind, limiter=limiter, clock=clock, max_chains=8)
     retry = RetryLoop(throttle, RetryPolicy(), Stats(), stop)
-    return Budget(name or kind, kind, source=source, retry=retry)  # type: ignore[arg-type]
+    return Budget(name or kind, kind, source=source or WaitingSource(stop), retry=retry,  # type: ignore[arg-type]
+                  family=family)
 
 
-def context(stop: StopFlag, *, database_url: str = "", control: Link | None = None,
+def context(stop: StopFlag, *, database_url: str = NOWHERE, control_url: str = "",
             max_chains: int = 8) -> PassContext:
     class Quiet:
         def maybe_log(self) -> None: ...
@@ -69,16 +72,21 @@ def context(stop: StopFlag, *, database_url: str = "", control: Link | None = No
         def close(self) -> None: ...
 
     progress: Callable[[list[Throttle], queue.Queue], Quiet] = lambda throttles, pages: Quiet()  # noqa: E731
-    database = Reconnector(database_url, 0.0, stop=stop)
-    return PassContext(database=database, control=control, pass_id=1, stats=Stats(), stop=stop,  # type: ignore[arg-type]
+    database = Reconnector(database_url, 0, stop=stop)
+    control = Link(Reconnector(control_url or database_url, 0, stop=stop), "control")
+    return PassContext(database=database, control=control, pass_id=1, stats=Stats(), stop=stop,
                        progress=progress, server_now_ms=lambda: 0, max_chains=max_chains)
 
 
+def family_of(scheduler: Scheduler, budget: Budget) -> Family:
+    return next(f for f in scheduler.families if budget in f.members)
+
+
 def settle(scheduler: Scheduler, budget: Budget, pid: int, exc: BaseException) -> None:
-    """A chain of `budget` on partition `pid` ended with `exc`."""
+    """A chain of `budget`'s family on partition `pid` ended with `exc`."""
     future: Future = Future()
     future.set_exception(exc)
-    scheduler._running[future] = (pid, budget)
+    scheduler._running[future] = (pid, family_of(scheduler, budget))
     scheduler._settle(future)
 
 
@@ -97,7 +105,7 @@ def test_a_partition_handed_back_goes_first_in_line_and_waits_mid_run_for_its_bu
     header.throttle.observe(10, 0, 40.0)  # its window is spent: it hands partition 1 back
     settle(scheduler, header, 1, HandedBack("partition 1"))
     part, back_at = scheduler._todo[0]
-    assert part.partition_id == 1 and back_at == clock.now + send_in_s(header) > clock.now + 40
+    assert part.partition_id == 1 and back_at == clock.now + header.send_in_s() > clock.now + 40
     assert not scheduler._orphan_waits_last()  # the feed alone needs 200 page-times: the header is back first
     plan.partitions[1].pos_ms = 5 * 5_000  # five pages left: the feed is done before the header is back
     assert scheduler._orphan_waits_last()
@@ -129,12 +137,11 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
         checkpoint.create_schema(conn)
         pass_id, parts = checkpoint.start_pass(conn, "full", [Partition(1, 0, 10_000_000)], 0, 10_000)
         plan = Plan(parts, oldest_ms=0, min_split_ms=10_000)
-        control = Link(Reconnector(database_url, 0.0), "control")
-        scheduler = Scheduler(dataclasses.replace(context(stop, control=control), pass_id=pass_id), plan,
+        scheduler = Scheduler(dataclasses.replace(context(stop, database_url=database_url), pass_id=pass_id), plan,
                               [feed, header], clock=clock)
         owner = parts[0].partition_id
-        scheduler._running[Future()] = (owner, feed)
-        new = scheduler._steal(header)
+        scheduler._running[Future()] = (owner, family_of(scheduler, feed))
+        new = scheduler._steal(family_of(scheduler, header))
         assert new is not None and (new.lo_ms, new.hi_ms) == (0, 5_000_000)  # equal speeds: half each
         assert plan.lower_bound(owner) == 5_000_000
         rows = conn.execute("SELECT partition_id, lo_ms, hi_ms FROM ingest_partitions ORDER BY partition_id").fetchall()
@@ -145,21 +152,28 @@ def test_a_window_that_covers_what_is_left_gets_a_chain_per_page_and_a_stalled_b
     clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
     scheduler = Scheduler(context(stop), wide_plan(pages=3), [feed, header], clock=clock)
-    scheduler._running[Future()] = (1, feed)
+    scheduler._running[Future()] = (1, family_of(scheduler, feed))
     header.throttle.observe(10, 6, 50.0)  # six requests left in the window for three pages (and a split's)
-    assert scheduler._wanted_chains(header) == 6
+    assert scheduler._wanted_chains(family_of(scheduler, header)) == 6
     header.throttle.observe(10, 0, 50.0)  # spent: 50 s to wait while the feed can send
-    assert scheduler._wanted_chains(header) == 0
+    assert scheduler._wanted_chains(family_of(scheduler, header)) == 0
 
 
-def test_the_query_pool_on_probation_wants_one_chain_even_with_a_window_to_spare() -> None:
-    """Defect 2 of issue 19: the spare-window rule asked for min(spare, cap) chains on probation too."""
+def test_the_query_pool_on_probation_counts_one_request_of_its_spare_window() -> None:
+    """Defect 2 of issue 19: the spare-window rule asked for min(spare, cap) chains on probation too. In the
+    family it adds one chain for the query pool's one request, whatever its window holds."""
     clock, stop = FakeClock(), StopFlag()
-    query = budget(QUERY, clock, stop.event)
+    header = budget(HEADER, clock, stop.event, name="header", family="events")
+    query = budget(QUERY, clock, stop.event, name="query", family="events")
     query.probe = QueryPoolProbe()
+    header.throttle.observe(10, 2, 59.0)
     query.throttle.observe(5, 4, 59.0)  # four requests left in its window, one page left to fetch
     plan = Plan([Partition(1, 0, 10_000)], oldest_ms=0, min_split_ms=10_000)
-    assert Scheduler(context(stop), plan, [query])._wanted_chains(query) == 1
+    scheduler = Scheduler(context(stop), plan, [header, query])
+    assert [f.name for f in scheduler.families] == ["events"]
+    assert scheduler._wanted_chains(scheduler.families[0]) == 3  # two of the header's, one of the query's
+    query.probe.verdict = "separate"
+    assert scheduler._wanted_chains(scheduler.families[0]) == 6
 
 
 def test_an_error_in_the_main_loop_stops_every_chain(database_url: str) -> None:
@@ -172,9 +186,7 @@ def test_an_error_in_the_main_loop_stops_every_chain(database_url: str) -> None:
     owner = budget(FEED, clock, stop.event, walking)
     thief = budget(HEADER, clock, stop.event, WaitingSource(stop.event))
     plan = Plan([Partition(1, 0, 10_000_000)], oldest_ms=0, min_split_ms=10_000)
-    # The split the thief needs cannot be committed: the control connection's database does not exist.
-    missing = Link(Reconnector(make_conninfo(database_url, dbname="no_such_database"), 0.0), "control")
-    with pytest.raises(DatabaseError):
-        Scheduler(context(stop, database_url=database_url, control=missing), plan, [owner, thief]).run()
+    with pytest.raises(DatabaseError):  # the split the thief needs cannot be committed
+        Scheduler(context(stop, database_url=database_url, control_url=NOWHERE), plan, [owner, thief]).run()
     assert stop.event.is_set()
     assert walking.saw_stop.wait(5.0) and walking.sent == 1

@@ -18,6 +18,8 @@ from ingest.api.client import Envelope
 from ingest.api.cursors import ZERO_ID, build_cursor, decode_cursor
 from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.answer_timeout import LEARNED_AFTER, MIN_WAIT_S, AnswerTimer
+from ingest.budgets.budget import Budget
+from ingest.budgets.family import Family
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.errors import (
@@ -133,7 +135,8 @@ def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
     retry = RetryLoop(Throttle("test", answers=answers), RetryPolicy(max_attempts=2), Stats(), threading.Event())
     out = [] if handed is None else handed
     try:
-        ChainWalker(source, retry, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS,
+        family = Family("test", [Budget("test", "header", source, retry)])
+        ChainWalker(family, plan, pages, lambda: True, server_now_ms=lambda: REBUILT_AT_MS,
                     hand_back=hand_back, clock=clock).run(partition)
     finally:
         while not pages.empty():

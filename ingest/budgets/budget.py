@@ -9,7 +9,10 @@ brings its own three.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -34,6 +37,7 @@ from ingest.errors import (
 from ingest.stats import Stats
 
 FEED, HEADER, QUERY = "feed", "header", "query"
+EVENTS = "events"  # the family of the two documented pools (family.py)
 
 
 @dataclass(eq=False)
@@ -47,6 +51,9 @@ class Budget:
     retired: str | None = field(default=None)  # why it takes no more work (None: it does)
     probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
     key_id: str = ""  # its key's fingerprint: what it learned is kept for that key, not for a position in API_KEY
+    family: str = ""  # the budgets advancing the same cursors share it (see family.py); "": its own name
+    # Held by the chain whose request the query pool carries on probation: its one request at a time.
+    _probation_slot: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def state_key(self) -> str:
@@ -69,6 +76,31 @@ class Budget:
     def on_probation(self) -> bool:
         """The query pool before its verdict: one request at a time, whatever else says more."""
         return self.probe is not None and self.probe.verdict is None
+
+    def send_in_s(self) -> float:
+        """Seconds until this budget can send (0: now; inf: retired): a 429's pause, a spent window or the
+        pacer's spacing. Every decision asks this one question."""
+        return math.inf if self.retired is not None else self.throttle.wait_s()
+
+    @property
+    def carrying_its_one(self) -> bool:
+        """On probation with its one request taken by a chain: no other chain may send through it now."""
+        return self.on_probation and self._probation_slot.locked()
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[bool]:
+        """Hold this budget's request for a chain: always granted, except on probation when another chain
+        holds the one request it may carry (yields False)."""
+        if not self.on_probation:
+            yield True
+            return
+        if not self._probation_slot.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._probation_slot.release()
 
     def retire(self, why: str) -> None:
         if self.retired is None:
@@ -187,9 +219,10 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         suffix = "" if index == 0 else f"#{index + 1}"
         key_id = key_fingerprint(key)
 
-        def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None) -> RetryLoop:
+        def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None,
+                 answers: AnswerTimer | None = None) -> RetryLoop:
             throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency,
-                                answers=AnswerTimer(settings.request_timeout_s))
+                                answers=answers or AnswerTimer(settings.request_timeout_s))
             return RetryLoop(throttle, policy, stats, stop)
 
         if settings.strategy != "documented":
@@ -201,15 +234,18 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
                 budgets.append(feed)
         if settings.strategy == "feed":
             continue
-        header_retry, query_retry = loop(HEADER + suffix), loop(QUERY + suffix)
+        # One endpoint, one page time: the two pools' answers teach the same latency model.
+        events_answers = AnswerTimer(settings.request_timeout_s)
+        header_retry = loop(HEADER + suffix, answers=events_answers)
+        query_retry = loop(QUERY + suffix, answers=events_answers)
         probe = QueryPoolProbe(restarted=f"{QUERY}@{key_id}" in recently_used)
         header = DocumentedSource(client, settings.page_size, _both(header_retry.throttle.observe,
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
                                                                     probe.query_answered), query_auth=True)
-        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry, key_id=key_id))
+        budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry, key_id=key_id, family=EVENTS + suffix))
         budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
-                              key_id=key_id))
+                              key_id=key_id, family=EVENTS + suffix))
     return budgets
 
 

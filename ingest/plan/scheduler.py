@@ -1,15 +1,14 @@
-"""The scheduler: one plan, many budgets — every partition walked once, all budgets finishing together.
+"""The scheduler: one plan, many families of budgets — every partition walked once, all finishing together.
 
-Each budget runs as many chains as it can keep busy (its throttle says how many). A free chain takes the
-next pending partition; when none is left it steals: the widest running range is split, in proportion
-to the two budgets' speeds, and the chain takes the lower piece. Splits are committed before anyone
-acts on them. A budget that fails (its pool proved shared, stream-access refused, its retries spent)
-is retired and its partition handed, from its last position, to the others.
+Each family (the feed; a key's two documented pools) runs as many chains as it can keep busy. A free
+chain takes the next pending partition; when none is left it steals: the widest running range is split,
+in proportion to the two families' speeds, and the chain takes the lower piece. Splits are committed
+before anyone acts on them. A family that fails (stream-access refused, its retries spent) is retired
+and its partition handed, from its last position, to the others.
 """
 
 from __future__ import annotations
 
-import math
 import queue
 import time
 from collections import deque
@@ -23,18 +22,15 @@ import psycopg
 from loguru import logger
 
 from ingest.budgets.budget import Budget
+from ingest.budgets.family import BUDGET_FAILURES, Family, families_of
 from ingest.budgets.throttle import Throttle
 from ingest.errors import (
-    AuthenticationFailed,
-    BudgetRetired,
     BuiltCursorsRefused,
     DatabaseError,
     FatalApiError,
     HandedBack,
     IngestError,
-    RetriesExhausted,
     Stopped,
-    StreamAccessDenied,
 )
 from ingest.plan.partitions import MIN_SPLIT_PAGES, Partition, Plan
 from ingest.plan.walker import ChainWalker
@@ -54,13 +50,11 @@ WRITER_STOP_JOIN_S = 3.0  # s
 WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
 BUDGET_STATE_EVERY_S = 5.0  # s; learned rates are saved this often (a new deadline at once)
 DEADLINE_JITTER_S = 0.2  # s; a not-before is recomputed from the wall clock at every look
-# A budget that cannot send for this many of its page-times (a spent window, a 429 lockout) hands its
-# partitions back when another budget can send: the range waits for nobody, and no split (no partial page)
+# A family that cannot send for this many of its page-times (a 429 lockout, spent windows) hands its
+# partitions back when another family can send: the range waits for nobody, and no split (no partial page)
 # is needed to move it. Never for less than HAND_BACK_MIN_S, so the feed's spacing between turns is no reason.
 HAND_BACK_PAGE_TIMES = 2.0
 HAND_BACK_MIN_S = 2.0  # s
-# Failures that end one budget, not the run, while another budget can carry on.
-BUDGET_FAILURES = (BudgetRetired, StreamAccessDenied, AuthenticationFailed, RetriesExhausted)
 
 
 class ProgressView(Protocol):
@@ -95,12 +89,13 @@ class Scheduler:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.plan = plan
-        self.budgets = budgets
+        self.budgets = budgets  # their learned states are saved, each under its own name
+        self.families = families_of(budgets)
         self._clock = clock  # the throttles' clock: a not-before is compared with their waits
         self._stop = ctx.stop.event
-        self._running: dict[Future, tuple[int, Budget]] = {}
-        # What is left to walk, first first: a partition and when the budget that gave it up can send
-        # again (None: nobody gave it up; inf: its budget is retired), for `_orphan_waits_last`.
+        self._running: dict[Future, tuple[int, Family]] = {}
+        # What is left to walk, first first: a partition and when the family that gave it up can send
+        # again (None: nobody gave it up; inf: it is retired), for `_orphan_waits_last`.
         self._todo: deque[tuple[Partition, float | None]] = deque((p, None) for p in plan.pending())
         self._error: BaseException | None = None
         self._saved_states: dict[str, tuple[float | None, float | None]] = {}
@@ -111,14 +106,14 @@ class Scheduler:
         pages: queue.Queue = queue.Queue(maxsize=PAGE_QUEUE_MAX)
         writer = Writer(self.ctx.database, pages, self.ctx.stats)
         writer.start()
-        walkers = {budget: ChainWalker(budget.source, budget.retry, self.plan, pages, writer.is_alive,
+        walkers = {family: ChainWalker(family, self.plan, pages, writer.is_alive,
                                        server_now_ms=self.ctx.server_now_ms,
-                                       hand_back=partial(hand_back_due, budget, self.budgets))
-                   for budget in self.budgets}
+                                       hand_back=partial(hand_back_due, family, self.families))
+                   for family in self.families}
         progress = self.ctx.progress([b.throttle for b in self.budgets], pages)
-        # A thread for every chain `next_chain_for` may start: the cap, and one more per budget at the cap. A
+        # A thread for every chain `next_chain_for` may start: the cap, and one more per family at the cap. A
         # chain submitted without a free thread would hold its partition (a split made for it) unwalked.
-        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains + len(self.budgets), thread_name_prefix="fetch")
+        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains + len(self.families), thread_name_prefix="fetch")
         try:
             while True:
                 self._assign(pool, walkers)
@@ -150,7 +145,7 @@ class Scheduler:
         if self._stop.is_set():
             raise Stopped(self.ctx.stop.signum)
         if self.plan.pending():
-            raise FatalApiError("every budget was retired before the pass was done; rerun to resume")
+            raise FatalApiError("every family of budgets was retired before the pass was done; rerun to resume")
         progress.maybe_log()
 
     def _save_budget_states(self, *, final: bool = False) -> None:
@@ -168,54 +163,54 @@ class Scheduler:
             return
         self._saved_states, self._saved_at = states, time.monotonic()
 
-    def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Budget, ChainWalker]) -> None:
-        """Give free chains work — a pending partition, else a piece split off a running one — to the budget
-        running the fewest chains first (see `next_chain_for`); a partition another budget gave up goes to
-        one that can send now even when every budget runs the chains it wants (see `adopter`)."""
-        no_work: set[Budget] = set()
+    def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Family, ChainWalker]) -> None:
+        """Give free chains work — a pending partition, else a piece split off a running one — to the family
+        running the fewest chains first (see `next_chain_for`); a partition another family gave up goes to
+        one that can send now even when every family runs the chains it wants."""
+        no_work: set[Family] = set()
         while not self._stop.is_set():
-            budget = next_chain_for([(b, self._busy(b), self._wanted_chains(b)) for b in self.budgets
-                                     if b not in no_work], len(self._running) >= self.ctx.max_chains,
+            family = next_chain_for([(f, self._busy(f), self._wanted_chains(f)) for f in self.families
+                                     if f not in no_work], len(self._running) >= self.ctx.max_chains,
                                     orphan_waiting=self._orphan_waits_last())
-            if budget is None:
+            if family is None:
                 return
-            part = self._todo.popleft()[0] if self._todo else self._steal(budget)
+            part = self._todo.popleft()[0] if self._todo else self._steal(family)
             if part is None:
-                no_work.add(budget)
+                no_work.add(family)
                 continue
-            self._running[pool.submit(walkers[budget].run, part)] = (part.partition_id, budget)
+            self._running[pool.submit(walkers[family].run, part)] = (part.partition_id, family)
 
     def _orphan_waits_last(self) -> bool:
-        """True when the next partition is one a budget gave up and leaving it for that budget would make it
+        """True when the next partition is one a family gave up and leaving it for that family would make it
         the last range walked (see `waiting_ends_last`)."""
         back_at = self._todo[0][1] if self._todo else None
         if back_at is None:
             return False
         pages_left = self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
-        return waiting_ends_last(back_at - self._clock(), pages_left, self.budgets)
+        return waiting_ends_last(back_at - self._clock(), pages_left, self.families)
 
-    def _busy(self, budget: Budget) -> int:
-        return sum(1 for _, owner in self._running.values() if owner is budget)
+    def _busy(self, family: Family) -> int:
+        return sum(1 for _, owner in self._running.values() if owner is family)
 
-    def _wanted_chains(self, budget: Budget) -> int:
-        """The budget's chains; more in the last announced window when its spare requests cover what is left.
+    def _wanted_chains(self, family: Family) -> int:
+        """The family's chains; more in the last announced windows when their spare requests cover what is left.
 
-        The API's fixed windows hand out their requests at any pace: when the current window still has a
+        The API's fixed windows hand out their requests at any pace: when the current windows still have a
         request for every remaining page (plus the split's partial page), fetching them in parallel
         finishes a window's worth of pages in one page-time instead of one after another.
         """
-        if hand_back_due(budget, self.budgets):
+        if hand_back_due(family, self.families):
             return 0
-        chains = budget.chains()
-        if chains == 0 or budget.on_probation:
+        chains = family.chains()
+        if chains == 0:
             return chains
         remaining = self.plan.remaining_pages({pid for pid, _ in self._running.values()})
-        spare = budget.throttle.limiter.spare_tokens()  # 0 where no window is announced
+        spare = family.spare_tokens()  # 0 where no window is announced
         if remaining is not None and remaining + 1 <= spare:
-            return max(chains, min(spare, budget.throttle.max_chains))
+            return max(chains, min(spare, family.max_chains))
         return chains
 
-    def _steal(self, thief: Budget) -> Partition | None:
+    def _steal(self, thief: Family) -> Partition | None:
         """Split the widest running range for `thief`, the lower piece in proportion to its speed."""
         owners = {pid: budget for pid, budget in self._running.values()}
         # Read before proposing: the plan calls share_of under its lock, which remaining_pages takes too.
@@ -229,27 +224,27 @@ class Scheduler:
         return new
 
     def _settle(self, future: Future) -> None:
-        pid, budget = self._running.pop(future)
+        pid, family = self._running.pop(future)
         exc = future.exception()
         if exc is None:
             return  # the walker claimed its partition done with its last page
         if isinstance(exc, HandedBack):
-            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, budget.name, send_in_s(budget))
-            self._give_back(pid, budget)
+            logger.debug("{} handed back on {}: it waits {:.1f} s", exc, family.name, family.send_in_s())
+            self._give_back(pid, family)
         elif isinstance(exc, BuiltCursorsRefused):
             self._cover_with_server_cursors(pid)
-        elif isinstance(exc, BUDGET_FAILURES) and self._others_active(budget):
-            budget.retire(str(exc))
-            self._give_back(pid, budget)
+        elif isinstance(exc, BUDGET_FAILURES) and self._others_active(family):
+            family.retire(str(exc))
+            self._give_back(pid, family)
         elif not isinstance(exc, Stopped):
             self._fail(exc)
 
-    def _give_back(self, pid: int, budget: Budget) -> None:
-        """The partition goes first in line, from its position, with when `budget` can send again."""
-        self._todo.appendleft((self.plan.partitions[pid], self._clock() + send_in_s(budget)))
+    def _give_back(self, pid: int, family: Family) -> None:
+        """The partition goes first in line, from its position, with when `family` can send again."""
+        self._todo.appendleft((self.plan.partitions[pid], self._clock() + family.send_in_s()))
 
-    def _others_active(self, budget: Budget) -> bool:
-        return any(other.retired is None for other in self.budgets if other is not budget)
+    def _others_active(self, family: Family) -> bool:
+        return any(other.retired is None for other in self.families if other is not family)
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
@@ -266,25 +261,25 @@ class Scheduler:
             self._todo.append((created, None))
 
 
-def next_chain_for(budgets: list[tuple[Budget, int, int]], cap_reached: bool, *,
-                   orphan_waiting: bool = False) -> Budget | None:
-    """Which budget starts the next chain, from (budget, chains running, chains wanted); None: no one.
+def next_chain_for(families: list[tuple[Family, int, int]], cap_reached: bool, *,
+                   orphan_waiting: bool = False) -> Family | None:
+    """Which family starts the next chain, from (family, chains running, chains wanted); None: no one.
 
-    The one running the fewest goes first, so every budget runs one before any runs two: the first
-    budget in the list must not take every slot while the others wait for its partitions to end. At the
-    cap only a budget running none may start one (a few chains over the cap, at most one per budget): a
-    budget whose chains wait in its own throttle (the feed's spacing) must not keep a pool's window idle.
-    When no budget wants one and the next partition is one another budget gave up (`orphan_waiting`), the
-    one that can send soonest adopts it, unless each faces a long wait or is on probation, and below the
-    cap only (the threads above it are kept for budgets running none). Left waiting, the range would
-    stand still while others send; one chain more costs a paced budget no request, only its turn.
+    The one running the fewest goes first, so every family runs one before any runs two: the first
+    family in the list must not take every slot while the others wait for its partitions to end. At the
+    cap only a family running none may start one (a few chains over the cap, at most one per family): a
+    family whose chains wait in its own throttle (the feed's spacing) must not keep a pool's window idle.
+    When no family wants one and the next partition is one another family gave up (`orphan_waiting`), the
+    one that can send soonest adopts it, unless each faces a long wait, and below the cap only (the
+    threads above it are kept for families running none). Left waiting, the range would stand still while
+    others send; one chain more costs a paced family no request, only its turn.
     """
-    wanting = [(busy, i, budget) for i, (budget, busy, wanted) in enumerate(budgets)
+    wanting = [(busy, i, family) for i, (family, busy, wanted) in enumerate(families)
                if busy < wanted and not (cap_reached and busy > 0)]
     if wanting:
         return min(wanting, key=lambda entry: entry[:2])[2]
-    ready = [b for b, _, _ in budgets if b.chains() > 0 and not _stalled(b) and not b.on_probation]
-    return min(ready, key=send_in_s) if ready and orphan_waiting and not cap_reached else None
+    ready = [f for f, _, _ in families if f.chains() > 0 and not _stalled(f)]
+    return min(ready, key=Family.send_in_s) if ready and orphan_waiting and not cap_reached else None
 
 
 def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:
@@ -295,62 +290,55 @@ def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: t
     return new
 
 
-def send_in_s(budget: Budget) -> float:
-    """Seconds until `budget` can send (0: now; inf: retired): a 429's pause, a spent window or the pacer's
-    spacing. Every decision asks this one question: stall and hand-back, adoption, a thief's share."""
-    return math.inf if budget.retired is not None else budget.throttle.wait_s()
-
-
-def hand_back_due(budget: Budget, budgets: list[Budget]) -> bool:
-    """True once `budget` is retired, or while it faces a long wait and another budget could send now (any
+def hand_back_due(family: Family, families: list[Family]) -> bool:
+    """True once `family` is retired, or while it faces a long wait and another family could send now (any
     thread may ask)."""
-    return budget.retired is not None or _stalled(budget) and any(
-        not _stalled(other) for other in budgets if other is not budget)
+    return family.retired is not None or _stalled(family) and any(
+        not _stalled(other) for other in families if other is not family)
 
 
-def _stalled(budget: Budget) -> bool:
-    return send_in_s(budget) > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * budget.throttle.latency_s)
+def _stalled(family: Family) -> bool:
+    return family.send_in_s() > max(HAND_BACK_MIN_S, HAND_BACK_PAGE_TIMES * family.latency_s)
 
 
-def share_for(thief: Budget, owner: Budget, pages_left: float | None) -> float:
+def share_for(thief: Family, owner: Family, pages_left: float | None) -> float:
     """The part of a range of `pages_left` pages the thief should take so that both pieces end together:
     in proportion to the two chains' speeds, less what the owner walks while the thief waits to send
     (a window that opens in a few seconds). 0: the thief would end after the owner alone; no split.
     """
     mine, theirs = _chain_rate(thief), _chain_rate(owner)
     share = mine / (mine + theirs)
-    wait_s = send_in_s(thief)
+    wait_s = thief.send_in_s()
     if pages_left is None or wait_s <= 0:
         return share  # a slow thief ready to send still takes the smallest piece worth a split (propose_split)
     share *= 1 - wait_s * theirs / max(pages_left, 1e-9)
     return share if share * pages_left >= MIN_SPLIT_PAGES else 0.0
 
 
-def _chain_rate(budget: Budget) -> float:
-    """Requests per second one chain of the budget sends: one per answer, or its share of the budget's rate."""
-    throttle = budget.throttle
-    per_chain = 1.0 / max(throttle.latency_s, 1e-3)
-    rate = throttle.rate_per_s()
+def _chain_rate(family: Family) -> float:
+    """Requests per second one chain of the family sends: one per answer, or its share of the family's rate."""
+    per_chain = 1.0 / max(family.latency_s, 1e-3)
+    rate = family.rate_per_s()
     if rate is not None:
-        per_chain = min(per_chain, rate / max(1, budget.chains()))
+        per_chain = min(per_chain, rate / max(1, family.chains()))
     return per_chain
 
 
-def waiting_ends_last(back_in_s: float, pages_left: float | None, budgets: list[Budget]) -> bool:
-    """True when the budget that gave a partition up comes back (in `back_in_s`; inf: retired) later than
-    the budgets sending now need for `pages_left`.
+def waiting_ends_last(back_in_s: float, pages_left: float | None, families: list[Family]) -> bool:
+    """True when the family that gave a partition up comes back (in `back_in_s`; inf: retired) later than
+    the families sending now need for `pages_left`.
 
-    Mid-run a partition given up waits: the budget that gave it up resumes it when its window opens, with
+    Mid-run a partition given up waits: the family that gave it up resumes it when it can send again, with
     no split (every split costs a partial page). Near the end it would be walked after everyone else is
-    done, so a budget that can send now takes it. Unknown density or no budget sending: take it.
+    done, so a family that can send now takes it. Unknown density or no family sending: take it.
     """
-    rate = sum(_budget_rate(b) for b in budgets if not _stalled(b))
+    rate = sum(_family_rate(f) for f in families if not _stalled(f))
     return pages_left is None or rate <= 0 or back_in_s > pages_left / rate
 
 
-def _budget_rate(budget: Budget) -> float:
-    """Requests per second the budget sends: its rate where known, else what its chains can send."""
-    return budget.throttle.rate_per_s() or budget.chains() * _chain_rate(budget)
+def _family_rate(family: Family) -> float:
+    """Requests per second the family sends: its rate where known, else what its chains can send."""
+    return family.rate_per_s() or family.chains() * _chain_rate(family)
 
 
 def _deadline_moved(saved: float | None, now: float | None) -> bool:

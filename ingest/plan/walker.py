@@ -1,4 +1,4 @@
-"""The chain walker: one partition's cursor chain, page by page through a budget's retry loop, to the writer."""
+"""The chain walker: one partition's cursor chain, page by page through a family's budgets, to the writer."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from loguru import logger
 
 from ingest.api.client import Envelope
 from ingest.api.cursors import ZERO_ID, build_cursor, decode_cursor
-from ingest.api.sources import Source
 from ingest.budgets.answer_timeout import AnswerTimer
-from ingest.budgets.sender import RetryLoop
+from ingest.budgets.budget import Budget
+from ingest.budgets.family import Family
 from ingest.errors import (
     AnswerTimedOut,
     BuiltCursorsRefused,
@@ -39,17 +39,17 @@ PUT_POLL_S = 0.5  # s; how often a fetcher blocked on a full queue checks that t
 
 @dataclass
 class ChainWalker:
-    """Follows a partition's cursor chain to its lower bound on one budget, putting pages on the queue."""
+    """Follows a partition's cursor chain to its lower bound on one family, putting pages on the queue; each
+    request goes through the member of the family that can send it soonest."""
 
-    source: Source
-    retry: RetryLoop
+    family: Family
     plan: Plan
     pages: queue.Queue
     writer_alive: Callable[[], bool]
     # Cursors we build expire by the server's clock: by ours, a server running ahead calls them expired.
     server_now_ms: Callable[[], int] | None = None
-    # Asked before every request: True when this budget should give its partition to another budget
-    # instead of sitting on it through a long wait (a spent window, a 429 lockout).
+    # Asked before every request: True when this family should give its partition to another family
+    # instead of sitting on it through a long wait (spent windows, a 429 lockout).
     hand_back: Callable[[], bool] = lambda: False
     clock: Callable[[], float] = time.monotonic
 
@@ -79,8 +79,8 @@ class ChainWalker:
             at_top = cursor is None and pos is None and hi is None
             try:
                 # HandedBack before a request: the partition's position is in the plan; the next chain resumes there.
-                page = self.retry.call(partial(self._fetch, cursor, lo, until), f"partition {pid}",
-                                       hand_back=self.hand_back)
+                page = self.family.call(partial(self._fetch, cursor=cursor, lo=lo, until=until), f"partition {pid}",
+                                        hand_back=self.hand_back)
             except CursorExpired:
                 expired_in_a_row += 1
                 if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:
@@ -98,7 +98,7 @@ class ChainWalker:
                     continue
                 if not built:
                     raise FatalApiError(f"partition {pid}: the API rejected its own cursor") from None
-                if self.source.windowed or hi is None:
+                if self.family.windowed or hi is None:
                     logger.warning("partition {}: rebuilt cursor refused; restarting from its upper bound", pid)
                     cursor, built, pos, until = None, False, None, hi
                     seen.clear()  # the chain starts over: its cursors may legitimately come again
@@ -108,7 +108,7 @@ class ChainWalker:
             if page.next_cursor is not None and page.next_cursor in seen:
                 raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
             if page.total is not None:
-                self.retry.stats.total_hint = page.total
+                self.family.stats.total_hint = page.total
             out = self._page_out(pid, page, cursor, pos, at_top=at_top)
             sent_lo = lo
             while True:
@@ -116,7 +116,7 @@ class ChainWalker:
                 # fallback may lower it before the partition is claimed done. The feed's window ended at
                 # the bound the request was sent with: below a lowered one its hasMore=false is no end.
                 lo = self.plan.lower_bound(pid)
-                lowered = self.source.windowed and sent_lo is not None and (lo is None or lo < sent_lo)
+                lowered = self.family.windowed and sent_lo is not None and (lo is None or lo < sent_lo)
                 last = (not page.has_more and not lowered) or (
                     lo is not None and out.pos_ms is not None and out.pos_ms < lo)
                 if not last or self.plan.claim_done(pid, lo):
@@ -130,7 +130,7 @@ class ChainWalker:
             del page  # the parsed events (~10 MB a page) must not live on while _put waits for the writer
             out = dataclasses.replace(out, last=last)
             self._put(out)
-            self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id, self.source.kind)
+            self.plan.advance(pid, out.next_cursor, out.pos_ms, out.pos_id, self.family.kind)
             if last:
                 return
             cursor, built = out.next_cursor, False
@@ -143,29 +143,32 @@ class ChainWalker:
                 elif cursor_lost:
                     logger.info("partition {}: a full page came without a well-formed pagination object; its"
                                 " events are kept and the chain goes on after the last of them", pid)
-                if self.source.windowed:
+                if self.family.windowed:
                     until = pos[0] + 1  # covers the events tied at pos[0] whether `until` is < or <=
                 else:
                     cursor, built = self._built(*pos), True
 
-    def _fetch(self, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
-        """One request; a full page with damaged pagination counts only if its events can place the next one."""
-        page = self._timed_fetch(self.retry.throttle.answers, cursor, lo, until)
+    def _fetch(self, member: Budget, *, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
+        """One request through `member`; a full page with damaged pagination counts only if its events can
+        place the next one."""
+        page = self._timed_fetch(member, cursor, lo, until)
         if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
             raise RetryableApiError("a page without its next cursor (pagination damaged or body cut off) whose"
                                     " events cannot place the next page: fetched again")
         return page
 
-    def _timed_fetch(self, answers: AnswerTimer, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
-        """A request that waits for its answer as long as `answers` says, and teaches it by a full page's time
-        (a partition's last page, or a cut body, is quicker than a full one and would teach it too short)."""
+    def _timed_fetch(self, member: Budget, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
+        """A request that waits for its answer as long as the member's page time says, and teaches it by a full
+        page's time (a partition's last page, or a cut body, is quicker than a full one and would teach it too
+        short)."""
+        answers: AnswerTimer = member.throttle.answers
         started = self.clock()
         try:
-            page = self.source.page(cursor, lo, until, read_timeout_s=answers.timeout_s())
+            page = member.source.page(cursor, lo, until, read_timeout_s=answers.timeout_s())
         except AnswerTimedOut:
             answers.timed_out()
             raise
-        if len(page.events) >= self.source.page_size and not page.truncated:
+        if len(page.events) >= member.source.page_size and not page.truncated:
             answers.answered(self.clock() - started)
         return page
 
@@ -173,11 +176,11 @@ class ChainWalker:
         stamps = [ts for ts in parse_timestamps(page.events) if ts is not None]
         if stamps:
             # The page size asked for, not this page's length: a resumed chain's first page may be its tail.
-            self.plan.learn_density(max(stamps), min(stamps), len(stamps), page.total, self.source.page_size,
+            self.plan.learn_density(max(stamps), min(stamps), len(stamps), page.total, self.family.page_size,
                                     at_top=at_top)
 
     def _start_cursor(self, partition: Partition) -> tuple[str | None, bool]:
-        if partition.cursor and partition.cursor_kind in (None, self.source.kind):
+        if partition.cursor and partition.cursor_kind in (None, self.family.kind):
             return partition.cursor, False
         pos = (partition.pos_ms, partition.pos_id) if partition.pos_ms is not None and partition.pos_id else None
         cursor = self._rebuilt(pos, partition.hi_ms)
@@ -186,7 +189,7 @@ class ChainWalker:
     def _rebuilt(self, pos: tuple[int, str] | None, hi: int | None) -> str | None:
         if pos is not None:
             return self._built(*pos)
-        if hi is not None and not self.source.windowed:
+        if hi is not None and not self.family.windowed:
             return self._built(hi, ZERO_ID)
         return None
 
@@ -212,7 +215,7 @@ class ChainWalker:
             lines=tuple(rows.lines),
             quarantined=tuple(rows.quarantined),
             events_with_nulls=rows.events_with_nulls,
-            source=f"{self.source.kind} partition {pid} cursor {cursor or '(start)'}",
+            source=f"{self.family.kind} partition {pid} cursor {cursor or '(start)'}",
             newest=_newest(events, stamps) if at_top else None,
         )
 
@@ -222,7 +225,7 @@ class ChainWalker:
                 self.pages.put(page, timeout=PUT_POLL_S)
                 return
             except queue.Full:
-                if not self.writer_alive() or self.retry.stop.is_set():
+                if not self.writer_alive() or self.family.stop.is_set():
                     raise Stopped(0) from None  # on a stop the writer commits what it has; this page is fetched again
 
 
