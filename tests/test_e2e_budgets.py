@@ -6,6 +6,7 @@ with bursts of 3, 5 ms per page), so each run spends every budget many times in 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +58,8 @@ def test_a_shared_query_pool_is_retired_after_the_answer_that_proves_it(database
     assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
     assert served(stats, "events_query", "429") <= 1
     assert served(stats, "events_query") + served(stats, "events_query", "429") <= 3
+    # retired before it cost the header pool anything: no 429 there, nothing sent into its lockout
+    assert (served(stats, "events", "429"), stats["early_by_endpoint"].get("events", 0)) == (0, 0)
 
 
 def test_without_the_feed_the_two_documented_pools_carry_the_run(database_url: str) -> None:
@@ -69,23 +72,27 @@ def test_without_the_feed_the_two_documented_pools_carry_the_run(database_url: s
     assert stats["early_retries"] == 0
 
 
-def test_two_keys_add_their_budgets_to_the_same_plan(database_url: str) -> None:
+def test_two_keys_add_their_budgets_to_the_same_plan(database_url: str, capsys: pytest.CaptureFixture) -> None:
     with sim(api_key=f"{API_KEY},{SECOND_KEY}", keys=2) as server:
-        args = ingest_args(server.url, database_url, "--page-size", "500")
-        args[args.index("--api-key") + 1] = f"{API_KEY},{SECOND_KEY}"
-        assert main(args) == 0
+        capsys.readouterr()
+        assert main(ingest_args(server.url, database_url, "--page-size", "500", log_level="INFO",
+                                key=f"{API_KEY},{SECOND_KEY}")) == 0
+        last = capsys.readouterr().err.splitlines()[-1]
         stats = sim_stats(server.url)
         result = record("two keys, six budgets", server, database_url, "exit 0")
     assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
     assert stats["tokens_issued"] == 2  # a feed token per key
+    # every budget of the second key answered pages: `requests by budget: feed N, …, feed#2 N, header#2 N, …`
+    answered = dict(re.findall(r"(\w+#2) (\d+)", last.split("requests by budget: ", 1)[1]))
+    assert sorted(answered) == ["feed#2", "header#2", "query#2"], last
+    assert min(int(n) for n in answered.values()) > 0, last
     assert stats["early_retries"] <= 2 * IN_FLIGHT_AT_FIRST_429
 
 
 def test_a_key_revoked_mid_run_retires_its_budgets_and_the_other_key_finishes(database_url: str) -> None:
     keys = f"{API_KEY},{SECOND_KEY}"
     with sim(api_key=keys, keys=2, latency_ms_per_event=0.05) as server:
-        args = ingest_args(server.url, database_url, "--page-size", "500", "--log-level", "INFO")
-        args[args.index("--api-key") + 1] = keys
+        args = ingest_args(server.url, database_url, "--page-size", "500", log_level="INFO", key=keys)
         release = hold_after(server, 6_000)  # the second key is revoked before the run can end
         child = subprocess.Popen([sys.executable, str(ROOT / "ingest.py"), *args], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -121,12 +128,17 @@ def test_a_rerun_after_a_kill_waits_out_the_windows_the_killed_run_spent(databas
         child.kill()
         out, _ = child.communicate(timeout=30)
         assert spent_windows(database_url) == {"header", "query"}, out
-        assert run_ingest(server.url, database_url, "--page-size", "1000") == 0
+        query_before = served(sim_stats(server.url), "events_query")
+        rerun = spawn_ingest(server.url, database_url, "--page-size", "1000")
+        log, _ = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, log
         stats = sim_stats(server.url)
         result = record("rerun into the windows a killed run spent", server, database_url, "exit 0")
     assert result == {"expected": 6_000, "stored": 6_000, "missing": 0, "extra": 0}
     # the rerun's first request (the identity probe on the header pool) included: none went into a spent window
     assert (served(stats, "events", "429"), served(stats, "events_query", "429"), stats["early_retries"]) == (0, 0, 0)
+    # the query pool was not judged shared on the killed run's requests: it served pages in the rerun
+    assert served(stats, "events_query") > query_before and "budget query retired" not in log
 
 
 def test_a_run_under_another_key_takes_up_none_of_the_last_keys_deadlines(database_url: str) -> None:
