@@ -56,10 +56,12 @@ def test_a_shared_query_pool_is_retired_after_the_answer_that_proves_it(database
         stats = sim_stats(server.url)
         result = record("query pool shared with the header pool", server, database_url, "exit 0")
     assert result == {"expected": EVENTS, "stored": EVENTS, "missing": 0, "extra": 0}
-    assert served(stats, "events_query", "429") <= 1
-    assert served(stats, "events_query") + served(stats, "events_query", "429") <= 3
-    # retired before it cost the header pool anything: no 429 there, nothing sent into its lockout
-    assert (served(stats, "events", "429"), stats["early_by_endpoint"].get("events", 0)) == (0, 0)
+    query_sent = served(stats, "events_query") + served(stats, "events_query", "429")
+    assert query_sent <= 3
+    # Each query request on probation can cost the shared window at most one refusal, in either pool (when
+    # it and the header's last token race to the server); none lands inside a lockout.
+    assert served(stats, "events", "429") + served(stats, "events_query", "429") <= query_sent
+    assert stats["early_by_endpoint"].get("events", 0) == 0
 
 
 def test_without_the_feed_the_two_documented_pools_carry_the_run(database_url: str) -> None:

@@ -88,6 +88,15 @@ def test_a_later_answer_does_not_push_the_window_end_out() -> None:
     assert limiter.acquire() == 55.5
 
 
+def test_another_pool_drawing_on_the_bucket_caps_what_is_left_of_the_open_window() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.observe(10, 8, 60)
+    limiter.cap_remaining(1)  # the ?api_key= pool's answer, proven to draw on this bucket
+    limiter.cap_remaining(5)  # a higher count never gives tokens back
+    assert [limiter.acquire() for _ in range(2)] == [0.0, 60.5]
+
+
 def test_epoch_form_reset_is_read_against_the_wall_clock() -> None:
     clock = FakeClock()
     limiter = make_limiter(clock, margin=0.5)

@@ -40,6 +40,16 @@ def test_a_shared_pool_falls_by_the_header_requests_too() -> None:
     assert probe.refusal() is not None
 
 
+def test_the_answer_that_proves_the_pool_shared_tells_the_header_pool_what_is_left() -> None:
+    told: list[int] = []
+    probe = QueryPoolProbe(on_shared=told.append)
+    query(probe, 4, 59.0)
+    header(probe)
+    assert told == []
+    query(probe, 1, 55.0)
+    assert told == [1]
+
+
 def test_a_request_that_timed_out_still_counts_as_ours() -> None:
     probe = QueryPoolProbe()
     query(probe, 4, 59.0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -120,8 +120,11 @@ class QueryPoolProbe:
     budget runs one chain; the probe learns from answers only, so a verdict costs no request of its own.
     """
 
-    def __init__(self, *, restarted: bool = False) -> None:
+    def __init__(self, *, restarted: bool = False, on_shared: Callable[[int], None] | None = None) -> None:
         self._lock = threading.Lock()
+        # Told the answer that proved the pool shared: its Remaining counts our query requests, which the
+        # header pool's own count of its window does not.
+        self._on_shared = on_shared
         self.verdict: str | None = None  # "separate" or "shared"
         self._last: tuple[float, int] | None = None  # (Reset, Remaining) of our last answer with both
         self._sent_since = 0  # our query requests sent since that answer, this one's included
@@ -158,6 +161,8 @@ class QueryPoolProbe:
                 self.verdict = "separate"
         if self.verdict is not None:
             logger.info("the ?api_key= pool is {} (X-RateLimit-Remaining {} of {})", self.verdict, remaining, limit)
+        if self.verdict == "shared" and self._on_shared is not None:
+            self._on_shared(remaining)
 
     def refusal(self) -> str | None:
         """Why the query budget must not send (None: it may)."""
@@ -238,7 +243,8 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         events_answers = AnswerTimer(settings.request_timeout_s)
         header_retry = loop(HEADER + suffix, answers=events_answers)
         query_retry = loop(QUERY + suffix, answers=events_answers)
-        probe = QueryPoolProbe(restarted=f"{QUERY}@{key_id}" in recently_used)
+        probe = QueryPoolProbe(restarted=f"{QUERY}@{key_id}" in recently_used,
+                               on_shared=header_retry.throttle.limiter.cap_remaining)
         header = DocumentedSource(client, settings.page_size, _both(header_retry.throttle.observe,
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
