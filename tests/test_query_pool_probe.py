@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ingest.api.client import Envelope
-from ingest.budgets.budget import ProbationSource, QueryPoolProbe
-from ingest.errors import HandedBack
+from ingest.budgets.budget import QueryPoolProbe
 
 LIMIT = 5
 
@@ -109,38 +105,3 @@ def test_a_verdict_is_final() -> None:
     header(probe)
     query(probe, 0, 50.0)
     assert probe.verdict == "separate"
-
-
-class NestedSource:
-    """An inner /api/v1/events source whose request, while in flight, lets another chain try to send."""
-
-    page_size = 5000
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.meanwhile: Callable[[], None] = lambda: None
-
-    def page(self, cursor, lo_ms, hi_ms, limit=None, read_timeout_s=None):  # noqa: ANN001, ANN201 - Source protocol
-        self.sent += 1
-        if self.sent == 1:
-            self.meanwhile()
-        return Envelope([], False, None, None)
-
-
-def test_on_probation_a_second_query_request_never_goes_while_one_is_in_flight() -> None:
-    """Defect 2 of issue 19: with two in flight, the second answer sees sent=0, fall=1: a false 'shared'."""
-    inner, probe = NestedSource(), QueryPoolProbe()
-    source = ProbationSource(inner, probe)  # type: ignore[arg-type]  # only page() and page_size are asked
-    refused: list[Exception] = []
-
-    def second_chain() -> None:
-        try:
-            source.page(None, None, None)
-        except HandedBack as exc:
-            refused.append(exc)
-
-    inner.meanwhile = second_chain
-    source.page(None, None, None)
-    assert inner.sent == 1 and len(refused) == 1
-    source.page(None, None, None)  # the first one answered: the next may go
-    assert inner.sent == 2

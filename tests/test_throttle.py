@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.answer_timeout import DEFAULT_LATENCY_S
-from ingest.budgets.in_flight import AdaptiveConcurrency
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.pacer import Pacer
 from ingest.budgets.sender import RetryLoop
@@ -74,14 +71,14 @@ def test_a_chain_waiting_for_an_in_flight_slot_waits_out_a_429_that_came_meanwhi
     clock = FakeClock()
     limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=MARGIN_S)
     feed = Throttle("feed", limiter=limiter, pacer=Pacer(clock=clock, sleep=clock.sleep),
-                    gate=AdaptiveConcurrency(1), clock=clock)  # one request in flight: a slow start's first step
+                    slow_start=True, clock=clock)  # one request in flight: a slow start's first step
     stop = threading.Event()
     sent_at: list[float] = []
 
     in_wait = threading.Event()
 
     def waiting_for_the_slot() -> bool:
-        """Asked first by the slot's wait loop, under the gate's lock: the chain found the slot taken."""
+        """Asked first by the slot's wait loop, under the throttle's lock: the chain found the slot taken."""
         in_wait.set()
         return False
 
@@ -101,9 +98,8 @@ def test_a_chain_waiting_for_an_in_flight_slot_waits_out_a_429_that_came_meanwhi
 
 def test_a_slow_start_spreads_its_requests_over_a_page_time() -> None:
     clock = FakeClock()
-    gate = AdaptiveConcurrency(8, slow_start=True)
     feed = Throttle("feed", limiter=RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep),
-                    pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
+                    pacer=Pacer(clock=clock, sleep=clock.sleep), slow_start=True, max_chains=8, clock=clock)
     feed.answers.answered(4.0)  # a first full page, after 4 s: two requests may be in flight now
     feed.on_success()
     sent_at = []
@@ -114,36 +110,25 @@ def test_a_slow_start_spreads_its_requests_over_a_page_time() -> None:
     feed.on_rate_limited(1.0, fallback_s=1.0)  # a 429 ends the slow start: the pacer's rate spaces them now
     with feed.turn(threading.Event()):
         sent_at.append(clock() - START)
-    assert not gate.slow_starting
+    assert feed.slow_start_limit is None
     assert sent_at[-1] == pytest.approx(4.0 + 1.0 + RETRY_AFTER_MARGIN_S)  # the 429's pause, not the spacing
 
 
-def test_a_restored_measured_rate_ends_a_slow_start() -> None:
-    clock = FakeClock()
-    gate = AdaptiveConcurrency(8, slow_start=True)
-    feed = Throttle("feed", limiter=RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep),
-                    pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
-    feed.restore(0.6, None, wall=clock.wall)
-    assert (gate.slow_starting, gate.limit) == (False, 8)  # the pacer's 0.6/s keeps requests apart
-
-
-class WatchedGate(AdaptiveConcurrency):
-    """A slow-starting gate that notes whether the budget's 429 pause was set when it let other chains go."""
+class WatchedSlots(threading.Condition):
+    """A throttle's slot condition that notes whether the budget's 429 pause was set whenever it woke chains."""
 
     def __init__(self, limiter: RateLimiter) -> None:
-        super().__init__(4, slow_start=True)
+        super().__init__(threading.Lock())
         self.limiter = limiter
-        self.paused_when_opened: list[bool] = []  # at every slot freed, and when a 429 opens every slot
+        self.paused_when_woken: list[bool] = []
 
-    @contextlib.contextmanager
-    def slot(self, stop: threading.Event | None = None) -> Iterator[bool]:
-        with super().slot(stop) as admitted:
-            yield admitted
-        self.paused_when_opened.append(self.limiter.wait_s() > 0)
+    def notify(self, n: int = 1) -> None:
+        self.paused_when_woken.append(self.limiter.wait_s() > 0)
+        super().notify(n)
 
-    def on_throttled(self) -> None:
-        self.paused_when_opened.append(self.limiter.wait_s() > 0)
-        super().on_throttled()
+    def notify_all(self) -> None:
+        self.paused_when_woken.append(self.limiter.wait_s() > 0)
+        super().notify_all()
 
 
 def test_no_chain_is_let_go_before_a_429s_pause_is_set() -> None:
@@ -151,8 +136,9 @@ def test_no_chain_is_let_go_before_a_429s_pause_is_set() -> None:
     a chain woken in between sent into the lockout."""
     clock = FakeClock()
     limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=MARGIN_S)
-    gate = WatchedGate(limiter)
-    feed = Throttle("feed", limiter=limiter, pacer=Pacer(clock=clock, sleep=clock.sleep), gate=gate, clock=clock)
+    feed = Throttle("feed", limiter=limiter, pacer=Pacer(clock=clock, sleep=clock.sleep), slow_start=True,
+                    max_chains=4, clock=clock)
+    slots = feed._slot_freed = WatchedSlots(limiter)
     retry = RetryLoop(feed, RetryPolicy(), Stats(), threading.Event())
     answers = iter([RateLimited("HTTP 429", status=429, retry_after=2.0), None])
 
@@ -162,7 +148,7 @@ def test_no_chain_is_let_go_before_a_429s_pause_is_set() -> None:
             raise answer
 
     retry.call(send, "partition 1")
-    assert gate.paused_when_opened[:2] == [True, True]
+    assert slots.paused_when_woken[:2] == [True, True]
 
 
 def test_a_probe_answer_teaches_no_page_time() -> None:

@@ -1,1 +1,1 @@
-"""What each rate allowance may send and when: windows, pacer, in-flight gate, the sender."""
+"""What each rate allowance may send and when: windows, pacer, slow start, the sender."""

@@ -21,7 +21,6 @@ from ingest.api.client import ApiClient, LimitObserver, StreamGrant
 from ingest.api.retry_policy import RetryPolicy
 from ingest.api.sources import DocumentedSource, FeedSource, Source, StreamTokens
 from ingest.budgets.answer_timeout import AnswerTimer
-from ingest.budgets.in_flight import AdaptiveConcurrency
 from ingest.budgets.pacer import Pacer
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
@@ -30,7 +29,6 @@ from ingest.errors import (
     AuthenticationFailed,
     BudgetRetired,
     FatalApiError,
-    HandedBack,
     RetriesExhausted,
     StreamAccessDenied,
 )
@@ -172,8 +170,8 @@ class QueryPoolProbe:
 
 
 class ProbationSource:
-    """The query budget's source: one request at a time until its pool is proven separate (two in flight
-    would make the second answer's fall look like someone else's), none once it is known to be shared."""
+    """The query budget's source: counts each request for the probe, and sends none once the pool is known to
+    be shared. (One at a time on probation is the family's rule: `Budget.sending`.)"""
 
     kind = "documented"
     windowed = False
@@ -182,25 +180,13 @@ class ProbationSource:
         self._inner = inner
         self._probe = probe
         self.page_size = inner.page_size
-        self._lock = threading.Lock()
-        self._sending = False  # a request on probation is in flight
 
     def page(self, cursor, lo_ms, hi_ms, limit=None, read_timeout_s=None):  # noqa: ANN001, ANN201 - Source protocol
         refusal = self._probe.refusal()
         if refusal is not None:
             raise BudgetRetired(refusal)
-        with self._lock:
-            if self._sending:
-                raise HandedBack("the ?api_key= pool sends one request at a time on probation")
-            self._sending = self._probe.verdict is None
-            probation = self._sending
-        try:
-            self._probe.query_sending()
-            return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
-        finally:
-            if probation:
-                with self._lock:
-                    self._sending = False
+        self._probe.query_sending()
+        return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
 
 
 def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
@@ -224,17 +210,17 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         suffix = "" if index == 0 else f"#{index + 1}"
         key_id = key_fingerprint(key)
 
-        def loop(name: str, pacer: Pacer | None = None, gate: AdaptiveConcurrency | None = None,
+        def loop(name: str, pacer: Pacer | None = None, slow_start: bool = False,
                  answers: AnswerTimer | None = None) -> RetryLoop:
-            throttle = Throttle(name, pacer=pacer, gate=gate, max_chains=settings.concurrency,
+            throttle = Throttle(name, pacer=pacer, slow_start=slow_start, max_chains=settings.concurrency,
                                 answers=answers or AnswerTimer(settings.request_timeout_s))
             return RetryLoop(throttle, policy, stats, stop)
 
         if settings.strategy != "documented":
             # stream-access has a bucket of its own: its answers must not teach the feed's throttle.
-            gate = AdaptiveConcurrency(settings.concurrency, slow_start=f"{FEED}@{key_id}" in recently_used)
+            slow_start = f"{FEED}@{key_id}" in recently_used
             feed = _open_feed(settings, client, loop("stream-access" + suffix),
-                              loop(FEED + suffix, pacer=Pacer(), gate=gate), key_id)
+                              loop(FEED + suffix, pacer=Pacer(), slow_start=slow_start), key_id)
             if feed is not None:
                 budgets.append(feed)
         if settings.strategy == "feed":

@@ -3,9 +3,15 @@
 A budget is an endpoint with its own rate limit (the feed; `/api/v1/events` with the key in a header;
 with the key as `?api_key=`). Its throttle puts the three ways we keep under a limit behind one
 interface: the fixed windows the API announces in `X-RateLimit-*` (RateLimiter), the spacing learned
-from 429s where nothing is announced (Pacer), and how many requests may be in flight (AdaptiveConcurrency).
-It also learns how long one answer takes, so the scheduler gives the budget the chains it can keep
-busy (its rate × its latency) and no more: every extra chain costs a partial page.
+from 429s where nothing is announced (Pacer), and a slow start. It also learns how long one answer takes,
+so the scheduler gives the budget the chains it can keep busy (its rate × its latency) and no more: every
+extra chain costs a partial page.
+
+A slow start is for a feed a run spent moments ago: its bucket may be empty, and requests sent together
+into it all land inside the lockout the first one's 429 opens (early retries, penalised on the live API).
+One request flies, one more per success, spread over a page time, until the first 429 (or a restored
+rate) hands the pace to the pacer. Halving on 429s, as TCP does, would answer the same 429 twice: the
+pacer already slows to the bucket's rate, and fewer in flight than rate × page time only leaves tokens unused.
 """
 
 from __future__ import annotations
@@ -17,25 +23,28 @@ import time
 from collections.abc import Callable, Iterator
 
 from ingest.budgets.answer_timeout import AnswerTimer
-from ingest.budgets.in_flight import AdaptiveConcurrency
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.pacer import Pacer
 
 # Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
 # extends the lockout on the live API, so every 429 pause gets this much on top.
 RETRY_AFTER_MARGIN_S = 0.25  # s
+WAIT_SLICE_S = 0.5  # s; longest wait for a slow start's slot before `stop` is looked at again
 
 
 class Throttle:
     """The pace of one budget, shared by every chain that draws on it; thread-safe."""
 
     def __init__(self, name: str, *, limiter: RateLimiter | None = None, pacer: Pacer | None = None,
-                 gate: AdaptiveConcurrency | None = None, max_chains: int = 1,
+                 slow_start: bool = False, max_chains: int = 1,
                  answers: AnswerTimer | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.limiter = limiter or RateLimiter(clock=clock)
         self.pacer = pacer  # None: the budget announces its limit (or has none); no spacing to learn
-        self.gate = gate  # None: in-flight requests are limited by the chains alone
+        # Requests allowed in flight during a slow start (None outside one: the chains alone limit them)
+        self._slow_start_limit: int | None = 1 if slow_start else None
+        self._in_flight = 0
+        self._slot_freed = threading.Condition(threading.Lock())
         self.max_chains = max_chains
         self._clock = clock
         self._lock = threading.Lock()
@@ -52,11 +61,35 @@ class Throttle:
         while another's request got a 429 must still wait out that 429's pause before it sends.
         """
         halt = _Halt(stop, give_up)
-        if self.gate is None:
-            yield self._paced(halt)
-            return
-        with self.gate.slot(halt) as admitted:  # type: ignore[arg-type]  # is_set() and wait() are all it asks
+        admitted = self._enter(halt)
+        try:
             yield admitted and self._paced(halt)
+        finally:
+            if admitted:
+                with self._slot_freed:
+                    self._in_flight -= 1
+                    self._slot_freed.notify()
+
+    def _enter(self, halt: _Halt) -> bool:
+        """Take an in-flight slot (a slow start may have none free); False when `halt` says stop meanwhile."""
+        with self._slot_freed:
+            while self._slow_start_limit is not None and self._in_flight >= self._slow_start_limit:
+                if halt.is_set():
+                    return False
+                self._slot_freed.wait(WAIT_SLICE_S)
+            self._in_flight += 1
+            return True
+
+    @property
+    def slow_start_limit(self) -> int | None:
+        """Requests that may be in flight during a slow start (None: not in one)."""
+        return self._slow_start_limit
+
+    def end_slow_start(self) -> None:
+        """A pace is known (a 429 answered, a measured rate restored): the pacer spaces requests from here."""
+        with self._slot_freed:
+            self._slow_start_limit = None
+            self._slot_freed.notify_all()
 
     def _paced(self, halt: _Halt) -> bool:
         self.limiter.acquire(halt)  # type: ignore[arg-type]
@@ -68,10 +101,9 @@ class Throttle:
     def _slow_start_spacing_s(self) -> float:
         """The gap between sends in a slow start (0 otherwise), when no rate is known and the bucket may be
         empty: two requests sent together would both meet it, the second inside the lockout the first one's
-        429 opens. Spread over a page-time, as many as the gate allows still go per page-time."""
-        if self.gate is None or not self.gate.slow_starting:
-            return 0.0
-        return self.latency_s / self.gate.limit
+        429 opens. Spread over a page-time, as many as may be in flight still go per page-time."""
+        limit = self._slow_start_limit
+        return 0.0 if limit is None else self.latency_s / limit
 
     def observe(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
         """X-RateLimit-* of an answer to this budget (call from the thread that sent the request)."""
@@ -80,8 +112,10 @@ class Throttle:
     def on_success(self) -> None:
         with self._lock:
             self.answered += 1
-        if self.gate is not None:
-            self.gate.on_success()
+        with self._slot_freed:
+            if self._slow_start_limit is not None and self._slow_start_limit < self.max_chains:
+                self._slow_start_limit += 1
+                self._slot_freed.notify()
         if self.pacer is not None:
             self.pacer.on_success()
 
@@ -93,8 +127,7 @@ class Throttle:
         self.limiter.pause_for(delay)
         if self.pacer is not None:
             self.pacer.on_throttled(retry_after_s, self._clock() + delay)
-        if self.gate is not None:  # last: a slow start's end opens every slot, and the pause must be set by then
-            self.gate.on_throttled()
+        self.end_slow_start()  # last: it opens every slot, and the pause must be set by then
         return delay
 
     def wait_s(self) -> float:
@@ -129,8 +162,9 @@ class Throttle:
             wanted = 1
         else:
             wanted = self.max_chains
-        if self.gate is not None:
-            wanted = min(wanted, self.gate.limit)
+        limit = self._slow_start_limit
+        if limit is not None:
+            wanted = min(wanted, limit)
         return max(1, min(self.max_chains, wanted))
 
     @property
@@ -153,8 +187,7 @@ class Throttle:
         """Take up what an earlier run learned: its pace, and no request before its last deadline."""
         if rate_per_s is not None and self.pacer is not None:
             self.pacer.restore(rate_per_s)
-            if self.gate is not None:
-                self.gate.end_slow_start()  # spaced at that rate, no two requests go together
+            self.end_slow_start()  # spaced at that rate, no two requests go together
         if not_before is not None and not_before > wall():
             self.limiter.hold_for(not_before - wall())
 
