@@ -56,24 +56,27 @@ def test_a_spent_window_holds_no_chain_the_next_request_goes_through_the_other_p
     assert carried == ["query", "query"] and clock.now - 1000.0 == pytest.approx(21.0, abs=0.6)
 
 
-def test_a_chain_waiting_in_one_pools_turn_moves_to_the_other_once_it_can_send_sooner() -> None:
+def test_on_probation_a_chain_waits_for_the_query_pools_one_request_not_for_a_spent_header_window() -> None:
     clock = FakeClock()
     header, query, events = pools(clock)
     query.probe = QueryPoolProbe()
     header.throttle.observe(10, 0, 29.0)  # spent for 30 s
-    assert query._probation_slot.acquire()  # another chain's request on probation is out: none for now
-    released = False
-
-    def sleep(seconds: float) -> None:  # while this chain waits in the header's turn, that answer comes
-        nonlocal released
-        clock.now += seconds
-        if not released:
-            released = True
-            query._probation_slot.release()
-
-    header.throttle.limiter._sleep = sleep
     carried: list[str] = []
-    events.call(lambda m: carried.append(m.name), "partition 1")
+    asked = threading.Event()
+
+    def hand_back() -> bool:  # asked while the chain waits for the query pool's slot
+        asked.set()
+        return False
+
+    another_chains_request = query.throttle.turn(threading.Event())
+    assert another_chains_request.__enter__()  # the query pool's one request on probation is out
+    chain = threading.Thread(target=events.call, args=(lambda m: carried.append(m.name), "partition 1"),
+                             kwargs={"hand_back": hand_back})
+    chain.start()
+    assert asked.wait(60)
+    assert carried == []  # no second query request while one is out, and no header request into the window
+    another_chains_request.__exit__(None, None, None)  # its answer comes
+    chain.join(60)
     assert carried == ["query"] and clock.now - 1000.0 < 1.0  # not the 30 s of the header's window
 
 
@@ -82,15 +85,19 @@ def test_on_probation_the_query_pool_carries_one_request_at_a_time_with_no_way_a
     header, query, events = pools(clock)
     query.probe = QueryPoolProbe()
     carried: list[str] = []
+    looked: list[tuple[bool, float]] = []
 
     def first(m: Budget) -> None:  # while the query pool carries this request, another chain sends
         carried.append(m.name)
-        assert query.carrying_its_one and events.send_in_s() == 0.0  # in flight: the family is not stalled
-        events.call(lambda other: carried.append(other.name), "partition 2")
+        another_chain = threading.Thread(target=lambda: (
+            looked.append((query.send_in_s() > 0, events.send_in_s())),  # its one request is out; the header's free
+            events.call(lambda other: carried.append(other.name), "partition 2")))
+        another_chain.start()
+        another_chain.join(60)
 
     events.call(lambda m: carried.append(m.name), "partition 1")  # a tie: list order
     events.call(first, "partition 1")  # a tie: the one picked least lately, so the pools answer in turn
-    assert carried == ["header", "query", "header"]
+    assert carried == ["header", "query", "header"] and looked == [(True, 0.0)]
     query.probe.verdict = "separate"
     events.call(lambda m: carried.append(m.name), "partition 1")
     events.call(lambda m: carried.append(m.name), "partition 1")

@@ -92,9 +92,10 @@ def test_another_pool_drawing_on_the_bucket_caps_what_is_left_of_the_open_window
     clock = FakeClock()
     limiter = make_limiter(clock, margin=0.5)
     limiter.observe(10, 8, 60)
-    limiter.cap_remaining(1)  # the ?api_key= pool's answer, proven to draw on this bucket
-    limiter.cap_remaining(5)  # a higher count never gives tokens back
-    assert [limiter.acquire() for _ in range(2)] == [0.0, 60.5]
+    limiter.cap_used(3)  # the ?api_key= pool's answer (its own Limit 5, Remaining 2): 3 of the window spent
+    assert [limiter.acquire() for _ in range(7)] == [0.0] * 7  # 10 - 3 left, not its 2
+    limiter.cap_used(5)  # a later answer never gives tokens back
+    assert limiter.acquire() == 60.5
 
 
 def test_epoch_form_reset_is_read_against_the_wall_clock() -> None:

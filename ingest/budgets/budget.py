@@ -9,10 +9,9 @@ brings its own three.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -50,8 +49,9 @@ class Budget:
     probe: QueryPoolProbe | None = None  # the query pool's, until its answers tell shared from separate
     key_id: str = ""  # its key's fingerprint: what it learned is kept for that key, not for a position in API_KEY
     family: str = ""  # the budgets advancing the same cursors share it (see family.py); "": its own name
-    # Held by the chain whose request the query pool carries on probation: its one request at a time.
-    _probation_slot: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.throttle.one_at_a_time = lambda: self.on_probation
 
     @property
     def state_key(self) -> str:
@@ -72,33 +72,14 @@ class Budget:
 
     @property
     def on_probation(self) -> bool:
-        """The query pool before its verdict: one request at a time, whatever else says more."""
+        """The query pool before its verdict: one request at a time (its throttle's one slot), whatever else
+        says more."""
         return self.probe is not None and self.probe.verdict is None
 
     def send_in_s(self) -> float:
         """Seconds until this budget can send (0: now; inf: retired): a 429's pause, a spent window or the
         pacer's spacing. Every decision asks this one question."""
         return math.inf if self.retired is not None else self.throttle.wait_s()
-
-    @property
-    def carrying_its_one(self) -> bool:
-        """On probation with its one request taken by a chain: no other chain may send through it now."""
-        return self.on_probation and self._probation_slot.locked()
-
-    @contextlib.contextmanager
-    def sending(self) -> Iterator[bool]:
-        """Hold this budget's request for a chain: always granted, except on probation when another chain
-        holds the one request it may carry (yields False)."""
-        if not self.on_probation:
-            yield True
-            return
-        if not self._probation_slot.acquire(blocking=False):
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            self._probation_slot.release()
 
     def retire(self, why: str) -> None:
         if self.retired is None:
@@ -120,8 +101,8 @@ class QueryPoolProbe:
 
     def __init__(self, *, restarted: bool = False, on_shared: Callable[[int], None] | None = None) -> None:
         self._lock = threading.Lock()
-        # Told the answer that proved the pool shared: its Remaining counts our query requests, which the
-        # header pool's own count of its window does not.
+        # Told how many requests of the shared window the answer that proved it shared counts (Limit -
+        # Remaining): our query requests are among them, and the header pool's own count lacks them.
         self._on_shared = on_shared
         self.verdict: str | None = None  # "separate" or "shared"
         self._last: tuple[float, int] | None = None  # (Reset, Remaining) of our last answer with both
@@ -159,8 +140,8 @@ class QueryPoolProbe:
                 self.verdict = "separate"
         if self.verdict is not None:
             logger.info("the ?api_key= pool is {} (X-RateLimit-Remaining {} of {})", self.verdict, remaining, limit)
-        if self.verdict == "shared" and self._on_shared is not None:
-            self._on_shared(remaining)
+        if self.verdict == "shared" and self._on_shared is not None and limit is not None:
+            self._on_shared(limit - remaining)
 
     def refusal(self) -> str | None:
         """Why the query budget must not send (None: it may)."""
@@ -230,7 +211,7 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         header_retry = loop(HEADER + suffix, answers=events_answers)
         query_retry = loop(QUERY + suffix, answers=events_answers)
         probe = QueryPoolProbe(restarted=f"{QUERY}@{key_id}" in recently_used,
-                               on_shared=header_retry.throttle.limiter.cap_remaining)
+                               on_shared=header_retry.throttle.limiter.cap_used)
         header = DocumentedSource(client, settings.page_size, _both(header_retry.throttle.observe,
                                                                      probe.header_answered))
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,

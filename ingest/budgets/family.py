@@ -21,7 +21,6 @@ from ingest.errors import (
     BudgetRetired,
     HandedBack,
     RetriesExhausted,
-    Stopped,
     StreamAccessDenied,
 )
 from ingest.stats import Stats
@@ -31,7 +30,6 @@ T = TypeVar("T")
 # A chain waiting for one member goes to another only when that one can send this much sooner: two
 # members a moment apart are no reason to leave the turn already waited for.
 SWITCH_S = 1.0  # s
-PROBATION_POLL_S = 0.25  # s; how often a chain looks again for a member while the one left carries its one request
 # Failures that end one budget, not its family's chain, while another member can carry on.
 BUDGET_FAILURES = (BudgetRetired, StreamAccessDenied, AuthenticationFailed, RetriesExhausted)
 
@@ -111,18 +109,9 @@ class Family:
             if self.retired is not None:
                 raise BudgetRetired(f"{self.name}: {self.retired}")
             member = self._pick()
-            if member is None:  # the one member left is on probation, its request in flight
-                if hand_back():
-                    raise HandedBack(what)
-                if self.stop.wait(PROBATION_POLL_S):
-                    raise Stopped(0)
-                continue
             try:
-                with member.sending() as claimed:
-                    if not claimed:
-                        continue  # another chain took the one request of a member on probation
-                    return member.retry.call(partial(send, member), what,
-                                             hand_back=partial(self._give_up, member, hand_back))
+                return member.retry.call(partial(send, member), what,
+                                         hand_back=partial(self._give_up, member, hand_back))
             except HandedBack:
                 if hand_back():
                     raise
@@ -134,13 +123,10 @@ class Family:
     def _active(self) -> list[Budget]:
         return [m for m in self.members if m.retired is None]
 
-    def _pick(self) -> Budget | None:
+    def _pick(self) -> Budget:
         """The member that can send soonest; on a tie the one picked least lately, so that the pools answer
         in turn (what the query pool's verdict needs: a fall of its own with the header's answer between)."""
-        ready = [(self._free_in_s(m), self._picked[i], i) for i, m in enumerate(self.members)]
-        wait_s, _, index = min(ready)
-        if wait_s == math.inf:
-            return None
+        _, _, index = min((m.send_in_s(), self._picked[i], i) for i, m in enumerate(self.members))
         self._picked[index] = next(self._picks)
         return self.members[index]
 
@@ -150,14 +136,7 @@ class Family:
     def _sooner_elsewhere(self, member: Budget) -> bool:
         """True when another member can send SWITCH_S before `member` (whose own turn this chain holds)."""
         mine = member.throttle.wait_s() if member.retired is None else math.inf
-        return any(self._free_in_s(other) + SWITCH_S < mine for other in self.members if other is not member)
-
-    @staticmethod
-    def _free_in_s(member: Budget) -> float:
-        """When another chain could send through `member`: its send_in_s, or never while it carries its one
-        request on probation. (For the scheduler that request is in flight, not a wait: the family is not
-        stalled by it, or its own chain would hand back while it holds the slot.)"""
-        return math.inf if member.carrying_its_one else member.send_in_s()
+        return any(other.send_in_s() + SWITCH_S < mine for other in self.members if other is not member)
 
 
 def families_of(budgets: list[Budget]) -> list[Family]:

@@ -133,12 +133,14 @@ class RateLimiter:
                 # answers arrive late and out of order, and lateness only pushes `end` later
                 self._window_end = min(self._window_end, end)
 
-    def cap_remaining(self, remaining: int) -> None:
-        """Another pool drawing on this bucket answered with `remaining`: no more than that is left in the open
-        window. (Only the count: when that pool's request was sent says nothing of this one's window.)"""
+    def cap_used(self, used: int) -> None:
+        """Another pool drawing on this bucket answered that `used` requests of the window are spent (its
+        Limit - Remaining: each pool may announce its own Limit, so its Remaining is not ours). No more than
+        Limit - used is left of the open window. (Only the count: when that pool's request was sent says
+        nothing of this one's window.)"""
         with self._lock:
             if self._engaged and self._window_end is not None and self._clock() < self._window_end:
-                self._tokens = min(self._tokens, max(0, remaining))
+                self._tokens = min(self._tokens, max(0, self._limit - used))
 
     def wait_s(self) -> float:
         """Seconds until a request could go (0: now); takes nothing."""

@@ -43,7 +43,10 @@ class Throttle:
         self.pacer = pacer  # None: the budget announces its limit (or has none); no spacing to learn
         # Requests allowed in flight during a slow start (None outside one: the chains alone limit them)
         self._slow_start_limit: int | None = 1 if slow_start else None
+        # True while the budget may carry one request at a time (the query pool on probation; Budget sets it)
+        self.one_at_a_time: Callable[[], bool] = lambda: False
         self._in_flight = 0
+        self._holding = threading.local()  # .slot: this thread holds an in-flight slot (its own turn)
         self._slot_freed = threading.Condition(threading.Lock())
         self.max_chains = max_chains
         self._clock = clock
@@ -66,6 +69,7 @@ class Throttle:
             yield admitted and self._paced(halt)
         finally:
             if admitted:
+                self._holding.slot = False
                 with self._slot_freed:
                     self._in_flight -= 1
                     self._slot_freed.notify()
@@ -73,12 +77,17 @@ class Throttle:
     def _enter(self, halt: _Halt) -> bool:
         """Take an in-flight slot (a slow start may have none free); False when `halt` says stop meanwhile."""
         with self._slot_freed:
-            while self._slow_start_limit is not None and self._in_flight >= self._slow_start_limit:
+            while self._slots_full():
                 if halt.is_set():
                     return False
                 self._slot_freed.wait(WAIT_SLICE_S)
             self._in_flight += 1
-            return True
+        self._holding.slot = True
+        return True
+
+    def _slots_full(self) -> bool:
+        cap = 1 if self.one_at_a_time() else self._slow_start_limit
+        return cap is not None and self._in_flight >= cap
 
     @property
     def slow_start_limit(self) -> int | None:
@@ -131,9 +140,11 @@ class Throttle:
         return delay
 
     def wait_s(self) -> float:
-        """Seconds until this budget could send (0: now): a 429 pause, a spent window, or the pacer's spacing."""
+        """Seconds until this budget could send (0: now): a 429 pause, a spent window, the pacer's spacing, or
+        about a page time while every in-flight slot is taken by others (an answer frees one)."""
         pacer_wait = self.pacer.wait_s() if self.pacer is not None else 0.0
-        return max(self.limiter.wait_s(), pacer_wait)
+        slot_wait = self.latency_s if self._slots_full() and not getattr(self._holding, "slot", False) else 0.0
+        return max(self.limiter.wait_s(), pacer_wait, slot_wait)
 
     @property
     def latency_s(self) -> float:
