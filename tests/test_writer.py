@@ -156,6 +156,39 @@ def test_writer_thread_commits_everything_before_the_sentinel(database_url: str,
     assert conn.execute("SELECT count(*) FROM ingested_events").fetchone() == (50,)
 
 
+class WaitsRecorded(queue.Queue):
+    """A page queue that notes, the first time the writer finds it empty after taking a page, how many
+    events were stored by then."""
+
+    def __init__(self, stats: Stats) -> None:
+        super().__init__()
+        self.stats = stats
+        self.taken = 0
+        self.stored_at_next_wait: int | None = None
+        self.waited_again = threading.Event()
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        if self.taken and self.empty() and not self.waited_again.is_set():
+            self.stored_at_next_wait = self.stats.stored
+            self.waited_again.set()
+        item = super().get(block, timeout)
+        self.taken += 1
+        return item
+
+
+def test_a_page_that_arrives_alone_is_committed_before_the_writer_waits_again(database_url: str, conn) -> None:
+    """A kill loses only the pages in flight: none waits in the writer for company (issue 19)."""
+    stats = Stats()
+    pages = WaitsRecorded(stats)
+    writer = Writer(Reconnector(database_url, 0), pages, stats)
+    writer.start()
+    pages.put(page_of([event(n) for n in range(5)]))
+    assert pages.waited_again.wait(60)
+    pages.put(SENTINEL)
+    writer.join(60)
+    assert (pages.stored_at_next_wait, writer.error) == (5, None)
+
+
 class WatchedQueue(queue.Queue):
     """A page queue that notes a writer asking for more after it took the sentinel (there is only one)."""
 

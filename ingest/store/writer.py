@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Iterable
 from functools import partial
 
@@ -17,12 +16,12 @@ from ingest.store.database import one_line
 from ingest.store.page_commit import PageCommit
 from ingest.store.reconnect import Link, Reconnector
 
-# Rows per transaction. Larger batches amortise the upsert's per-statement cost; 20,000 rows of
-# ~350 bytes is ~7 MB in hand, committed at most every BATCH_MAX_AGE_S so a slow API still
-# checkpoints often.
+# Rows per transaction at most (~7 MB in hand). A batch is what waits in the queue when the writer is
+# free (group commit): pages arriving faster than commits share one, which amortises the upsert's
+# per-statement cost, and a page arriving alone is committed at once, so a kill loses only the pages
+# still in flight, never one that waited for company.
 BATCH_ROWS = 20_000
-BATCH_MAX_AGE_S = 2.0  # s; a page waits at most this long for company before it is committed
-QUEUE_POLL_S = 0.2  # s; how often an idle writer looks at the clock
+QUEUE_POLL_S = 0.2  # s; how often a writer with nothing to do looks at the queue again
 
 STAGING_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
@@ -61,7 +60,6 @@ def _prepare(conn: psycopg.Connection) -> None:
 
 
 SENTINEL = None  # put on the queue after the last page: the writer commits what it holds and stops
-_IDLE = object()  # no page arrived within QUEUE_POLL_S: time to look at the batch's age
 
 
 class Writer(threading.Thread):
@@ -93,22 +91,18 @@ class Writer(threading.Thread):
     def _consume(self) -> None:
         batch: list[PageCommit] = []
         rows = 0
-        first_at = 0.0
         while True:
             try:
                 item = self._pages.get(timeout=QUEUE_POLL_S)
             except queue.Empty:
-                item = _IDLE
+                continue
             if item is SENTINEL:
                 self._sentinel_taken = True
                 self._commit(batch)
                 return
-            if isinstance(item, PageCommit):
-                if not batch:
-                    first_at = time.monotonic()
-                batch.append(item)
-                rows += len(item.lines)
-            if batch and (rows >= BATCH_ROWS or time.monotonic() - first_at >= BATCH_MAX_AGE_S):
+            batch.append(item)
+            rows += len(item.lines)
+            if rows >= BATCH_ROWS or self._pages.empty():
                 self._commit(batch)
                 batch, rows = [], 0
 
