@@ -140,7 +140,8 @@ def main() -> None:
           f" 429s {s['rate_limited']} {by_endpoint}; early arrivals {s['early_retries']} {s['early_by_endpoint']};"
           f" requests {sum(sum(c.values()) for c in s['requests'].values()):,}")
     if args.kills:
-        print(f"  runs started at {r['starts']} s")
+        print(f"  runs started at {r['starts']} s; events served {s['events_served']:,} for {r['expected']:,}"
+              f" ({s['events_served'] - r['expected']:,} more: pages lost in flight, partial pages, probes)")
     if s["early_list"]:
         print("  early arrivals (endpoint, s since the simulator started, s before the lockout's end):",
               s["early_list"])
