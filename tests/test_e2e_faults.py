@@ -286,6 +286,10 @@ def test_sigterm_ends_the_run_within_10_s_with_slow_answers_and_a_slow_writer(da
         child = spawn_ingest(server.url, database_url, "--page-size", "1000", "--concurrency", "8")
         wait_for_rows(database_url, 2_000)
         server.app.chaos.cfg = dataclasses.replace(server.app.chaos.cfg, p_slow=0.3)
+        deadline = time.monotonic() + 30  # a stall lasts 20 s: the first is still out when the signal comes
+        while sim_stats(server.url)["chaos"].get("slow", 0) == 0:
+            assert time.monotonic() < deadline, "no answer stalled"
+            time.sleep(0.05)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("CREATE TRIGGER slow BEFORE UPDATE ON ingest_partitions"
                          " FOR EACH ROW EXECUTE FUNCTION slow_checkpoint()")
