@@ -109,6 +109,20 @@ def test_a_restored_rate_paces_from_the_first_request(clock: FakeClock) -> None:
     assert pacer.measured_rate_per_s() == 0.5
 
 
+def test_a_long_lockout_lets_what_was_granted_go_in_a_burst_and_its_429_measures_nothing(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer.restore(0.5)
+    starts(pacer, clock, 21)  # 2 s apart; the 21st is refused with a window's Retry-After
+    pacer.on_throttled(20.0, resume_at=clock.now + 20.25)
+    assert pacer.burst() == 20
+    assert starts(pacer, clock, 2) == [60.25, 60.5]
+    # The second is refused (a sliding window freeing its grants at their old pace): the burst ends, and one
+    # grant in 0.25 s says nothing of the rate; a refill's Retry-After opens no new burst.
+    pacer.on_throttled(2.0, resume_at=clock.now + 2.25)
+    assert (pacer.rate_per_s(), pacer.measured_rate_per_s(), pacer.burst()) == (0.5, 0.5, 0)
+    assert starts(pacer, clock, 2) == [62.75, 64.75]
+
+
 def test_stop_ends_the_wait_without_a_turn(clock: FakeClock) -> None:
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     pacer.on_throttled(5.0, resume_at=clock.now + 1000)
