@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from datasync_sim.limits import Verdict, feed_limiter
-from ingest.budgets.pacer import MEASURE_WINDOW_S, PROBE_GROWTH, Pacer
+from ingest.budgets.pacer import BURST_SPACING_S, MEASURE_WINDOW_S, PROBE_GROWTH, Pacer
+from ingest.budgets.throttle import Throttle
 from tests.fix_clock import FakeClock
 
 RATE = 40 / 60  # the feed's reported 40 requests/min: one token each 1.5 s
@@ -108,6 +109,20 @@ def test_a_restored_rate_paces_from_the_first_request(clock: FakeClock) -> None:
     assert pacer.measured_rate_per_s() == 0.5
 
 
+def test_a_long_lockout_lets_what_was_granted_go_in_a_burst_and_its_429_measures_nothing(clock: FakeClock) -> None:
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer.restore(0.5)
+    starts(pacer, clock, 21)  # 2 s apart; the 21st is refused with a window's Retry-After
+    pacer.on_throttled(20.0, resume_at=clock.now + 20.25)
+    assert pacer.burst() == 20
+    assert starts(pacer, clock, 2) == [60.25, 60.5]
+    # The second is refused (a sliding window freeing its grants at their old pace): the burst ends, and one
+    # grant in 0.25 s says nothing of the rate; a refill's Retry-After opens no new burst.
+    pacer.on_throttled(2.0, resume_at=clock.now + 2.25)
+    assert (pacer.rate_per_s(), pacer.measured_rate_per_s(), pacer.burst()) == (0.5, 0.5, 0)
+    assert starts(pacer, clock, 2) == [62.75, 64.75]
+
+
 def test_stop_ends_the_wait_without_a_turn(clock: FakeClock) -> None:
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     pacer.on_throttled(5.0, resume_at=clock.now + 1000)
@@ -142,10 +157,10 @@ def play(pacer: Pacer, clock: FakeClock, hit: Callable[[str], Verdict], requests
     out = out or Played()
     answers: list[tuple[float, int, int | None]] = []
     seq, in_flight, others = itertools.count(), 0, sorted(foreign)
+    throttle = Throttle("feed", pacer=pacer, max_chains=MAX_CHAINS, clock=clock)  # its page time: LATENCY_S
     while len(out.granted) < requests:
         assert len(out.refused) <= requests, "refused more often than granted: a storm"
-        rate = pacer.rate_per_s()  # the Throttle's chains: as many as the pace keeps busy
-        chains = min(MAX_CHAINS, max(1, math.ceil(rate * LATENCY_S - 1e-9))) if rate else MAX_CHAINS
+        chains = throttle.chains()  # as many as the pace (or a burst) keeps busy
         turn = clock.now + pacer.wait_s() if in_flight < chains else math.inf
         answer = answers[0][0] if answers else math.inf
         if others and others[0] <= min(turn, answer):
@@ -225,6 +240,36 @@ def test_early_429s_on_a_token_bucket_do_not_fix_the_pace_for_the_rest_of_the_ru
     minute = [t for t in run.granted if first + 5.0 <= t < first + 65.0]
     assert len(minute) >= 0.9 * 60.0 * RATE, len(minute)
     assert run.early == 0
+
+
+def test_a_fixed_windows_next_window_goes_at_once_when_its_lockout_ends() -> None:
+    """The bench's fixed window: the feed's chains shared the key with the documented pools, so the window's 40
+    went 0.65 s apart, and the 41st got Retry-After 34. The next window grants its 40 at once: the 24 pages left
+    go on every chain, BURST_SPACING_S apart, in three page-times. Paced at the first window's 1.5 requests/s
+    (6 chains), they took 12 s to send instead of 8.75."""
+    clock = FakeClock(start=0.0)
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    hit = bucket("fixed", clock)
+    opening = Played()
+    while not opening.refused:
+        pacer.acquire(None, 0.65)
+        verdict = hit("key")
+        if verdict.allowed:
+            opening.granted.append(clock.now)
+            pacer.on_success()
+        else:
+            opening.refused.append((clock.now, verdict.reset))
+            pacer.on_throttled(verdict.reset, clock.now + verdict.reset + MARGIN_S)
+    refused_at, retry_after = opening.refused[0]
+    assert (len(opening.granted), round(refused_at, 2), retry_after) == (40, 26.0, 34)
+    assert pacer.burst() == 40
+    run = play(pacer, clock, hit, 40 + 24, out=opening)
+    deadline = refused_at + retry_after + MARGIN_S
+    after = [round(t - deadline, 2) for t in run.granted[40:]]
+    first_round = [round(k * BURST_SPACING_S, 2) for k in range(MAX_CHAINS)]
+    assert after[:MAX_CHAINS] == first_round
+    assert after[-1] <= 2 * LATENCY_S + first_round[-1] + 0.01
+    assert (len(run.refused), run.early) == (1, 0)
 
 
 @pytest.mark.parametrize("restored", [0.4, 1.2])

@@ -16,6 +16,14 @@ another client that took tokens) climbs until the server pushes back.
 Before the first 429 nothing paces (the burst is free). The first 429 keeps the pace the requests were
 sent at (a bucket just drained granted at least its rate meanwhile) and the next 429 measures. A restart
 takes the rate the previous run measured and probes from there.
+
+A long lockout (a Retry-After over MAX_GUESS_S: a window, not a refill) is followed by a burst: a fixed
+window grants at its start all it granted in the last one, at any pace, and a sliding one frees its grants
+at the pace they went a window earlier. So from its deadline as many requests as were granted since the
+deadline before it go BURST_SPACING_S apart, then the pace again; paced instead, the next window's
+requests are spread over the time the last one's took, and the run's last pages wait for their turns.
+A 429 ends a burst; one within it measures nothing (the span since the deadline is a burst, not a pace).
+A token bucket's lockout is one refill, never long, unless it is in debt: then the burst costs one 429.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ MEASURE_WINDOW_S = 180.0  # s; older 429s are not used (the server's rate may ch
 MIN_GUESS_SPAN_S = 1.0  # s; sends over a shorter time before the first 429 say nothing of a pace
 MIN_RATE_PER_S = 0.02  # 1.2 requests/min: slower than any limit reported
 MAX_GUESS_S = 10.0  # s; a Retry-After longer than this says debt or a window, not the refill interval
+# s; between the sends of a burst: a 429 answers in less, so the burst's first refusal pauses every chain
+# before the next request goes (one sent into the lockout would extend it)
+BURST_SPACING_S = 0.25
 SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a stop request is seen
 
 
@@ -51,6 +62,7 @@ class Pacer:
         self._sent: deque[float] = deque()  # when each request of the window went
         self._refused: deque[float] = deque()  # when each 429 of the window came
         self._resumes: deque[float] = deque()  # the deadline of each 429 episode of the window
+        self._burst = 0  # requests that go BURST_SPACING_S apart from the next turn on (after a long lockout)
 
     def rate_per_s(self) -> float | None:
         """Requests per second the pacer lets through (None while unpaced)."""
@@ -66,6 +78,11 @@ class Pacer:
         """Start at a rate measured by an earlier run (the bucket may still be drained)."""
         with self._lock:
             self._rate = self._measured = max(MIN_RATE_PER_S, rate_per_s)
+
+    def burst(self) -> int:
+        """Requests let through BURST_SPACING_S apart before the pace applies again (0: none)."""
+        with self._lock:
+            return self._burst
 
     def wait_s(self) -> float:
         """Seconds until the next turn (0: now); takes nothing."""
@@ -83,7 +100,9 @@ class Pacer:
                 now = self._clock()
                 wait = self._next_at - now
                 if wait <= 0:
-                    self._next_at = max(now, self._next_at) + (1.0 / self._rate if self._rate else unpaced_spacing_s)
+                    self._burst = max(0, self._burst - 1)
+                    pace = 1.0 / self._rate if self._rate else unpaced_spacing_s
+                    self._next_at = max(now, self._next_at) + (BURST_SPACING_S if self._burst else pace)
                     self._forget(now - MEASURE_WINDOW_S)
                     self._sent.append(now)
                     return
@@ -105,12 +124,14 @@ class Pacer:
                 return  # sent before the last deadline was known: already answered
             self._episode_until = resume_at
             self._forget(now - MEASURE_WINDOW_S)
-            bound = self._bound(now)
+            bound = None if self._burst else self._bound(now)
+            granted = self._granted_since_last_deadline(now)
             self._resumes.append(resume_at)
-            if bound is None:  # the first 429 of the window: keep the pace requests went at, measure at the next
+            if bound is None:  # the first 429 of the window or a burst's: keep the pace requests went at
                 self._rate = self._rate if self._rate is not None else self._sending_rate(now, retry_after_s)
             elif bound > 0:  # (none granted since the deadline: a request we did not send took it; keep the pace)
                 self._rate = self._measured = max(MIN_RATE_PER_S, bound)
+            self._burst = granted if retry_after_s is not None and retry_after_s > MAX_GUESS_S else 0
 
     def _forget(self, before: float) -> None:
         for times in (self._sent, self._refused, self._resumes):
@@ -124,6 +145,12 @@ class Pacer:
             return None
         granted = sum(1 for t in self._sent if t >= began) - sum(1 for t in self._refused if t >= began)
         return granted / (now - began)
+
+    def _granted_since_last_deadline(self, now: float) -> int:
+        """Requests granted since the latest deadline of the window (since the first send without one)."""
+        began = next((t for t in reversed(self._resumes) if t < now), None)
+        sent = sum(1 for t in self._sent if began is None or t >= began)
+        return max(0, sent - sum(1 for t in self._refused if began is None or t >= began))
 
     def _sending_rate(self, now: float, retry_after_s: float | None) -> float:
         """The pace the requests went at before the first 429, or a guess from its Retry-After."""

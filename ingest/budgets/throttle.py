@@ -164,11 +164,13 @@ class Throttle:
 
         A budget that announces its limits: one chain before the first answer (it may announce one),
         `max_chains` when answers announce none. One that never announces (the feed): `max_chains` until
-        a 429 shows its rate (its burst is free).
+        a 429 shows its rate (its burst is free), and at least the burst the pacer lets go after a window's
+        lockout.
         """
         rate = self.rate_per_s()
         if rate is not None:
-            wanted = math.ceil(rate * self.latency_s - 1e-9)
+            # after a window's lockout the pacer lets its burst go at once: as many chains as it holds
+            wanted = max(math.ceil(rate * self.latency_s - 1e-9), self.pacer.burst() if self.pacer is not None else 0)
         elif self.pacer is None and not self.answered:
             wanted = 1
         else:
