@@ -329,7 +329,9 @@ def fan_out(remaining_pages: float | None, spare: int, max_chains: int) -> tuple
     chain's piece is FANOUT_PIECE_PAGES per request it sends; every request is counted, the partial one
     that ends each piece too.
     """
-    if remaining_pages is None or remaining_pages <= 1:
+    # Every round asks chains x rounds >= remaining / FANOUT_PIECE_PAGES requests: no round fits below that.
+    if remaining_pages is None or remaining_pages <= 1 or (
+            remaining_pages / FANOUT_PIECE_PAGES + FANOUT_SPARE_REQUESTS > spare):
         return None
     rounds = 1
     while True:
