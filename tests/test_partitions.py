@@ -144,6 +144,29 @@ def test_an_open_bottom_is_split_against_the_estimated_oldest_event_and_stays_op
     assert Plan([Partition(1, None, 100_000)], oldest_ms=None, min_split_ms=MIN_SPLIT).propose_split({1}) is None
 
 
+def test_a_cut_leaves_the_widest_its_piece_below_its_position_and_gives_the_rest_to_the_new_partition() -> None:
+    plan = two_running()  # a page is 5,000 ms; 1 has 20 pages left from its top, 2 has 10 from its position
+    assert plan.propose_cut({1, 2}, keep_pages=0.8, min_rest_pages=0.2) == (1, 96_000, Partition(3, 0, 96_000))
+    assert plan.propose_cut({2}, keep_pages=0.8, min_rest_pages=0.2) == (2, 146_000, Partition(3, 100_000, 146_000))
+
+
+def test_no_cut_when_the_rest_is_what_the_running_chain_fetches_anyway() -> None:
+    plan = Plan([Partition(1, 0, 5_000)], oldest_ms=0, min_split_ms=MIN_SPLIT)  # one page: its next request
+    assert plan.propose_cut({1}, keep_pages=0.8, min_rest_pages=0.2) is None
+    wider = Plan([Partition(1, 0, 6_000)], oldest_ms=0, min_split_ms=MIN_SPLIT)
+    assert wider.propose_cut({1}, keep_pages=0.8, min_rest_pages=0.2) == (1, 2_000, Partition(2, 0, 2_000))
+
+
+def test_a_cut_of_an_open_bottom_stays_open() -> None:
+    plan = Plan([Partition(1, None, 20_000)], oldest_ms=0, min_split_ms=MIN_SPLIT)
+    assert plan.propose_cut({1}, keep_pages=1.6, min_rest_pages=0.4) == (1, 12_000, Partition(2, None, 12_000))
+
+
+def test_no_cut_without_a_density_or_a_running_partition() -> None:
+    unknown = Plan([Partition(1, 0, 100_000)], oldest_ms=0)
+    assert (unknown.propose_cut({1}, 0.8, 0.2), two_running().propose_cut(set(), 0.8, 0.2)) == (None, None)
+
+
 def test_propose_split_changes_nothing_until_apply_split() -> None:
     plan = two_running()
     before = copy.deepcopy(plan.partitions)

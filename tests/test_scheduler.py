@@ -25,7 +25,7 @@ from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.errors import DatabaseError, HandedBack, RetriesExhausted, RetryableApiError
 from ingest.plan.partitions import Partition, Plan
-from ingest.plan.scheduler import PassContext, Scheduler
+from ingest.plan.scheduler import PassContext, Scheduler, fan_out
 from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
@@ -148,32 +148,101 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
         assert rows == [(owner, 5_000_000, 10_000_000), (new.partition_id, 0, 5_000_000)]
 
 
-def test_a_window_that_covers_what_is_left_gets_a_chain_per_page_and_a_stalled_budget_none() -> None:
+def test_a_window_that_covers_what_is_left_gets_a_chain_per_piece_and_a_stalled_budget_none() -> None:
     clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
     scheduler = Scheduler(context(stop), wide_plan(pages=3), [feed, header], clock=clock)
     scheduler._running[Future()] = (1, family_of(scheduler, feed))
-    header.throttle.observe(10, 6, 50.0)  # six requests left in the window for three pages (and a split's)
-    assert scheduler._wanted_chains(family_of(scheduler, header)) == 6
+    header.throttle.observe(10, 5, 50.0)  # five requests left: four pieces of 0.8 page, and one for a failure
+    assert scheduler._wanted_chains(family_of(scheduler, header)) == 4
+    header.throttle.observe(10, 4, 50.0)  # one short: fetched one page after another by the chains it keeps
+    assert scheduler._wanted_chains(family_of(scheduler, header)) == 1
     header.throttle.observe(10, 0, 50.0)  # spent: 50 s to wait while the feed can send
     assert scheduler._wanted_chains(family_of(scheduler, header)) == 0
 
 
 def test_the_query_pool_on_probation_counts_one_request_of_its_spare_window() -> None:
-    """Defect 2 of issue 19: the spare-window rule asked for min(spare, cap) chains on probation too. In the
-    family it adds one chain for the query pool's one request, whatever its window holds."""
+    """Defect 2 of issue 19: the spare-window rule counted every request of the query pool's window on
+    probation too. It counts one: the query pool sends one request at a time until its verdict."""
     clock, stop = FakeClock(), StopFlag()
     header = budget(HEADER, clock, stop.event, name="header", family="events")
     query = budget(QUERY, clock, stop.event, name="query", family="events")
     query.probe = QueryPoolProbe()
     header.throttle.observe(10, 2, 59.0)
-    query.throttle.observe(5, 4, 59.0)  # four requests left in its window, one page left to fetch
+    query.throttle.observe(5, 4, 59.0)  # four requests left in its window, two pages left to fetch
     plan = Plan([Partition(1, 0, 10_000)], oldest_ms=0, min_split_ms=10_000)
-    scheduler = Scheduler(context(stop), plan, [header, query])
+    scheduler = Scheduler(context(stop), plan, [header, query], clock=clock)
     assert [f.name for f in scheduler.families] == ["events"]
-    assert scheduler._wanted_chains(scheduler.families[0]) == 3  # two of the header's, one of the query's
+    assert scheduler._wanted_chains(scheduler.families[0]) == 1  # 2 + 1 requests: three pieces need four
     query.probe.verdict = "separate"
-    assert scheduler._wanted_chains(scheduler.families[0]) == 6
+    assert scheduler._wanted_chains(scheduler.families[0]) == 3  # 2 + 4 requests: three pieces and a failure
+
+
+def pools(clock: FakeClock, stop: threading.Event) -> tuple[Budget, Budget]:
+    """A key's two documented pools, the query pool proven separate, both windows announced (10 and 5 per 60 s)."""
+    header = budget(HEADER, clock, stop, name="header", family="events")
+    query = budget(QUERY, clock, stop, name="query", family="events")
+    header.throttle.observe(10, 9, 60.0)
+    query.throttle.observe(5, 4, 60.0)
+    return header, query
+
+
+def test_the_two_pools_alone_run_one_chain_when_it_sends_their_windows_in_time() -> None:
+    """Issue 19, no feed: each pool rounds its chains up on its own (1 + 1), yet one chain sends their 15
+    requests of a window in 15 × 3.5 s < 61 s; a second chain's partition only ends in a partial page, a
+    61st request of 60 that opens a fifth window."""
+    clock, stop = FakeClock(), StopFlag()
+    header, query = pools(clock, stop.event)
+    feed = budget(FEED, clock, stop.event)
+    scheduler = Scheduler(context(stop), wide_plan(pages=60), [feed, header, query], clock=clock)
+    events = family_of(scheduler, header)
+    assert events.chains() == 2
+    assert scheduler._wanted_chains(events) == 2  # beside the feed: the members' chains, as measured there
+    feed.retire("stream-access refused")
+    assert scheduler._wanted_chains(events) == 1
+
+
+def test_a_family_alone_whose_rate_keeps_two_chains_busy_runs_two() -> None:
+    clock, stop = FakeClock(), StopFlag()
+    header, query = pools(clock, stop.event)
+    for _ in range(5):
+        header.throttle.answers.answered(5.0)  # pages of ~4.7 s: 15 requests take 70 s of a 61 s window
+    scheduler = Scheduler(context(stop), wide_plan(pages=60), [header, query], clock=clock)
+    assert scheduler._wanted_chains(scheduler.families[0]) == 2
+
+
+@pytest.mark.parametrize(("pages", "spare", "planned"), [
+    (3.0, 9, (4, 1)),  # four pieces of 0.8 page, a request each
+    (3.0, 5, (4, 1)),  # and one request kept for a failure
+    (3.0, 4, None),  # two pieces of 1.6 pages would cost 2 × 2 requests and that one
+    (10.0, 16, (7, 2)),  # too many chains for one round (13 > 8): two requests each
+    (15.0, 15, None),  # the last of four windows without chaos: one chain, no partial page
+    (1.0, 15, None),  # one request fetches it
+    (None, 15, None),  # density unknown
+])
+def test_the_fan_out_takes_the_fewest_rounds_the_spare_requests_pay_for(
+        pages: float | None, spare: int, planned: tuple[int, int] | None) -> None:
+    assert fan_out(pages, spare, max_chains=8) == planned
+
+
+def test_a_fan_out_thief_leaves_the_owner_a_piece_committed_before_the_owner_sees_it(database_url: str) -> None:
+    clock, stop = FakeClock(), StopFlag()
+    header, query = pools(clock, stop.event)
+    with psycopg.connect(database_url) as conn:
+        checkpoint.create_schema(conn)
+        pass_id, parts = checkpoint.start_pass(conn, "full", [Partition(1, 0, 15_000)], 0, 10_000)
+        plan = Plan(parts, oldest_ms=0, min_split_ms=10_000)  # three pages, 5,000 ms each
+        scheduler = Scheduler(dataclasses.replace(context(stop, database_url=database_url), pass_id=pass_id), plan,
+                              [header, query], clock=clock)
+        events = scheduler.families[0]
+        owner = parts[0].partition_id
+        scheduler._running[Future()] = (owner, events)
+        assert scheduler._wanted_chains(events) == 4  # 9 + 4 requests left for four pieces
+        new = scheduler._steal(events)
+        assert new is not None and (new.lo_ms, new.hi_ms) == (0, 11_000)  # the owner keeps 0.8 page
+        assert plan.lower_bound(owner) == 11_000
+        rows = conn.execute("SELECT partition_id, lo_ms, hi_ms FROM ingest_partitions ORDER BY partition_id").fetchall()
+        assert rows == [(owner, 11_000, 15_000), (new.partition_id, 0, 11_000)]
 
 
 def test_an_error_in_the_main_loop_stops_every_chain(database_url: str) -> None:

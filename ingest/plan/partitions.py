@@ -105,6 +105,30 @@ class Plan:
             middle = top - width + lower
             return widest.partition_id, middle, Partition(max(self.partitions) + 1, widest.lo_ms, middle)
 
+    def propose_cut(self, running: set[int], keep_pages: float, min_rest_pages: float,
+                    ) -> tuple[int, int, Partition] | None:
+        """A split of the running partition with the most range left that leaves it `keep_pages` below its
+        position and gives the new partition the rest, below that (the last window's fan-out: each chain
+        fetches a piece in as few requests as it can, all at once).
+
+        None unless the rest is over `min_rest_pages` (below that the running chain's own requests cover it), or
+        while the density is unknown. Changes nothing, as `propose_split`.
+        """
+        with self._lock:
+            candidates = [self.partitions[i] for i in running if not self.partitions[i].done]
+            if not candidates or not self.splittable or not self.min_split_ms:
+                return None
+            page_ms = self.min_split_ms / MIN_SPLIT_PAGES
+            widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
+            width = widest.remaining_ms(self.oldest_ms)
+            keep = max(1, int(keep_pages * page_ms))
+            if width - keep <= int(min_rest_pages * page_ms):
+                return None
+            top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms
+            assert top is not None  # width > 0 implies a known top
+            middle = top - keep
+            return widest.partition_id, middle, Partition(max(self.partitions) + 1, widest.lo_ms, middle)
+
     def apply_split(self, narrowed_id: int, middle_ms: int, new: Partition) -> None:
         """Apply a persisted split: the running fetcher sees the raised bound on its next page.
 

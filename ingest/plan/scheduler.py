@@ -9,6 +9,7 @@ and its partition handed, from its last position, to the others.
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections import deque
@@ -55,6 +56,14 @@ DEADLINE_JITTER_S = 0.2  # s; a not-before is recomputed from the wall clock at 
 # is needed to move it. Never for less than HAND_BACK_MIN_S, so the feed's spacing between turns is no reason.
 HAND_BACK_PAGE_TIMES = 2.0
 HAND_BACK_MIN_S = 2.0  # s
+# The fan-out of the windows that cover what is left: the range is cut into pieces of at most this many
+# pages per request a chain sends (at the density one page showed), fetched all at once. Under a page so
+# that a denser stretch than the sample still fits one request: a piece one event over costs a second
+# request, after the first.
+FANOUT_PIECE_PAGES = 0.8
+# Requests of the open windows a fan-out leaves unplanned: a failed request (5xx, reset) is sent again, and
+# one that spills into the next window waits for it.
+FANOUT_SPARE_REQUESTS = 1
 
 
 class ProgressView(Protocol):
@@ -193,29 +202,42 @@ class Scheduler:
         return sum(1 for _, owner in self._running.values() if owner is family)
 
     def _wanted_chains(self, family: Family) -> int:
-        """The family's chains; more in the last announced windows when their spare requests cover what is left.
-
-        The API's fixed windows hand out their requests at any pace: when the current windows still have a
-        request for every remaining page (plus the split's partial page), fetching them in parallel
-        finishes a window's worth of pages in one page-time instead of one after another.
-        """
+        """The chains that keep the family busy (one, when it runs alone and its joint rate leaves a chain
+        idle between requests), or the last windows' fan-out when their spare requests pay for it."""
         if hand_back_due(family, self.families):
             return 0
         chains = family.chains()
         if chains == 0:
             return chains
-        remaining = self.plan.remaining_pages({pid for pid, _ in self._running.values()})
-        spare = family.spare_tokens()  # 0 where no window is announced
-        if remaining is not None and remaining + 1 <= spare:
-            return max(chains, min(spare, family.max_chains))
-        return chains
+        if self._alone(family):
+            chains = joint_chains(family)
+        fan = self._fan_out(family)
+        return max(chains, fan[0]) if fan is not None else chains
+
+    def _alone(self, family: Family) -> bool:
+        return all(other.retired is not None for other in self.families if other is not family)
+
+    def _fan_out(self, family: Family) -> tuple[int, int] | None:
+        """(chains, requests each) that fetch what is left at once on the family's open windows (see
+        `fan_out`); None when they cannot pay for it."""
+        remaining = self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
+        return fan_out(remaining, family.spare_tokens(), family.max_chains)
 
     def _steal(self, thief: Family) -> Partition | None:
-        """Split the widest running range for `thief`, the lower piece in proportion to its speed."""
+        """Split the widest running range for `thief`: in a fan-out, all but the owner's piece; else the
+        lower piece in proportion to the thief's speed."""
         owners = {pid: budget for pid, budget in self._running.values()}
-        # Read before proposing: the plan calls share_of under its lock, which remaining_pages takes too.
-        pages_left = {pid: self.plan.remaining_pages({pid}) for pid in owners}
-        proposal = self.plan.propose_split(set(owners), lambda pid: share_for(thief, owners[pid], pages_left[pid]))
+        fan = self._fan_out(thief)
+        if fan is not None:
+            rounds = fan[1]
+            # The owner keeps a piece; no split when its own requests (a page each) cover the rest anyway.
+            piece = rounds * FANOUT_PIECE_PAGES
+            proposal = self.plan.propose_cut(set(owners), piece, rounds - piece)
+        else:
+            # Read before proposing: the plan calls share_of under its lock, which remaining_pages takes too.
+            pages_left = {pid: self.plan.remaining_pages({pid}) for pid in owners}
+            proposal = self.plan.propose_split(set(owners),
+                                               lambda pid: share_for(thief, owners[pid], pages_left[pid]))
         if proposal is None:
             return None
         new = self.ctx.control.run(lambda conn: commit_split(conn, self.ctx.pass_id, self.plan, proposal))
@@ -280,6 +302,46 @@ def next_chain_for(families: list[tuple[Family, int, int]], cap_reached: bool, *
         return min(wanting, key=lambda entry: entry[:2])[2]
     ready = [f for f, _, _ in families if f.chains() > 0 and not _stalled(f)]
     return min(ready, key=Family.send_in_s) if ready and orphan_waiting and not cap_reached else None
+
+
+def joint_chains(family: Family) -> int:
+    """The chains the family's joint rate keeps busy: its rate × the page time, rounded up (its members' own
+    chains added up when no rate is known yet).
+
+    Each member rounds up on its own (`Family.chains`): the two pools of a key (10 and 5 per 60 s at 3.5 s a
+    page) make two chains, where one chain already sends their 15 requests of a window in 52.5 s. The
+    second chain sends nothing sooner and its partition ends in a partial page, a 61st request of 60 that
+    opens a window more.
+    """
+    rate = family.rate_per_s()
+    chains = family.chains()
+    if rate is None:
+        return chains
+    return max(1, min(chains, math.ceil(rate * family.latency_s - 1e-9)))
+
+
+def fan_out(remaining_pages: float | None, spare: int, max_chains: int) -> tuple[int, int] | None:
+    """(chains, requests each) that fetch `remaining_pages` in the fewest rounds the open windows' `spare`
+    requests pay for; None when one chain would do, or when the windows cannot pay for it.
+
+    A window's requests go at any pace: when it still holds one for every piece (and FANOUT_SPARE_REQUESTS
+    more), the pages left are fetched side by side in a page-time or a few, not one after another. Each
+    chain's piece is FANOUT_PIECE_PAGES per request it sends; every request is counted, the partial one
+    that ends each piece too.
+    """
+    # Every round asks chains x rounds >= remaining / FANOUT_PIECE_PAGES requests: no round fits below that.
+    if remaining_pages is None or remaining_pages <= 1 or (
+            remaining_pages / FANOUT_PIECE_PAGES + FANOUT_SPARE_REQUESTS > spare):
+        return None
+    rounds = 1
+    while True:
+        piece = rounds * FANOUT_PIECE_PAGES
+        chains = math.ceil(remaining_pages / piece - 1e-9)
+        if chains <= 1:
+            return None
+        if chains <= max_chains and chains * rounds + FANOUT_SPARE_REQUESTS <= spare:
+            return chains, rounds
+        rounds += 1
 
 
 def commit_split(conn: psycopg.Connection, pass_id: int, plan: Plan, proposal: tuple[int, int, Partition]) -> Partition:
