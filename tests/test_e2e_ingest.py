@@ -79,18 +79,19 @@ def test_chaos_profile_ends_exact(database_url: str, strategy: str) -> None:
 
 
 @pytest.mark.parametrize("damage", ["no_pagination", "truncate"])  # pagination damaged; body cut off mid-JSON
-@pytest.mark.parametrize(("strategy", "endpoints"), [("feed", ("feed",)), ("documented", ("events", "events_query"))])
+@pytest.mark.parametrize("strategy", ["feed", "documented"])
 def test_pages_without_their_next_cursor_keep_their_events_and_are_not_fetched_again(
-        database_url: str, damage: str, strategy: str, endpoints: tuple[str, ...]) -> None:
+        database_url: str, damage: str, strategy: str) -> None:
     with sim(**{f"p_{damage}": 0.4}) as server:
         code = run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000")
         result = exactness(server.url, database_url)
         stats = sim_stats(server.url)
-    answered = sum(stats["requests"].get(name, {}).get("200", 0) for name in endpoints)
-    damaged = stats["chaos"][damage]
+    damaged, served = stats["chaos"][damage], stats["events_served"]
     assert (code, result) == (0, {"expected": 30_000, "stored": 30_000, "identical": True})
-    # Fetching every damaged page again would leave at least the 30 pages' worth of sound answers.
-    assert damaged >= 5 and answered - damaged < 30
+    # A damaged page fetched again serves its events twice: ~1,000 more per damaged answer (measured 920-
+    # 1,230 with the walker refetching them). Kept, it costs only its cut-off tail, served again by the next
+    # request (half a page on average; nothing for a missing pagination): measured 100-520 per damaged answer.
+    assert damaged >= 5 and served - 30_000 < 750 * damaged, (served, damaged)
 
 
 def test_documented_partitions_fall_back_to_one_chain_when_built_cursors_are_refused(database_url: str) -> None:
