@@ -213,6 +213,22 @@ def test_the_pace_holds_each_bucket_models_rate_with_few_429s_and_none_early(mod
     assert len(run.refused) <= 8 + 3 * (run.granted[-1] - 60.0) / 60.0  # then at most 3 a minute
 
 
+
+def open_until_refused(pacer: Pacer, clock: FakeClock, hit: Callable, spacing_s: float) -> Played:
+    """Unpaced requests `spacing_s` apart, each answered before the next, until the first 429."""
+    opening = Played()
+    while not opening.refused:
+        pacer.acquire(None, spacing_s)
+        verdict = hit("key")
+        if verdict.allowed:
+            opening.granted.append(clock.now)
+            pacer.on_success()
+        else:
+            opening.refused.append((clock.now, verdict.reset))
+            pacer.on_throttled(verdict.reset, clock.now + verdict.reset + MARGIN_S)
+    return opening
+
+
 @pytest.mark.parametrize("foreign", [(), (11.0,)], ids=["one 429", "two 429s within 8 s"])
 def test_early_429s_on_a_token_bucket_do_not_fix_the_pace_for_the_rest_of_the_run(foreign: tuple[float, ...]) -> None:
     """The issue's case: the burst drained, a 429 says Retry-After 2 (a 1.5 s refill rounded up), and maybe a
@@ -222,16 +238,7 @@ def test_early_429s_on_a_token_bucket_do_not_fix_the_pace_for_the_rest_of_the_ru
     clock = FakeClock(start=0.0)
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     hit = bucket("token", clock)
-    opening = Played()
-    while not opening.refused:  # the burst, one request each 0.45 s, each answered before the next
-        pacer.acquire(None, OPENING_SPACING_S)
-        verdict = hit("key")
-        if verdict.allowed:
-            opening.granted.append(clock.now)
-            pacer.on_success()
-        else:
-            opening.refused.append((clock.now, verdict.reset))
-            pacer.on_throttled(verdict.reset, clock.now + verdict.reset + MARGIN_S)
+    opening = open_until_refused(pacer, clock, hit, OPENING_SPACING_S)  # the burst, 0.45 s apart
     run = play(pacer, clock, hit, len(opening.granted) + 60, foreign=foreign, out=opening)
     first, first_retry_after = run.refused[0]
     assert (round(first, 2), first_retry_after) == (9.45, 2)
@@ -250,16 +257,7 @@ def test_a_fixed_windows_next_window_goes_at_once_when_its_lockout_ends() -> Non
     clock = FakeClock(start=0.0)
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     hit = bucket("fixed", clock)
-    opening = Played()
-    while not opening.refused:
-        pacer.acquire(None, 0.65)
-        verdict = hit("key")
-        if verdict.allowed:
-            opening.granted.append(clock.now)
-            pacer.on_success()
-        else:
-            opening.refused.append((clock.now, verdict.reset))
-            pacer.on_throttled(verdict.reset, clock.now + verdict.reset + MARGIN_S)
+    opening = open_until_refused(pacer, clock, hit, 0.65)
     refused_at, retry_after = opening.refused[0]
     assert (len(opening.granted), round(refused_at, 2), retry_after) == (40, 26.0, 34)
     assert pacer.burst() == 40
