@@ -27,7 +27,6 @@ from ingest.budgets.family import BUDGET_FAILURES, Family, families_of
 from ingest.budgets.throttle import Throttle
 from ingest.errors import (
     BuiltCursorsRefused,
-    DatabaseError,
     FatalApiError,
     HandedBack,
     IngestError,
@@ -38,19 +37,16 @@ from ingest.plan.walker import ChainWalker
 from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
+from ingest.store.budget_memory import BudgetMemory
 from ingest.store.reconnect import Link, Reconnector
-from ingest.store.writer import SENTINEL, Writer
+from ingest.store.writer import Writer
 
 PAGE_QUEUE_MAX = 6  # pages; bounds memory to ~6 × 2.7 MB of rows while the writer is behind
 WAIT_SLICE_S = 0.25  # s; the scheduler wakes this often to log progress and see signals
 # On a signal the run must be gone within Docker's 10 s grace: in-flight requests get this long, then the
-# writer commits what it holds within WRITER_STOP_JOIN_S; requests still out are abandoned (a rerun
-# fetches their pages again).
+# writer commits what it holds (Writer.finish); requests still out are abandoned (a rerun fetches their
+# pages again).
 STOP_GRACE_S = 4.0  # s
-WRITER_STOP_JOIN_S = 3.0  # s
-WRITER_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
-BUDGET_STATE_EVERY_S = 5.0  # s; learned rates are saved this often (a new deadline at once)
-DEADLINE_JITTER_S = 0.2  # s; a not-before is recomputed from the wall clock at every look
 # A family that cannot send for this many of its page-times (a 429 lockout, spent windows) hands its
 # partitions back when another family can send: the range waits for nobody, and no split (no partial page)
 # is needed to move it. Never for less than HAND_BACK_MIN_S, so the feed's spacing between turns is no reason.
@@ -107,8 +103,7 @@ class Scheduler:
         # again (None: nobody gave it up; inf: it is retired), for `_orphan_waits_last`.
         self._todo: deque[tuple[Partition, float | None]] = deque((p, None) for p in plan.pending())
         self._error: BaseException | None = None
-        self._saved_states: dict[str, tuple[float | None, float | None]] = {}
-        self._saved_at = float("-inf")
+        self._memory = BudgetMemory(ctx.control)
 
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
@@ -143,7 +138,7 @@ class Scheduler:
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-            _finish_writer(writer, pages, stopping=self._stop.is_set())
+            writer.finish(stopping=self._stop.is_set())
             progress.close()
             self._save_budget_states(final=True)
         if writer.error is not None:
@@ -158,19 +153,7 @@ class Scheduler:
         progress.maybe_log()
 
     def _save_budget_states(self, *, final: bool = False) -> None:
-        """Persist what the throttles learned: a new 429 deadline at once, rates every few seconds."""
-        states = {budget.state_key: budget.throttle.state() for budget in self.budgets}
-        deadlines_moved = any(_deadline_moved(self._saved_states.get(name, (None, None))[1], state[1])
-                              for name, state in states.items())
-        due = time.monotonic() - self._saved_at >= BUDGET_STATE_EVERY_S
-        if states == self._saved_states or not (final or deadlines_moved or due):
-            return
-        try:
-            self.ctx.control.run(partial(checkpoint.save_budget_states, states=states))
-        except psycopg.Error as exc:  # a lost lesson is no reason to stop the run; the writer notices a dead DB
-            logger.warning("could not save the budgets' state: {}", str(exc).strip())
-            return
-        self._saved_states, self._saved_at = states, time.monotonic()
+        self._memory.keep({budget.state_key: budget.throttle.state() for budget in self.budgets}, final=final)
 
     def _assign(self, pool: ThreadPoolExecutor, walkers: dict[Family, ChainWalker]) -> None:
         """Give free chains work — a pending partition, else a piece split off a running one — to the family
@@ -401,26 +384,3 @@ def waiting_ends_last(back_in_s: float, pages_left: float | None, families: list
 def _family_rate(family: Family) -> float:
     """Requests per second the family sends: its rate where known, else what its chains can send."""
     return family.rate_per_s() or family.chains() * _chain_rate(family)
-
-
-def _deadline_moved(saved: float | None, now: float | None) -> bool:
-    """A new not-before worth saving at once: one appeared or moved (not the jitter of wall vs monotonic)."""
-    return now is not None and (saved is None or abs(now - saved) > DEADLINE_JITTER_S)
-
-
-def _finish_writer(writer: Writer, pages: queue.Queue, *, stopping: bool) -> None:
-    """Hand the writer its sentinel and wait for its last commit.
-
-    When stopping, a commit still running after WRITER_STOP_JOIN_S is left behind (the database rolls
-    it back when the process ends: data and checkpoint together), which is no error.
-    """
-    deadline = time.monotonic() + (WRITER_STOP_JOIN_S if stopping else WRITER_JOIN_S)
-    while writer.is_alive() and time.monotonic() < deadline:
-        try:
-            pages.put(SENTINEL, timeout=WAIT_SLICE_S)
-            break
-        except queue.Full:
-            continue
-    writer.join(max(0.0, deadline - time.monotonic()))
-    if writer.is_alive() and not stopping:
-        writer.error = writer.error or DatabaseError("the writer did not finish its last commit in time")

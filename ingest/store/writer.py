@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from functools import partial
 
@@ -22,6 +23,9 @@ from ingest.store.reconnect import Link, Reconnector
 # still in flight, never one that waited for company.
 BATCH_ROWS = 20_000
 QUEUE_POLL_S = 0.2  # s; how often a writer with nothing to do looks at the queue again
+# On a signal the run must be gone within Docker's 10 s grace: the last commit gets this long.
+STOP_JOIN_S = 3.0  # s
+LAST_COMMIT_JOIN_S = 60.0  # s; the writer's last commit after the fetchers are done
 
 STAGING_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
@@ -87,6 +91,23 @@ class Writer(threading.Thread):
         finally:
             self._link.close()
             self._drain()
+
+    def finish(self, *, stopping: bool) -> None:
+        """Hand the writer its sentinel and wait for its last commit.
+
+        When stopping, a commit still running after STOP_JOIN_S is left behind (the database rolls it back
+        when the process ends: data and checkpoint together), which is no error.
+        """
+        deadline = time.monotonic() + (STOP_JOIN_S if stopping else LAST_COMMIT_JOIN_S)
+        while self.is_alive() and time.monotonic() < deadline:
+            try:
+                self._pages.put(SENTINEL, timeout=QUEUE_POLL_S)
+                break
+            except queue.Full:
+                continue
+        self.join(max(0.0, deadline - time.monotonic()))
+        if self.is_alive() and not stopping:
+            self.error = self.error or DatabaseError("the writer did not finish its last commit in time")
 
     def _consume(self) -> None:
         batch: list[PageCommit] = []
