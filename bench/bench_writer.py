@@ -63,7 +63,7 @@ def run_bound(url: str, pages: list[PageCommit]) -> float:
 def run_ours(url: str, pages: list[PageCommit]) -> float:
     with psycopg.connect(url) as conn:
         checkpoint.create_schema(conn)
-        checkpoint.start_pass(conn, [Partition(1, None, None)], None)
+        checkpoint.start_pass(conn, checkpoint.FULL, [Partition(1, None, None)], None)
     work: queue.Queue = queue.Queue(maxsize=16)
     stats = Stats()
     writer = Writer(Reconnector(url, 0), work, stats)
