@@ -121,9 +121,10 @@ class App:
         clock = clock or time.monotonic
         self._clock = clock
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
-        self._windows = FixedWindowLimiter(cfg.window_s, cfg.penalize_early_retries, clock)
+        self._windows = FixedWindowLimiter(cfg.window_s, cfg.penalize_early_retries, clock,
+                                           round_down=cfg.round_reset_down)
         self._feed_bucket = feed_limiter(cfg.feed_model, cfg.feed_rpm, cfg.feed_burst, cfg.feed_window_s,
-                                         cfg.penalize_early_retries, clock)
+                                         cfg.penalize_early_retries, clock, round_down=cfg.round_reset_down)
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (key, expiry monotonic)

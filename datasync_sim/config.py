@@ -57,6 +57,9 @@ class SimConfig:
     query_key_shares_bucket: bool = False
     stream_access_limit: int = 0
     penalize_early_retries: bool = False  # a request inside a 429 lockout restarts a full window
+    # X-RateLimit-Reset and Retry-After in whole seconds rounded down (the contract does not say which way):
+    # a client that waits exactly Retry-After may arrive up to a second inside the lockout
+    round_reset_down: bool = False
     # fast feed
     feed_path: str = FEED_PATH
     stream_access_enabled: bool = True

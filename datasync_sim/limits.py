@@ -21,7 +21,7 @@ class Verdict:
     allowed: bool
     limit: int
     remaining: int
-    reset: int  # whole seconds until the window (or lockout) ends, rounded up
+    reset: int  # whole seconds until the window (or lockout) ends, rounded up (down with `round_down`)
     early_retry: bool = False  # the request came inside a lockout, before Retry-After passed
     early_by_s: float = 0.0  # how long before that lockout's end (as it stood when the request came)
 
@@ -40,7 +40,9 @@ class FixedWindowLimiter:
     the lockout (an early retry) restarts a full window from its own arrival.
     """
 
-    def __init__(self, window_s: float, penalize: bool, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, window_s: float, penalize: bool, clock: Callable[[], float] = time.monotonic, *,
+                 round_down: bool = False) -> None:
+        self._whole = _floor if round_down else _ceil
         self.window_s = window_s
         self.penalize = penalize
         self._clock = clock
@@ -57,7 +59,7 @@ class FixedWindowLimiter:
                     early_by = st.locked_until - now
                     if self.penalize:
                         st.locked_until = now + self.window_s
-                    return Verdict(False, limit, 0, _ceil(st.locked_until - now), early_retry=True,
+                    return Verdict(False, limit, 0, self._whole(st.locked_until - now), early_retry=True,
                                    early_by_s=early_by)
                 st = None  # lockout over: the next request opens a fresh window
             if st is None or now >= st.start + self.window_s:
@@ -65,9 +67,9 @@ class FixedWindowLimiter:
                 self._state[(key, bucket)] = st
             if st.count < limit:
                 st.count += 1
-                return Verdict(True, limit, limit - st.count, _ceil(st.start + self.window_s - now))
+                return Verdict(True, limit, limit - st.count, self._whole(st.start + self.window_s - now))
             st.locked_until = st.start + self.window_s
-            return Verdict(False, limit, 0, _ceil(st.locked_until - now))
+            return Verdict(False, limit, 0, self._whole(st.locked_until - now))
 
 
 @dataclass
@@ -85,7 +87,8 @@ class TokenBucketLimiter:
     """
 
     def __init__(self, rpm: float, burst: int, penalize: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, round_down: bool = False) -> None:
+        self._whole = _floor if round_down else _ceil
         self.rate = rpm / 60.0
         self.burst = max(1, burst)
         self.penalize = penalize
@@ -105,12 +108,12 @@ class TokenBucketLimiter:
             early_by = b.locked_until - now if early else 0.0
             if b.tokens >= 1.0:
                 b.tokens -= 1.0
-                return Verdict(True, self.burst, int(b.tokens), _ceil((1.0 - b.tokens % 1.0) / self.rate))
+                return Verdict(True, self.burst, int(b.tokens), self._whole((1.0 - b.tokens % 1.0) / self.rate))
             if self.penalize and early:
                 b.tokens = max(-float(self.burst), b.tokens - 1.0)
             wait = (1.0 - b.tokens) / self.rate
             b.locked_until = now + wait
-            return Verdict(False, self.burst, 0, _ceil(wait), early_retry=early, early_by_s=early_by)
+            return Verdict(False, self.burst, 0, self._whole(wait), early_retry=early, early_by_s=early_by)
 
 
 @dataclass
@@ -127,7 +130,8 @@ class SlidingWindowLimiter:
     """
 
     def __init__(self, limit: int, window_s: float, penalize: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, round_down: bool = False) -> None:
+        self._whole = _floor if round_down else _ceil
         self.limit = max(1, limit)
         self.window_s = window_s
         self.penalize = penalize
@@ -145,27 +149,34 @@ class SlidingWindowLimiter:
             early_by = log.locked_until - now if early else 0.0
             if early and self.penalize:
                 log.locked_until = now + self.window_s
-                return Verdict(False, self.limit, 0, _ceil(self.window_s), early_retry=True, early_by_s=early_by)
+                return Verdict(False, self.limit, 0, self._whole(self.window_s), early_retry=True, early_by_s=early_by)
             if len(log.granted) < self.limit:
                 log.granted.append(now)
                 oldest = log.granted[0]
-                return Verdict(True, self.limit, self.limit - len(log.granted), _ceil(oldest + self.window_s - now))
+                return Verdict(True, self.limit, self.limit - len(log.granted),
+                               self._whole(oldest + self.window_s - now))
             log.locked_until = log.granted[0] + self.window_s
-            return Verdict(False, self.limit, 0, _ceil(log.locked_until - now), early_retry=early,
+            return Verdict(False, self.limit, 0, self._whole(log.locked_until - now), early_retry=early,
                            early_by_s=early_by)
 
 
 def feed_limiter(model: str, rpm: float, burst: int, window_s: float, penalize: bool,
-                 clock: Callable[[], float] = time.monotonic) -> Callable[[str], Verdict]:
+                 clock: Callable[[], float] = time.monotonic, *, round_down: bool = False) -> Callable[[str], Verdict]:
     """The feed's bucket as `hit(key) -> Verdict`: `token` (rpm, burst), `fixed` or `sliding` (rpm × window_s
     / 60 requests per `window_s`); `penalize` applies each model's penalty for a request inside a lockout."""
     per_window = int(rpm * window_s / 60.0 + 1e-9)
     if model == "fixed":
-        return partial(FixedWindowLimiter(window_s, penalize, clock).hit, bucket="feed", limit=per_window)
+        return partial(FixedWindowLimiter(window_s, penalize, clock, round_down=round_down).hit, bucket="feed",
+                       limit=per_window)
     if model == "sliding":
-        return SlidingWindowLimiter(per_window, window_s, penalize, clock).hit
-    return TokenBucketLimiter(rpm, burst, penalize, clock).hit
+        return SlidingWindowLimiter(per_window, window_s, penalize, clock, round_down=round_down).hit
+    return TokenBucketLimiter(rpm, burst, penalize, clock, round_down=round_down).hit
 
 
 def _ceil(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9))
+
+
+def _floor(seconds: float) -> int:
+    """What a server that truncates says: the window or lockout may last up to a second longer."""
+    return max(0, math.floor(seconds + 1e-9))

@@ -50,6 +50,24 @@ def test_the_feed_and_both_pools_are_spent_together(database_url: str) -> None:
     assert stats["early_retries"] <= IN_FLIGHT_AT_FIRST_429
 
 
+def test_a_server_rounding_reset_and_retry_after_down_is_never_entered_early(database_url: str) -> None:
+    """The contract gives Reset and Retry-After in whole seconds without saying which way they round: waited
+    exactly, a rounded-down Retry-After ends up to a second inside the lockout (an early retry, penalised)."""
+    # A refill every 0.5 s: a rounded-down Retry-After says 0
+    config = profile_config("fast", events=10_000, seed=41, **{**QUICK_LIVE, "feed_rpm": 120.0,
+                                                              "round_reset_down": True})
+    with SimServer(config) as server:
+        assert run_ingest(server.url, database_url, "--page-size", "500", "--strategy", "feed") == 0
+        stats = sim_stats(server.url)
+        result = record("Reset and Retry-After rounded down", server, database_url, "exit 0")
+    assert result == {"expected": 10_000, "stored": 10_000, "missing": 0, "extra": 0}
+    assert served(stats, "feed", "429") > 0  # the feed's pauses were put to the test
+    # Only the opening's requests in flight when the first 429 came may land inside a lockout: none sent after
+    arrivals = [at for _, at, _ in stats["early_list"]]
+    assert len(arrivals) <= IN_FLIGHT_AT_FIRST_429 and max(arrivals, default=0) - min(arrivals, default=0) < 1.0, \
+        stats["early_list"]
+
+
 def test_a_shared_query_pool_is_retired_after_the_answer_that_proves_it(database_url: str) -> None:
     with sim(query_key_shares_bucket=True) as server:
         assert run_ingest(server.url, database_url, "--page-size", "500") == 0

@@ -20,13 +20,13 @@ import pytest
 
 from datasync_sim.limits import Verdict, feed_limiter
 from ingest.budgets.pacer import BURST_SPACING_S, MEASURE_WINDOW_S, PROBE_GROWTH, Pacer
-from ingest.budgets.throttle import Throttle
+from ingest.budgets.throttle import RETRY_AFTER_MARGIN_S, Throttle
 from tests.fix_clock import FakeClock
 
 RATE = 40 / 60  # the feed's reported 40 requests/min: one token each 1.5 s
 BURST = 15
 LATENCY_S = 3.5  # a 5000-event feed page
-MARGIN_S = 0.25  # the Throttle's margin on every Retry-After
+MARGIN_S = RETRY_AFTER_MARGIN_S  # the Throttle's margin on every Retry-After
 MAX_CHAINS = 8  # CONCURRENCY's default
 OPENING_SPACING_S = 0.45  # s; the issue's case: the burst drains in ~9 s, the first 429 says Retry-After 2
 
@@ -144,10 +144,10 @@ class Played:
         return sum(1 for t, _ in self.refused if start <= t < end)
 
 
-def bucket(model: str, clock: FakeClock) -> Callable[[str], Verdict]:
+def bucket(model: str, clock: FakeClock, *, round_down: bool = False) -> Callable[[str], Verdict]:
     """The simulator's feed bucket of `model` at 40 requests/min (bursts of 15; windows of 60 s), early
-    retries penalised."""
-    return feed_limiter(model, 60 * RATE, BURST, 60.0, True, clock)
+    retries penalised; Retry-After rounded up (down with `round_down`)."""
+    return feed_limiter(model, 60 * RATE, BURST, 60.0, True, clock, round_down=round_down)
 
 
 def play(pacer: Pacer, clock: FakeClock, hit: Callable[[str], Verdict], requests: int,
@@ -195,6 +195,15 @@ def model_minimum_s(model: str, requests: int) -> float:
         return max(0.0, (requests - BURST) / RATE)
     per_window = round(RATE * 60)
     return ((requests - 1) // per_window) * 60.0
+
+
+@pytest.mark.parametrize("model", ["token", "fixed", "sliding"])
+def test_a_retry_after_rounded_down_is_never_waited_into_its_lockout(model: str) -> None:
+    """The contract does not say which way Retry-After rounds: rounded down, a 1.5 s refill says 1, and a
+    pause of Retry-After + 0.25 s came back 0.25 s early (penalised: it extends the lockout)."""
+    clock = FakeClock(start=0.0)
+    run = play(Pacer(clock=clock, sleep=clock.sleep), clock, bucket(model, clock, round_down=True), 120)
+    assert len(run.refused) > 0 and run.early == 0
 
 
 @pytest.mark.parametrize("model", ["token", "fixed", "sliding"])

@@ -52,6 +52,17 @@ def test_reset_counts_down_the_seconds_left_in_the_window():
     assert (_rate(first), _rate(later)) == (("10", "9", "3"), ("10", "8", "2"))
 
 
+def test_reset_and_retry_after_round_down_when_switched():
+    clock = SimClock()
+    with running("tight", clock, events_limit=1, window_s=3.0, round_reset_down=True) as sim:
+        s = client()
+        first = s.get(sim.url + "/api/v1/events")
+        clock.advance(1.2)
+        refused = s.get(sim.url + "/api/v1/events")
+    # 3.0 s left: 3; 1.8 s left: 1 (rounded up: 2)
+    assert (_rate(first), refused.status_code, refused.headers["Retry-After"]) == (("1", "0", "3"), 429, "1")
+
+
 def test_early_retry_extends_the_lockout_only_when_penalized():
     outcomes = {}
     for penalize in (False, True):

@@ -54,7 +54,7 @@ def test_a_rate_guessed_from_a_retry_after_is_not_kept_a_measured_one_is() -> No
     feed = throttle(clock, pacer=Pacer(clock=clock, sleep=clock.sleep))
     feed.on_rate_limited(9.0, fallback_s=1.0)  # a first 429 whose Retry-After holds a killed run's debt
     assert feed.pacer is not None and feed.pacer.rate_per_s() is not None
-    clock.advance(9.5)
+    clock.advance(9.0 + RETRY_AFTER_MARGIN_S)
     assert feed.state(wall=clock.wall) == (None, None)  # a restart starts unpaced, not at that guess
     stop = threading.Event()
     for sent in range(13):  # from the deadline on, 12 requests granted and a 13th refused: an empty bucket again

@@ -26,9 +26,12 @@ from ingest.budgets.answer_timeout import AnswerTimer
 from ingest.budgets.limiter import RateLimiter
 from ingest.budgets.pacer import Pacer
 
-# Retry-After is whole seconds and may be rounded down by the server; arriving even a little early
-# extends the lockout on the live API, so every 429 pause gets this much on top.
-RETRY_AFTER_MARGIN_S = 0.25  # s
+# Retry-After is whole seconds, and the contract does not say which way it rounds: rounded down, the
+# lockout lasts up to a second longer than it says, and arriving even a little early extends it on the
+# live API (a full window on some servers). So every 429 pause gets a second on top. On a bucket that
+# refills continuously the extra wait costs no token (they are spent at the next probe); on a window,
+# under a second per window. (0.25 s let a rounded-down Retry-After of a 1.5 s refill land 0.25 s early.)
+RETRY_AFTER_MARGIN_S = 1.0  # s
 WAIT_SLICE_S = 0.5  # s; longest wait for a slow start's slot before `stop` is looked at again
 
 
