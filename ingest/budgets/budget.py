@@ -152,7 +152,7 @@ class QueryPoolProbe:
 
 class ProbationSource:
     """The query budget's source: counts each request for the probe, and sends none once the pool is known to
-    be shared. (One at a time on probation is the family's rule: `Budget.sending`.)"""
+    be shared. (One at a time on probation is its throttle's one in-flight slot: `Throttle.one_at_a_time`.)"""
 
     kind = "documented"
     windowed = False

@@ -32,7 +32,7 @@ from ingest.budgets.pacer import Pacer
 # refills continuously the extra wait costs no token (they are spent at the next probe); on a window,
 # under a second per window. (0.25 s let a rounded-down Retry-After of a 1.5 s refill land 0.25 s early.)
 RETRY_AFTER_MARGIN_S = 1.0  # s
-WAIT_SLICE_S = 0.5  # s; longest wait for a slow start's slot before `stop` is looked at again
+WAIT_SLICE_S = 0.5  # s; longest wait for an in-flight slot before `stop` is looked at again
 
 
 class Throttle:
