@@ -192,13 +192,10 @@ class Scheduler:
         chains = family.chains()
         if chains == 0:
             return chains
-        if self._alone(family):
+        if not self._others_active(family):  # alone: every other family retired, or none
             chains = joint_chains(family)
         fan = self._fan_out(family)
         return max(chains, fan[0]) if fan is not None else chains
-
-    def _alone(self, family: Family) -> bool:
-        return all(other.retired is not None for other in self.families if other is not family)
 
     def _fan_out(self, family: Family) -> tuple[int, int] | None:
         """(chains, requests each) that fetch what is left at once on the family's open windows (see
