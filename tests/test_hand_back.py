@@ -21,7 +21,6 @@ from ingest.plan.scheduler import (
     hand_back_due,
     next_chain_for,
     share_for,
-    waiting_ends_last,
 )
 from ingest.stats import Stats
 
@@ -139,15 +138,6 @@ def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
     assert next_chain_for(wanted, cap_reached=False, orphan_waiting=True) is feed
     # at the cap a chain more would take a thread kept for a budget running none: its split would wait unwalked
     assert next_chain_for(wanted, cap_reached=True, orphan_waiting=True) is None
-
-
-def test_a_partition_given_up_mid_run_waits_for_its_budget_and_near_the_end_goes_to_one_sending() -> None:
-    feed, header = family(FEED), family(HEADER)
-    pool(header).throttle.observe(10, 0, 40.0)  # the header pool gave it up: back in 40 s
-    feed_rate = 1 / DEFAULT_LATENCY_S  # one chain, no limit known: a page per page-time
-    assert not waiting_ends_last(40.0, feed_rate * 60, [feed, header])  # the feed needs 60 s more
-    assert waiting_ends_last(40.0, feed_rate * 20, [feed, header])  # done in 20 s: do not wait 40
-    assert waiting_ends_last(40.0, None, [feed, header])
 
 
 def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_would_end_first() -> None:

@@ -7,7 +7,6 @@ reads as one scheduling decision. The one test that runs a pass writes to a real
 from __future__ import annotations
 
 import dataclasses
-import math
 import queue
 import threading
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.errors import DatabaseError, HandedBack, RetriesExhausted, RetryableApiError
 from ingest.plan.partitions import Partition, Plan
-from ingest.plan.scheduler import PassContext, Scheduler, fan_out
+from ingest.plan.scheduler import PassContext, Scheduler, fan_out, next_chain_for
 from ingest.signals import StopFlag
 from ingest.stats import Stats
 from ingest.store import checkpoint
@@ -95,37 +94,36 @@ def wide_plan(pages: float) -> Plan:
     return Plan([Partition(1, 0, int(pages * 5_000))], oldest_ms=0, min_split_ms=10_000)
 
 
-def test_a_partition_handed_back_goes_first_in_line_and_waits_mid_run_for_its_budget() -> None:
+def test_a_partition_handed_back_goes_first_in_line_and_waits_for_its_family() -> None:
     clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
     plan = wide_plan(pages=200)
     plan.partitions[2] = Partition(2, None, 0)  # pending behind it
-    scheduler = Scheduler(context(stop), plan, [feed, header], clock=clock)
+    scheduler = Scheduler(context(stop), plan, [feed, header])
     scheduler._todo.popleft()
     header.throttle.observe(10, 0, 40.0)  # its window is spent: it hands partition 1 back
     settle(scheduler, header, 1, HandedBack("partition 1"))
-    part, back_at = scheduler._todo[0]
-    assert part.partition_id == 1 and back_at == clock.now + header.send_in_s() > clock.now + 40
-    assert not scheduler._orphan_waits_last()  # the feed alone needs 200 page-times: the header is back first
-    plan.partitions[1].pos_ms = 5 * 5_000  # five pages left: the feed is done before the header is back
-    assert scheduler._orphan_waits_last()
+    assert scheduler._todo[0] == (plan.partitions[1], False)  # first in line; no family busier than it wants adopts it
+    assert scheduler._todo[1][0].partition_id == 2
 
 
 def test_a_partition_left_by_a_retired_budget_waits_for_nobody() -> None:
     """Defect 6 of issue 19: nobody comes back for it, however much is left."""
     clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
-    scheduler = Scheduler(context(stop), wide_plan(pages=10_000), [feed, header], clock=clock)
+    scheduler = Scheduler(context(stop), wide_plan(pages=10_000), [feed, header])
     scheduler._todo.popleft()
     settle(scheduler, feed, 1, RetriesExhausted("partition 1: gave up after 8 attempts"))
-    assert feed.retired is not None and scheduler._todo[0][1] == math.inf
-    assert scheduler._orphan_waits_last()
+    assert feed.retired is not None and scheduler._todo[0] == (scheduler.plan.partitions[1], True)
+    header_family = family_of(scheduler, header)
+    assert next_chain_for([(f, scheduler._busy(f), 0) for f in scheduler.families], cap_reached=False,
+                          orphan_waiting=scheduler._todo[0][1]) is header_family
 
 
 def test_a_budget_failure_with_no_budget_left_fails_the_pass() -> None:
     clock, stop = FakeClock(), StopFlag()
     feed = budget(FEED, clock, stop.event)
-    scheduler = Scheduler(context(stop), wide_plan(pages=10), [feed], clock=clock)
+    scheduler = Scheduler(context(stop), wide_plan(pages=10), [feed])
     settle(scheduler, feed, 1, RetriesExhausted("partition 1: gave up after 8 attempts"))
     assert feed.retired is None and isinstance(scheduler._error, RetriesExhausted) and stop.event.is_set()
 
@@ -138,7 +136,7 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
         pass_id, parts = checkpoint.start_pass(conn, "full", [Partition(1, 0, 10_000_000)], 0, 10_000)
         plan = Plan(parts, oldest_ms=0, min_split_ms=10_000)
         scheduler = Scheduler(dataclasses.replace(context(stop, database_url=database_url), pass_id=pass_id), plan,
-                              [feed, header], clock=clock)
+                              [feed, header])
         owner = parts[0].partition_id
         scheduler._running[Future()] = (owner, family_of(scheduler, feed))
         new = scheduler._steal(family_of(scheduler, header))
@@ -151,7 +149,7 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
 def test_a_window_that_covers_what_is_left_gets_a_chain_per_piece_and_a_stalled_budget_none() -> None:
     clock, stop = FakeClock(), StopFlag()
     feed, header = budget(FEED, clock, stop.event), budget(HEADER, clock, stop.event)
-    scheduler = Scheduler(context(stop), wide_plan(pages=3), [feed, header], clock=clock)
+    scheduler = Scheduler(context(stop), wide_plan(pages=3), [feed, header])
     scheduler._running[Future()] = (1, family_of(scheduler, feed))
     header.throttle.observe(10, 5, 50.0)  # five requests left: four pieces of 0.8 page, and one for a failure
     assert scheduler._wanted_chains(family_of(scheduler, header)) == 4
@@ -171,7 +169,7 @@ def test_the_query_pool_on_probation_counts_one_request_of_its_spare_window() ->
     header.throttle.observe(10, 2, 59.0)
     query.throttle.observe(5, 4, 59.0)  # four requests left in its window, two pages left to fetch
     plan = Plan([Partition(1, 0, 10_000)], oldest_ms=0, min_split_ms=10_000)
-    scheduler = Scheduler(context(stop), plan, [header, query], clock=clock)
+    scheduler = Scheduler(context(stop), plan, [header, query])
     assert [f.name for f in scheduler.families] == ["events"]
     assert scheduler._wanted_chains(scheduler.families[0]) == 1  # 2 + 1 requests: three pieces need four
     query.probe.verdict = "separate"
@@ -194,7 +192,7 @@ def test_the_two_pools_alone_run_one_chain_when_it_sends_their_windows_in_time()
     clock, stop = FakeClock(), StopFlag()
     header, query = pools(clock, stop.event)
     feed = budget(FEED, clock, stop.event)
-    scheduler = Scheduler(context(stop), wide_plan(pages=60), [feed, header, query], clock=clock)
+    scheduler = Scheduler(context(stop), wide_plan(pages=60), [feed, header, query])
     events = family_of(scheduler, header)
     assert events.chains() == 2
     assert scheduler._wanted_chains(events) == 2  # beside the feed: the members' chains, as measured there
@@ -207,7 +205,7 @@ def test_a_family_alone_whose_rate_keeps_two_chains_busy_runs_two() -> None:
     header, query = pools(clock, stop.event)
     for _ in range(5):
         header.throttle.answers.answered(5.0)  # pages of ~4.7 s: 15 requests take 70 s of a 61 s window
-    scheduler = Scheduler(context(stop), wide_plan(pages=60), [header, query], clock=clock)
+    scheduler = Scheduler(context(stop), wide_plan(pages=60), [header, query])
     assert scheduler._wanted_chains(scheduler.families[0]) == 2
 
 
@@ -233,7 +231,7 @@ def test_a_fan_out_thief_leaves_the_owner_a_piece_committed_before_the_owner_see
         pass_id, parts = checkpoint.start_pass(conn, "full", [Partition(1, 0, 15_000)], 0, 10_000)
         plan = Plan(parts, oldest_ms=0, min_split_ms=10_000)  # three pages, 5,000 ms each
         scheduler = Scheduler(dataclasses.replace(context(stop, database_url=database_url), pass_id=pass_id), plan,
-                              [header, query], clock=clock)
+                              [header, query])
         events = scheduler.families[0]
         owner = parts[0].partition_id
         scheduler._running[Future()] = (owner, events)
