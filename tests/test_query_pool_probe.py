@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ingest.budgets.budget import QueryPoolProbe
+import pytest
+
+from ingest.budgets.budget import ProbationSource, QueryPoolProbe
+from ingest.errors import BudgetRetired
 
 LIMIT = 5
 
@@ -24,7 +27,6 @@ def test_a_separate_pool_falls_by_our_requests_alone_while_the_header_pool_answe
     header(probe)
     query(probe, 3, 55.0)
     assert probe.verdict == "separate"
-    assert probe.refusal() is None
 
 
 def test_a_shared_pool_falls_by_the_header_requests_too() -> None:
@@ -33,7 +35,6 @@ def test_a_shared_pool_falls_by_the_header_requests_too() -> None:
     header(probe)
     query(probe, 1, 55.0)  # two header requests reached the same pool meanwhile
     assert probe.verdict == "shared"
-    assert probe.refusal() is not None
 
 
 def test_the_answer_that_proves_the_pool_shared_tells_the_header_pool_what_is_left() -> None:
@@ -105,3 +106,25 @@ def test_a_verdict_is_final() -> None:
     header(probe)
     query(probe, 0, 50.0)
     assert probe.verdict == "separate"
+
+
+class CountingSource:
+    page_size = 5000
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def page(self, *args: object, **kwargs: object) -> None:
+        self.sent += 1
+
+
+def test_the_query_budget_sends_nothing_once_its_pool_is_shared() -> None:
+    probe, inner = QueryPoolProbe(), CountingSource()
+    source = ProbationSource(inner, probe)  # type: ignore[arg-type]
+    source.page(None, None, None)
+    query(probe, 4, 59.0)
+    header(probe)
+    query(probe, 1, 55.0)
+    with pytest.raises(BudgetRetired, match="shares the header pool"):
+        source.page(None, None, None)
+    assert inner.sent == 1

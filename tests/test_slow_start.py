@@ -32,10 +32,10 @@ class StopAsked(threading.Event):
 
 def test_a_slow_start_adds_a_slot_per_success_until_the_first_429_then_leaves_the_pace_to_the_pacer() -> None:
     feed = slow_start(max_chains=4)
-    limits = [feed.slow_start_limit]
+    limits = [feed._slow_start_limit]
     for outcome in "ssss" "t" "s":
         feed.on_success() if outcome == "s" else feed.on_rate_limited(1.0, fallback_s=1.0)
-        limits.append(feed.slow_start_limit)
+        limits.append(feed._slow_start_limit)
     assert limits == [1, 2, 3, 4, 4, None, None]
 
 
@@ -44,7 +44,7 @@ def test_a_restored_measured_rate_ends_a_slow_start() -> None:
 
     feed = Throttle("feed", pacer=Pacer(), slow_start=True, max_chains=8)
     feed.restore(0.6, None)
-    assert feed.slow_start_limit is None and feed.chains() > 1  # the pacer's 0.6/s keeps requests apart
+    assert feed._slow_start_limit is None and feed.chains() > 1  # the pacer's 0.6/s keeps requests apart
 
 
 def test_outside_a_slow_start_every_chain_may_send_at_once() -> None:

@@ -110,7 +110,7 @@ def test_a_slow_start_spreads_its_requests_over_a_page_time() -> None:
     feed.on_rate_limited(1.0, fallback_s=1.0)  # a 429 ends the slow start: the pacer's rate spaces them now
     with feed.turn(threading.Event()):
         sent_at.append(clock() - START)
-    assert feed.slow_start_limit is None
+    assert feed._slow_start_limit is None
     assert sent_at[-1] == pytest.approx(4.0 + 1.0 + RETRY_AFTER_MARGIN_S)  # the 429's pause, not the spacing
 
 

@@ -1,11 +1,8 @@
 """A budget's page time: how long its full pages take (the one latency model) and how long to wait for one.
 
-Only full pages teach it: a 500-event probe, a partition's last page or a cut body answers far quicker
-and would make the page time, and every decision made from it (chains, stalls, shares), too short.
-A held answer (the live API's "responses can be slow") keeps its chain idle until the read timeout: a
-fixed 15 s costs ~11 s per held answer where pages take 3.5-4 s, and the same request sent again is
-answered in a page time. So the wait is a few times the slowest recent page, doubled per timeout in a
-row: an API that has grown slow is waited for, not given up on again and again.
+Only full pages teach it (docs/scheduling.md). A held answer keeps its chain idle until the read timeout,
+and the same request sent again answers in a page time: so the wait is a few times the slowest recent
+page (a fixed 15 s cost ~11 s per held answer), doubled per timeout in a row, so a slowed API is waited for.
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""Budgets: every rate allowance the API grants, drawn on at once.
-
-A budget is an endpoint with an auth mode and a key, with its own throttle: the dashboard's feed (a
-pace learned from its 429s, no headers), `/api/v1/events` with `X-API-Key` (windows announced in
-`X-RateLimit-*`), and `/api/v1/events` with `?api_key=` — a separate pool on some deployments, the
-header pool's on others, so it is spent only once its answers prove it separate. Each key in API_KEY
-brings its own three.
-"""
+"""Budgets: every rate allowance the API grants (the feed, the header pool, the query pool, for each key),
+drawn on at once. What a budget is and the query pool's probation: docs/scheduling.md ("Budgets")."""
 
 from __future__ import annotations
 
@@ -63,7 +57,7 @@ class Budget:
         return self.retry.throttle
 
     def chains(self) -> int:
-        """Chains this budget keeps busy now (0 once retired; 1 while the query pool is on probation)."""
+        """Chains this budget keeps busy now (0 once retired, 1 on probation)."""
         if self.retired is not None:
             return 0
         if self.on_probation:
@@ -72,13 +66,11 @@ class Budget:
 
     @property
     def on_probation(self) -> bool:
-        """The query pool before its verdict: one request at a time (its throttle's one slot), whatever else
-        says more."""
+        """The query pool before its verdict: one request at a time (its throttle's one slot)."""
         return self.probe is not None and self.probe.verdict is None
 
     def send_in_s(self) -> float:
-        """Seconds until this budget can send (0: now; inf: retired): a 429's pause, a spent window or the
-        pacer's spacing. Every decision asks this one question."""
+        """Seconds until this budget can send (0: now; inf: retired). Every decision asks this one question."""
         return math.inf if self.retired is not None else self.throttle.wait_s()
 
     def retire(self, why: str) -> None:
@@ -88,29 +80,20 @@ class Budget:
 
 
 class QueryPoolProbe:
-    """Tells whether `?api_key=` has a pool of its own or draws on the header pool, from X-RateLimit-Remaining.
-
-    Shared: the pool counts more requests than we sent it — within a window Remaining is below Limit by
-    more than our sends since the window began, or it fell between two of our answers by more than our
-    sends between them (the header pool's requests count in it). Separate: it fell by exactly ours while
-    the header pool was answering. Every send counts, answered or not (a timed-out request still reached
-    the pool). A run that starts moments after another was killed (`restarted`) does not judge the first
-    window by Limit: that window may still count the killed run's requests. Until a verdict the query
-    budget runs one chain; the probe learns from answers only, so a verdict costs no request of its own.
-    """
+    """Tells whether `?api_key=` has a pool of its own or draws on the header pool, from X-RateLimit-Remaining
+    (the verdicts: docs/scheduling.md, "The query pool's probation"). It learns from answers only: a verdict
+    costs no request of its own. `restarted`: the first window may count a killed run's requests."""
 
     def __init__(self, *, restarted: bool = False, on_shared: Callable[[int], None] | None = None) -> None:
         self._lock = threading.Lock()
-        # Told how many requests of the shared window the answer that proved it shared counts (Limit -
-        # Remaining): our query requests are among them, and the header pool's own count lacks them.
-        self._on_shared = on_shared
+        self._on_shared = on_shared  # told Limit - Remaining of the answer that proved it shared
         self.verdict: str | None = None  # "separate" or "shared"
         self._last: tuple[float, int] | None = None  # (Reset, Remaining) of our last answer with both
         self._sent_since = 0  # our query requests sent since that answer, this one's included
         self._in_window: int | None = None if restarted else 0  # our sends in the current window (None: unknown)
         self._header_between = False  # the header pool answered since that answer
 
-    def header_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
+    def header_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:  # noqa: ARG002
         with self._lock:
             self._header_between = True
 
@@ -143,16 +126,9 @@ class QueryPoolProbe:
         if self.verdict == "shared" and self._on_shared is not None and limit is not None:
             self._on_shared(limit - remaining)
 
-    def refusal(self) -> str | None:
-        """Why the query budget must not send (None: it may)."""
-        if self.verdict == "shared":
-            return "the ?api_key= pool shares the header pool's limit: spending it would only steal from that"
-        return None
-
 
 class ProbationSource:
-    """The query budget's source: counts each request for the probe, and sends none once the pool is known to
-    be shared. (One at a time on probation is its throttle's one in-flight slot: `Throttle.one_at_a_time`.)"""
+    """The query budget's source: counts each request for the probe, and sends none once the pool is shared."""
 
     kind = "documented"
     windowed = False
@@ -163,9 +139,8 @@ class ProbationSource:
         self.page_size = inner.page_size
 
     def page(self, cursor, lo_ms, hi_ms, limit=None, read_timeout_s=None):  # noqa: ANN001, ANN201 - Source protocol
-        refusal = self._probe.refusal()
-        if refusal is not None:
-            raise BudgetRetired(refusal)
+        if self._probe.verdict == "shared":
+            raise BudgetRetired("the ?api_key= pool shares the header pool's limit: it would only steal from that")
         self._probe.query_sending()
         return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
 
@@ -181,10 +156,8 @@ def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
 def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, stop: threading.Event,
                  recently_used: frozenset[str] = frozenset()) -> list[Budget]:
     """Every budget STRATEGY allows, for every key: `auto` all three, `feed` the feed, `documented` both pools.
-
-    A feed that stream-access refuses is left out (under `feed`, that is an error). `recently_used`: the
-    budgets an earlier run spent moments ago, whose current windows may still count its requests.
-    """
+    A feed that stream-access refuses is left out (an error under `feed`). `recently_used`: budgets an earlier
+    run spent moments ago, whose windows may still count its requests."""
     policy = RetryPolicy(max_attempts=settings.max_attempts)
     budgets: list[Budget] = []
     for index, (key, client) in enumerate(zip(settings.api_keys, clients, strict=True)):

@@ -1,10 +1,5 @@
-"""A family: the budgets whose requests advance the same cursors, drawn on by one set of chains.
-
-The two documented pools of a key (`X-API-Key` and `?api_key=`) both walk `/api/v1/events`: a chain of
-the family takes each request from whichever member can send soonest, so a spent window holds no chain
-and no partition moves between the pools. The feed walks its own since/until windows: a family of one.
-A request still counts for the member that sent it (its throttle, its window, its 429s).
-"""
+"""A family: the budgets whose requests advance the same cursors (a key's two pools; the feed alone), drawn on
+by one set of chains that take each request from the member that can send soonest (docs/scheduling.md)."""
 
 from __future__ import annotations
 
@@ -27,9 +22,7 @@ from ingest.stats import Stats
 
 T = TypeVar("T")
 
-# A chain waiting for one member goes to another only when that one can send this much sooner: two
-# members a moment apart are no reason to leave the turn already waited for.
-SWITCH_S = 1.0  # s
+SWITCH_S = 1.0  # s; a chain leaves a member's turn for one this much sooner, not for one a moment apart
 # Failures that end one budget, not its family's chain, while another member can carry on.
 BUDGET_FAILURES = (BudgetRetired, StreamAccessDenied, AuthenticationFailed, RetriesExhausted)
 
@@ -82,9 +75,8 @@ class Family:
         return sum(rates) if rates else None
 
     def chains(self) -> int:
-        """Chains that keep the family busy: its members' chains together (each member's rate × the page time,
-        rounded up). Fewer, at the members' joint rate, would leave the run's end to a single chain (measured:
-        300k events 61.5 s against 59.3 s)."""
+        """Chains that keep the family busy: its members' chains together (measured against the joint rate's
+        chains at 300k events: 59.3 s against 61.5 s, where the run's end was left to one chain)."""
         active = self._active()
         if len(active) <= 1:
             return active[0].chains() if active else 0
@@ -99,12 +91,9 @@ class Family:
         return spare
 
     def call(self, send: Callable[[Budget], T], what: str, *, hand_back: Callable[[], bool] = lambda: False) -> T:
-        """`send(member)` through the member that can send soonest, retried as its retry loop says.
-
-        A chain waiting in one member's turn moves to another that can send SWITCH_S sooner (a spent
-        window, a 429 lockout); a member that fails for good is retired while another can go on.
-        HandedBack when `hand_back` turns true; the last member's failure propagates.
-        """
+        """`send(member)` through the member that can send soonest, retried as its retry loop says; it moves
+        to a member SWITCH_S sooner, retires one that fails for good while another can go on. HandedBack when
+        `hand_back` turns true; the last member's failure propagates."""
         while True:
             if self.retired is not None:
                 raise BudgetRetired(f"{self.name}: {self.retired}")
@@ -124,8 +113,8 @@ class Family:
         return [m for m in self.members if m.retired is None]
 
     def _pick(self) -> Budget:
-        """The member that can send soonest; on a tie the one picked least lately, so that the pools answer
-        in turn (what the query pool's verdict needs: a fall of its own with the header's answer between)."""
+        """The member that can send soonest; on a tie the one picked least lately (the query pool's verdict
+        needs the header's answer between two of its own)."""
         _, _, index = min((m.send_in_s(), self._picked[i], i) for i, m in enumerate(self.members))
         self._picked[index] = next(self._picks)
         return self.members[index]

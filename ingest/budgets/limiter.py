@@ -16,13 +16,8 @@ SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a set `stop` is noticed withi
 
 
 class RateLimiter:
-    """Paces requests to one API bucket from headers the server sends, and stops everyone on a 429.
-
-    Until a response carries rate-limit headers it does not restrict (the feed sends none; only 429
-    pauses apply there). After that it hands out `remaining` tokens until the window the server
-    announced ends, then `limit` again; the first request after a window's end opens the next one,
-    as the server does. Tokens are taken at `acquire`, so requests still in flight are counted.
-    """
+    """The windows one API bucket announces in X-RateLimit-*, and the 429 pauses that stop every chain
+    (the rules: docs/scheduling.md, "Windows"). Tokens are taken at `acquire`: requests in flight count."""
 
     def __init__(
         self,
@@ -90,13 +85,9 @@ class RateLimiter:
         return waited
 
     def observe(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
-        """Keep in step with X-RateLimit-Limit/-Remaining/-Reset of a response (None: header absent).
-
-        `reset` is seconds left in the window, or an epoch in seconds when above EPOCH_THRESHOLD_S.
-        Call it from the thread that acquired for this request: a response to a request sent before the
-        window rolled describes the old window and must not drain the new one, and the thread is how
-        that request is recognised. Without both `remaining` and `reset` only `limit` is kept.
-        """
+        """Keep in step with X-RateLimit-Limit/-Remaining/-Reset of an answer (None: header absent; `reset`
+        seconds left or an epoch). Call it from the thread that acquired for the request: that is how an
+        answer to a request sent in a window that has since rolled is recognised (it must not drain the new)."""
         with self._lock:
             if remaining is None or reset is None:
                 if limit is not None and limit > 0:
@@ -135,9 +126,7 @@ class RateLimiter:
 
     def cap_used(self, used: int) -> None:
         """Another pool drawing on this bucket answered that `used` requests of the window are spent (its
-        Limit - Remaining: each pool may announce its own Limit, so its Remaining is not ours). No more than
-        Limit - used is left of the open window. (Only the count: when that pool's request was sent says
-        nothing of this one's window.)"""
+        Limit - Remaining; its own Remaining is not ours): no more than Limit - used is left of the open one."""
         with self._lock:
             if self._engaged and self._window_end is not None and self._clock() < self._window_end:
                 self._tokens = min(self._tokens, max(0, self._limit - used))

@@ -1,30 +1,6 @@
-"""The pace of a budget that publishes no limit but answers 429 (the feed): a rate found from what is granted.
-
-Like BBR, the pacer takes the server's rate from what it granted over time and keeps probing above it; a
-Retry-After is only a deadline (whole seconds, so a 1.5 s refill says 2). After a 429 the server grants
-nothing before its deadline; from that deadline to a later 429, when it again had nothing to grant, it
-granted at least what it generated. So (requests sent - requests refused) / time over that span is an upper
-bound of its rate: for a continuous token bucket (at least one token at the deadline, under one at the
-later 429), for a fixed window (the span holds whole windows up to the last one it drained) and for a
-sliding one alike. Requests count by when they were sent, not by when they were answered: a page answers
-seconds after its request and a 429 at once, so counting answers would miss the grants in flight and
-undershoot. The pacer runs at the bound of the longest span of the last MEASURE_WINDOW_S: never under the
-rate, over it by about one request per span. While no 429 comes, the pace grows PROBE_GROWTH a grant: a
-rate learned once is never final, and a pace under the rate (a restored one, a server that sped up,
-another client that took tokens) climbs until the server pushes back.
-
-Before the first 429 nothing paces (the burst is free). The first 429 keeps the pace the requests were
-sent at (a bucket just drained granted at least its rate meanwhile) and the next 429 measures. A restart
-takes the rate the previous run measured and probes from there.
-
-A long lockout (a Retry-After over MAX_GUESS_S: a window, not a refill) is followed by a burst: a fixed
-window grants at its start all it granted in the last one, at any pace, and a sliding one frees its grants
-at the pace they went a window earlier. So from its deadline as many requests as were granted since the
-deadline before it go BURST_SPACING_S apart, then the pace again; paced instead, the next window's
-requests are spread over the time the last one's took, and the run's last pages wait for their turns.
-A 429 ends a burst; one within it measures nothing (the span since the deadline is a burst, not a pace).
-A token bucket's lockout is one refill, never long, unless it is in debt: then the burst costs one 429.
-"""
+"""The pace of a budget that publishes no limit but answers 429 (the feed): a rate found from what is granted,
+probed upward while nothing pushes back, with a burst after a window's lockout. How and why:
+docs/scheduling.md ("The pacer")."""
 
 from __future__ import annotations
 
@@ -33,19 +9,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-# Per grant until the first measurement: a pace guessed from a Retry-After may be far under the rate (x2 in 15).
-RAMP_GROWTH = 1.05
-# Per grant without a 429 once measured: x1.22 in 20 grants, so a pace measured low (another client took
-# tokens) is back within ~30 s. Past the rate the excess drains what a bucket holds at a deadline (under ~2
-# tokens) in ~12 grants: at the feed's 40/min a 429 every ~15-20 s (tests: 24 in 400 s), each waited out.
+RAMP_GROWTH = 1.05  # per grant until the first measurement: a guess from a Retry-After may be far under (x2 in 15)
+# Per grant once measured: x1.22 in 20 grants, so a pace measured low is back within ~30 s; past the rate a
+# bucket's spare (under ~2 tokens at a deadline) drains in ~12 grants: a 429 every ~15-20 s at 40/min.
 PROBE_GROWTH = 1.01
 MEASURE_WINDOW_S = 180.0  # s; older 429s are not used (the server's rate may change; a long lull fills the bucket)
 MIN_GUESS_SPAN_S = 1.0  # s; sends over a shorter time before the first 429 say nothing of a pace
 MIN_RATE_PER_S = 0.02  # 1.2 requests/min: slower than any limit reported
 MAX_GUESS_S = 10.0  # s; a Retry-After longer than this says debt or a window, not the refill interval
-# s; between the sends of a burst: a 429 answers in less, so the burst's first refusal pauses every chain
-# before the next request goes (one sent into the lockout would extend it)
-BURST_SPACING_S = 0.25
+BURST_SPACING_S = 0.25  # s; a 429 answers in less, so a burst's first refusal pauses the rest before they go
 SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a stop request is seen
 
 
@@ -125,7 +97,8 @@ class Pacer:
             self._episode_until = resume_at
             self._forget(now - MEASURE_WINDOW_S)
             bound = None if self._burst else self._bound(now)
-            granted = self._granted_since_last_deadline(now)
+            # granted since the latest deadline of the window (since the first send without one)
+            granted = self._granted_since(next((t for t in reversed(self._resumes) if t < now), float("-inf")))
             self._resumes.append(resume_at)
             if bound is None:  # the first 429 of the window or a burst's: keep the pace requests went at
                 self._rate = self._rate if self._rate is not None else self._sending_rate(now, retry_after_s)
@@ -141,16 +114,11 @@ class Pacer:
     def _bound(self, now: float) -> float | None:
         """Requests granted per second from the earliest deadline of the window to now (None: no such deadline)."""
         began = next((t for t in self._resumes if t < now), None)
-        if began is None:
-            return None
-        granted = sum(1 for t in self._sent if t >= began) - sum(1 for t in self._refused if t >= began)
-        return granted / (now - began)
+        return None if began is None else self._granted_since(began) / (now - began)
 
-    def _granted_since_last_deadline(self, now: float) -> int:
-        """Requests granted since the latest deadline of the window (since the first send without one)."""
-        began = next((t for t in reversed(self._resumes) if t < now), None)
-        sent = sum(1 for t in self._sent if began is None or t >= began)
-        return max(0, sent - sum(1 for t in self._refused if began is None or t >= began))
+    def _granted_since(self, began: float) -> int:
+        """Requests sent since `began` less those refused."""
+        return max(0, sum(1 for t in self._sent if t >= began) - sum(1 for t in self._refused if t >= began))
 
     def _sending_rate(self, now: float, retry_after_s: float | None) -> float:
         """The pace the requests went at before the first 429, or a guess from its Retry-After."""

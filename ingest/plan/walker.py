@@ -46,21 +46,13 @@ class ChainWalker:
     plan: Plan
     pages: queue.Queue
     writer_alive: Callable[[], bool]
-    # Cursors we build expire by the server's clock: by ours, a server running ahead calls them expired.
-    server_now_ms: Callable[[], int] | None = None
-    # Asked before every request: True when this family should give its partition to another family
-    # instead of sitting on it through a long wait (spent windows, a 429 lockout).
-    hand_back: Callable[[], bool] = lambda: False
+    server_now_ms: Callable[[], int] | None = None  # built cursors expire by the server's clock, not ours
+    hand_back: Callable[[], bool] = lambda: False  # asked before every request: give the partition back
     clock: Callable[[], float] = time.monotonic
 
     def run(self, partition: Partition) -> None:
-        """Fetch `partition` to its lower bound; where it ends is decided by the API's own order.
-
-        A page's position is its next cursor's `(ts, id)`: the server's place in its order, not a parse
-        of one event's timestamp (a timestamp that parses wrong must not end the partition early). Every
-        event of a page is kept, including those of the last page that lie below the bound: the
-        partition below fetches them too, and the upsert absorbs the overlap.
-        """
+        """Fetch `partition` to its lower bound, placed by the API's own order (a page's next cursor), never by
+        a parsed timestamp. The last page's events below the bound are kept too: the upsert absorbs the overlap."""
         pid, hi = partition.partition_id, partition.hi_ms
         until = hi  # the feed's `until`: lowered to continue after a page whose pagination was damaged
         cursor, built = self._start_cursor(partition)
@@ -158,9 +150,7 @@ class ChainWalker:
         return page
 
     def _timed_fetch(self, member: Budget, cursor: str | None, lo: int | None, until: int | None) -> Envelope:
-        """A request that waits for its answer as long as the member's page time says, and teaches it by a full
-        page's time (a partition's last page, or a cut body, is quicker than a full one and would teach it too
-        short)."""
+        """A request that waits for its answer as long as the member's page time says; full pages teach it."""
         answers: AnswerTimer = member.throttle.answers
         started = self.clock()
         try:
@@ -237,13 +227,9 @@ def _newest(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
 
 
 def _resume_point(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
-    """Where the API's order goes on after a page that lost its next cursor: at its last exactly placed event.
-
-    The page must run in the API's (timestamp, id) descending order, and the event the next page starts
-    after must carry its timestamp in a captured form (exact to the ms) and a well-formed id: a timestamp
-    read too low would make the next page start past events nobody fetched. Starting at an earlier event
-    of the page instead only fetches the events after it twice.
-    """
+    """Where the API's order goes on after a page that lost its next cursor: at its last exactly placed event
+    (a captured timestamp form, a well-formed id), in a page that runs in (timestamp, id) descending order. A
+    timestamp read too low would skip events; an earlier event only fetches some twice."""
     placed = [(ts, e["id"], in_captured_form(e.get("timestamp"))) for e, ts in zip(events, stamps, strict=True)
               if ts is not None and isinstance(e, dict) and usable_uuid(e.get("id")) == e.get("id")]
     if any(a[:2] < b[:2] for a, b in zip(placed, placed[1:], strict=False)):
