@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
         knobs.append("--no-stream-access-enabled")
     if args.penalize:
         knobs.append("--penalize-early-retries")
-    knobs += ["--feed-model", args.feed_model]
+    knobs += ["--feed-model", args.feed_model, *(arg for switch in args.sim for arg in switch.split("=", 1))]
     rng = random.Random(args.seed)
     with simulator("live", args.events, seed=args.data_seed, knobs=tuple(knobs), keys=args.keys) as (url, key), \
             bench_database(args.database_url) as db:
@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--feed-model", choices=("token", "fixed", "sliding"), default="token",
                         help="the simulator's model of the feed's bucket")
     parser.add_argument("--data-seed", type=int, default=1, help="seed of the simulator's dataset")
+    parser.add_argument("--sim", action="append", default=[], metavar="SWITCH=VALUE",
+                        help="another simulator switch, e.g. --sim=--window-s=20 (repeatable; the minimum follows it)")
     parser.add_argument("--log", help="write the last run's log (DEBUG) to this file")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()

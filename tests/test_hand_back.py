@@ -25,13 +25,14 @@ from ingest.plan.scheduler import (
 from ingest.stats import Stats
 
 NOW = 1000.0
+MANY = 64  # chains: a cap no test reaches
 LONG_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S + 1  # longer than two page-times
 SHORT_WAIT_S = HAND_BACK_PAGE_TIMES * DEFAULT_LATENCY_S - 1
 
 
 def adopter(families: list[Family]) -> Family | None:
     """Who adopts a partition another family gave up when every family runs the chains it wants."""
-    return next_chain_for([(f, 1, 1) for f in families], cap_reached=False, orphan_waiting=True)
+    return next_chain_for([(f, 1, 1) for f in families], max_chains=MANY, orphan_waiting=True)
 
 
 class NoSource:
@@ -100,17 +101,26 @@ def test_a_request_that_failed_in_a_spent_window_hands_back_instead_of_waiting_f
 
 def test_the_budget_running_fewest_chains_starts_the_next() -> None:
     feed, header, query = family(FEED), family(HEADER), family(QUERY)
-    assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 0, 1)], cap_reached=False) is query
-    assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 1, 1)], cap_reached=False) is feed
-    assert next_chain_for([(feed, 0, 8), (header, 0, 1)], cap_reached=False) is feed  # a tie: list order
+    assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 0, 1)], max_chains=MANY) is query
+    assert next_chain_for([(feed, 2, 8), (header, 1, 1), (query, 1, 1)], max_chains=MANY) is feed
+    assert next_chain_for([(feed, 0, 8), (header, 0, 1)], max_chains=MANY) is feed  # a tie: list order
 
 
 def test_at_the_cap_only_a_budget_running_no_chain_starts_one() -> None:
     """The feed's seven chains wait in its spacing; the query pool's window must not sit idle behind them."""
     feed, header, query = family(FEED), family(HEADER), family(QUERY)
-    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 1)], cap_reached=True) is query
-    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 1, 1)], cap_reached=True) is None
-    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 0)], cap_reached=True) is None
+    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 1)], max_chains=8) is query
+    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 1, 1)], max_chains=8) is None
+    assert next_chain_for([(feed, 7, 8), (header, 1, 1), (query, 0, 0)], max_chains=8) is None
+
+
+def test_the_cap_counts_only_the_chains_a_family_wants() -> None:
+    """The feed started eight partitions before its first 429 showed it keeps three chains busy: the pools'
+    windows (20 s ones keep three busy) must not wait behind the five it runs over its want."""
+    feed, events = family(FEED), family(HEADER)
+    assert next_chain_for([(feed, 8, 3), (events, 1, 3)], max_chains=8) is events
+    assert next_chain_for([(feed, 8, 3), (events, 3, 3)], max_chains=8) is None
+    assert next_chain_for([(feed, 8, 8), (events, 1, 3)], max_chains=8) is None  # the feed wants all eight
 
 
 def test_a_partition_given_up_goes_to_the_budget_that_can_send_soonest() -> None:
@@ -134,10 +144,10 @@ def test_a_partition_given_up_is_adopted_below_the_cap_only() -> None:
     feed, header = family(FEED), family(HEADER)
     pool(header).throttle.observe(10, 0, 40.0)  # it gave the partition back: its window is spent
     wanted = [(feed, 3, 3), (header, 0, 0)]  # every budget runs the chains it wants
-    assert next_chain_for(wanted, cap_reached=False) is None
-    assert next_chain_for(wanted, cap_reached=False, orphan_waiting=True) is feed
+    assert next_chain_for(wanted, max_chains=MANY) is None
+    assert next_chain_for(wanted, max_chains=MANY, orphan_waiting=True) is feed
     # at the cap a chain more would take a thread kept for a budget running none: its split would wait unwalked
-    assert next_chain_for(wanted, cap_reached=True, orphan_waiting=True) is None
+    assert next_chain_for(wanted, max_chains=3, orphan_waiting=True) is None
 
 
 def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_would_end_first() -> None:

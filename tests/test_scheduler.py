@@ -116,7 +116,7 @@ def test_a_partition_left_by_a_retired_budget_waits_for_nobody() -> None:
     settle(scheduler, feed, 1, RetriesExhausted("partition 1: gave up after 8 attempts"))
     assert feed.retired is not None and scheduler._todo[0] == (scheduler.plan.partitions[1], True)
     header_family = family_of(scheduler, header)
-    assert next_chain_for([(f, scheduler._busy(f), 0) for f in scheduler.families], cap_reached=False,
+    assert next_chain_for([(f, scheduler._busy(f), 0) for f in scheduler.families], max_chains=64,
                           orphan_waiting=scheduler._todo[0][1]) is header_family
 
 

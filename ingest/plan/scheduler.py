@@ -99,9 +99,9 @@ class Scheduler:
                                        hand_back=partial(hand_back_due, family, self.families))
                    for family in self.families}
         progress = self.ctx.progress([b.throttle for b in self.budgets], pages)
-        # A thread for every chain `next_chain_for` may start (the cap, one more per family): a chain without
-        # one would hold its partition unwalked.
-        pool = ThreadPoolExecutor(max_workers=self.ctx.max_chains + len(self.families), thread_name_prefix="fetch")
+        # A thread for every chain `next_chain_for` may start (each family's cap, and one adopted): a chain
+        # without one would hold its partition unwalked.
+        pool = ThreadPoolExecutor(max_workers=sum(f.max_chains + 1 for f in self.families), thread_name_prefix="fetch")
         try:
             while True:
                 self._assign(pool, walkers)
@@ -146,8 +146,7 @@ class Scheduler:
         while not self._stop.is_set():
             orphaned = bool(self._todo) and self._todo[0][1]
             family = next_chain_for([(f, self._busy(f), self._wanted_chains(f)) for f in self.families
-                                     if f not in no_work], len(self._running) >= self.ctx.max_chains,
-                                    orphan_waiting=orphaned)
+                                     if f not in no_work], self.ctx.max_chains, orphan_waiting=orphaned)
             if family is None:
                 return
             part = self._todo.popleft()[0] if self._todo else self._steal(family)
@@ -232,14 +231,17 @@ class Scheduler:
             self._todo.append((created, False))
 
 
-def next_chain_for(families: list[tuple[Family, int, int]], cap_reached: bool, *,
+def next_chain_for(families: list[tuple[Family, int, int]], max_chains: int, *,
                    orphan_waiting: bool = False) -> Family | None:
     """Which family starts the next chain, from (family, chains running, chains wanted); None: no one.
 
-    The one running fewest goes first; at the cap only one running none. When none wants one and the first
-    in line was left by a retired family (`orphan_waiting`), the one not stalled that can send soonest
-    takes it, below the cap.
+    The one running fewest goes first; at the cap only one running none. The cap counts the chains each
+    family wants, not those it runs above that (the feed's partitions, started before its first 429 showed
+    its rate): they wait in its spacing, and must not keep a pool's windows unspent. When none wants one and
+    the first in line was left by a retired family (`orphan_waiting`), the one not stalled that can send
+    soonest takes it, below the cap.
     """
+    cap_reached = sum(min(busy, wanted) for _, busy, wanted in families) >= max_chains
     wanting = [(busy, i, family) for i, (family, busy, wanted) in enumerate(families)
                if busy < wanted and not (cap_reached and busy > 0)]
     if wanting:
