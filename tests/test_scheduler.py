@@ -20,6 +20,7 @@ from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
 from ingest.budgets.family import Family
 from ingest.budgets.limiter import RateLimiter
+from ingest.budgets.pacer import Pacer
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.errors import DatabaseError, HandedBack, RetriesExhausted, RetryableApiError
@@ -257,3 +258,34 @@ def test_an_error_in_the_main_loop_stops_every_chain(database_url: str) -> None:
         Scheduler(context(stop, database_url=database_url, control_url=NOWHERE), plan, [owner, thief]).run()
     assert stop.event.is_set()
     assert walking.saw_stop.wait(5.0) and walking.sent == 1
+
+
+def test_a_family_running_more_chains_than_it_wants_hands_as_many_back_as_the_others_lack() -> None:
+    """The feed started eight partitions before its first 429 showed that three chains keep it busy; the
+    pools' 20 s windows keep three busy and run one. Two feed chains give their partitions back (whole, from
+    their positions), not five: nobody lacks more. Seen at 300k with 20 s windows: the pools sent nothing in
+    the last 20 s while eight feed chains crawled at an eighth of the feed's rate each (ratio 1.96 -> 1.55)."""
+    clock, stop = FakeClock(), StopFlag()
+    feed = budget(FEED, clock, stop.event)
+    header = budget(HEADER, clock, stop.event, name="header", family="events")
+    query = budget(QUERY, clock, stop.event, name="query", family="events")
+    query.probe = QueryPoolProbe()  # on probation: one chain
+    feed.throttle.pacer = Pacer(clock=clock, sleep=clock.sleep)
+    feed.throttle.restore(0.667, None)  # x 3.5 s a page: three chains
+    header.throttle.observe(10, 10, 20.0)  # 10 per 21 s x 3.5 s: two chains
+    plan = Plan([Partition(pid, pid * 100_000, (pid + 1) * 100_000) for pid in range(1, 10)], oldest_ms=0,
+                min_split_ms=10_000)
+    scheduler = Scheduler(context(stop), plan, [feed, header, query])
+    feed_family, events = family_of(scheduler, feed), family_of(scheduler, header)
+    assert (scheduler._wanted_chains(feed_family), scheduler._wanted_chains(events)) == (3, 3)
+    for pid in range(1, 9):
+        scheduler._running[Future()] = (pid, feed_family)
+    scheduler._running[Future()] = (9, events)
+    scheduler._todo.clear()  # every partition is running
+    scheduler._count_surplus()
+    assert [scheduler._hand_back(feed_family, pid) for pid in (1, 1, 2, 3, 4)] == [True, True, True, False, False]
+    assert not scheduler._hand_back(events, 9)
+    settle(scheduler, feed, 1, HandedBack("partition 1"))
+    assert scheduler._todo[0] == (plan.partitions[1], False) and 1 not in scheduler._leaving
+    scheduler._count_surplus()  # partition 2's chain is still leaving; partition 1 waits in line for a chain
+    assert not scheduler._hand_back(feed_family, 3)

@@ -124,7 +124,7 @@ class WindowSource(ListSource):
 
 
 def walk(source: ListSource, partition: Partition, plan: Plan | None = None,
-         handed: list[PageCommit] | None = None, hand_back: Callable[[], bool] = lambda: False,
+         handed: list[PageCommit] | None = None, hand_back: Callable[[int], bool] = lambda pid: False,
          answers: AnswerTimer | None = None, clock: Callable[[], float] = lambda: 0.0) -> list[PageCommit]:
     """Run one fetcher over `partition` (alone unless `plan` says otherwise); the pages it handed to the writer.
 
@@ -359,7 +359,7 @@ def test_a_chain_hands_its_partition_back_between_pages_and_the_next_resumes_at_
     stalled = ListSource(items, page_size=30)
     handed: list[PageCommit] = []
     with pytest.raises(HandedBack):
-        walk(stalled, partition, plan, handed, hand_back=lambda: len(stalled.cursors) == 2)
+        walk(stalled, partition, plan, handed, hand_back=lambda pid: len(stalled.cursors) == 2)
     assert len(handed) == 2 and not partition.done
     other = ListSource(items, page_size=30)  # another budget of the same endpoint
     rest = walk(other, partition, plan)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import queue
-from collections import deque
+import threading
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ class Scheduler:
         self._todo: deque[tuple[Partition, bool]] = deque((p, False) for p in plan.pending())
         self._error: BaseException | None = None
         self._memory = BudgetMemory(ctx.control)
+        self._lock = threading.Lock()  # the chains ask `_hand_back` from their threads
+        self._surplus: dict[Family, int] = {}  # chains of a family to give their partitions to others
+        self._leaving: set[int] = set()  # partitions whose chains took a unit of surplus: they hand back
 
     def run(self) -> None:
         """Raises the first fatal error, Stopped on a signal; returns when every partition is done."""
@@ -96,7 +100,7 @@ class Scheduler:
         writer.start()
         walkers = {family: ChainWalker(family, self.plan, pages, writer.is_alive,
                                        server_now_ms=self.ctx.server_now_ms,
-                                       hand_back=partial(hand_back_due, family, self.families))
+                                       hand_back=partial(self._hand_back, family))
                    for family in self.families}
         progress = self.ctx.progress([b.throttle for b in self.budgets], pages)
         # A thread for every chain `next_chain_for` may start (each family's cap, and one adopted): a chain
@@ -107,6 +111,7 @@ class Scheduler:
                 self._assign(pool, walkers)
                 if not self._running:
                     break
+                self._count_surplus()
                 done, _ = wait(self._running, timeout=WAIT_SLICE_S, return_when=FIRST_COMPLETED)
                 progress.maybe_log()
                 if writer.error is not None:
@@ -155,6 +160,29 @@ class Scheduler:
                 continue
             self._running[pool.submit(walkers[family].run, part)] = (part.partition_id, family)
 
+    def _hand_back(self, family: Family, pid: int) -> bool:
+        """True when the chain on `pid` should give its partition back (asked before its every request): its
+        family is stalled or retired (`hand_back_due`), or the chain takes a unit of its family's surplus."""
+        if hand_back_due(family, self.families):
+            return True
+        with self._lock:
+            if pid not in self._leaving and self._surplus.get(family, 0) > 0:
+                self._surplus[family] -= 1
+                self._leaving.add(pid)
+            return pid in self._leaving
+
+    def _count_surplus(self) -> None:
+        """A family running more chains than it wants (the feed's partitions, started before its first 429)
+        gives as many back as the others lack: there, a range moves at the others' pace, not at a share of
+        the feed's, and it moves whole, with no split and no partial page."""
+        wants = {f: (self._busy(f), self._wanted_chains(f)) for f in self.families}
+        with self._lock:
+            leaving = Counter(owner for pid, owner in self._running.values() if pid in self._leaving)
+            for family, (busy, wanted) in wants.items():
+                lacking = sum(max(0, w - b) for other, (b, w) in wants.items() if other is not family)
+                given = sum(leaving.values()) + len(self._todo)  # ranges on their way to the lacking
+                self._surplus[family] = max(0, min(busy - leaving[family] - wanted, lacking - given))
+
     def _busy(self, family: Family) -> int:
         return sum(1 for _, owner in self._running.values() if owner is family)
 
@@ -199,6 +227,8 @@ class Scheduler:
 
     def _settle(self, future: Future) -> None:
         pid, family = self._running.pop(future)
+        with self._lock:
+            self._leaving.discard(pid)
         exc = future.exception()
         if exc is None:
             return  # the walker claimed its partition done with its last page

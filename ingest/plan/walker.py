@@ -47,7 +47,7 @@ class ChainWalker:
     pages: queue.Queue
     writer_alive: Callable[[], bool]
     server_now_ms: Callable[[], int] | None = None  # built cursors expire by the server's clock, not ours
-    hand_back: Callable[[], bool] = lambda: False  # asked before every request: give the partition back
+    hand_back: Callable[[int], bool] = lambda pid: False  # asked before every request: give the partition back
     clock: Callable[[], float] = time.monotonic
 
     def run(self, partition: Partition) -> None:
@@ -72,7 +72,7 @@ class ChainWalker:
             try:
                 # HandedBack before a request: the partition's position is in the plan; the next chain resumes there.
                 page = self.family.call(partial(self._fetch, cursor=cursor, lo=lo, until=until), f"partition {pid}",
-                                        hand_back=self.hand_back)
+                                        hand_back=partial(self.hand_back, pid))
             except CursorExpired:
                 expired_in_a_row += 1
                 if expired_in_a_row > MAX_REBUILDS_IN_A_ROW:
