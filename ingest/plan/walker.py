@@ -12,7 +12,7 @@ from functools import partial
 from loguru import logger
 
 from ingest.api.client import Envelope
-from ingest.api.cursors import ZERO_ID, build_cursor, decode_cursor
+from ingest.api.cursors import ZERO_ID, build_cursor
 from ingest.budgets.answer_timeout import AnswerTimer
 from ingest.budgets.budget import Budget
 from ingest.budgets.family import Family
@@ -26,10 +26,10 @@ from ingest.errors import (
     RetryableApiError,
     Stopped,
 )
+from ingest.plan.page_position import page_commit, resume_point
 from ingest.plan.partitions import Partition, Plan
 from ingest.store.page_commit import PageCommit
-from ingest.store.rows import parse_timestamps, transform_events, usable_uuid
-from ingest.store.timestamps import in_captured_form
+from ingest.store.rows import parse_timestamps
 
 # A server whose clock runs far ahead calls every cursor we rebuild expired; after this many in a row
 # the run stops with a clear error instead of spending budget on a loop.
@@ -101,7 +101,7 @@ class ChainWalker:
                 raise RepeatedCursor(f"partition {pid}: the server repeated cursor {page.next_cursor[:24]}…")
             if page.total is not None:
                 self.family.stats.total_hint = page.total
-            out = self._page_out(pid, page, cursor, pos, at_top=at_top)
+            out = page_commit(pid, page, cursor, pos, f"{self.family.kind} partition {pid}", at_top=at_top)
             sent_lo = lo
             while True:
                 # Read the bound again: a split while the request was in flight raised it, and a
@@ -144,7 +144,7 @@ class ChainWalker:
         """One request through `member`; a full page with damaged pagination counts only if its events can
         place the next one."""
         page = self._timed_fetch(member, cursor, lo, until)
-        if page.pagination_damaged and _resume_point(page.events, parse_timestamps(page.events)) is None:
+        if page.pagination_damaged and resume_point(page.events, parse_timestamps(page.events)) is None:
             raise RetryableApiError("a page without its next cursor (pagination damaged or body cut off) whose"
                                     " events cannot place the next page: fetched again")
         return page
@@ -186,29 +186,6 @@ class ChainWalker:
     def _built(self, ts_ms: int, event_id: str) -> str:
         return build_cursor(ts_ms, event_id, now_ms=self.server_now_ms() if self.server_now_ms else None)
 
-    def _page_out(self, pid: int, page: Envelope, cursor: str | None, pos: tuple[int, str] | None,
-                  *, at_top: bool) -> PageCommit:
-        """The page's rows and where the partition stands after it (`last` is decided by the caller)."""
-        events = page.events
-        stamps = parse_timestamps(events)
-        rows = transform_events(events, stamps)
-        if page.pagination_damaged:
-            new_pos = _resume_point(events, stamps)
-        else:
-            new_pos = decode_cursor(page.next_cursor) or _last_position(events, stamps) or pos
-        return PageCommit(
-            partition_id=pid,
-            next_cursor=page.next_cursor,
-            pos_ms=new_pos[0] if new_pos else None,
-            pos_id=new_pos[1] if new_pos else None,
-            last=False,
-            lines=tuple(rows.lines),
-            quarantined=tuple(rows.quarantined),
-            events_with_nulls=rows.events_with_nulls,
-            source=f"{self.family.kind} partition {pid} cursor {cursor or '(start)'}",
-            newest=_newest(events, stamps) if at_top else None,
-        )
-
     def _put(self, page: PageCommit) -> None:
         while True:
             try:
@@ -218,27 +195,3 @@ class ChainWalker:
                 if not self.writer_alive() or self.family.stop.is_set():
                     raise Stopped(0) from None  # on a stop the writer commits what it has; this page is fetched again
 
-
-def _newest(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
-    """The newest (timestamp, id) of the page at the top of the API's order."""
-    placed = [(ts, usable_uuid(e.get("id"))) for e, ts in zip(events, stamps, strict=True)
-              if ts is not None and isinstance(e, dict)]
-    return max(((ts, eid) for ts, eid in placed if eid is not None), default=None)
-
-
-def _resume_point(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
-    """Where the API's order goes on after a page that lost its next cursor: at its last exactly placed event
-    (a captured timestamp form, a well-formed id), in a page that runs in (timestamp, id) descending order. A
-    timestamp read too low would skip events; an earlier event only fetches some twice."""
-    placed = [(ts, e["id"], in_captured_form(e.get("timestamp"))) for e, ts in zip(events, stamps, strict=True)
-              if ts is not None and isinstance(e, dict) and usable_uuid(e.get("id")) == e.get("id")]
-    if any(a[:2] < b[:2] for a, b in zip(placed, placed[1:], strict=False)):
-        return None
-    return next(((ts, eid) for ts, eid, exact in reversed(placed) if exact), None)
-
-
-def _last_position(events: list, stamps: list[int | None]) -> tuple[int, str] | None:
-    for event, ts in zip(reversed(events), reversed(stamps), strict=True):
-        if ts is not None and isinstance(event, dict) and isinstance(event.get("id"), str):
-            return ts, event["id"]
-    return None
