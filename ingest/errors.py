@@ -41,6 +41,11 @@ class AnswerTimedOut(RetryableApiError):
 class RateLimited(RetryableApiError):
     """The API answered 429: every fetcher waits until Retry-After has fully passed."""
 
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(message, status, retry_after)
+        self.limit = limit  # the refusing bucket's size, where the body names it (`rateLimit.limit`)
+
 
 class FatalApiError(IngestError):
     """The API refused us for good (bad key, forbidden, retries exhausted): stop the run."""

@@ -69,14 +69,14 @@ def test_status_codes_map_to_what_the_caller_must_do(status, body, headers, erro
 @responses.activate
 def test_429_carries_retry_after_from_header_or_body() -> None:
     responses.get(f"{BASE}/a", status=429, headers={"Retry-After": "7"}, json={})
-    responses.get(f"{BASE}/b", status=429, json={"rateLimit": {"retryAfter": 3}})
+    responses.get(f"{BASE}/b", status=429, json={"rateLimit": {"retryAfter": 3, "limit": 10}})
     client = make_client()
     waits = []
     for path in ("/a", "/b"):
         with pytest.raises(RateLimited) as caught:
             client.request("GET", path)
-        waits.append(caught.value.retry_after)
-    assert waits == [7.0, 3.0]
+        waits.append((caught.value.retry_after, caught.value.limit))
+    assert waits == [(7.0, None), (3.0, 10)]  # the bucket's size where the body names it (the contract's example)
 
 
 @responses.activate

@@ -161,7 +161,8 @@ class ApiClient:
             rate_limit = body.get("rateLimit") if isinstance(body, dict) else None
             if retry_after is None and isinstance(rate_limit, dict):
                 retry_after = self._policy.allowed_wait(_float(rate_limit.get("retryAfter")))
-            return RateLimited(detail, status, retry_after)
+            limit = _number(rate_limit.get("limit"), int) if isinstance(rate_limit, dict) else None
+            return RateLimited(detail, status, retry_after, limit)
         if status >= 500 or status in (408, 425):
             return RetryableApiError(detail, status)
         if code == "CURSOR_EXPIRED":

@@ -14,6 +14,7 @@ from ingest.api.client import ApiClient, LimitObserver, StreamGrant
 from ingest.api.retry_policy import RetryPolicy
 from ingest.api.sources import DocumentedSource, FeedSource, Source, StreamTokens
 from ingest.budgets.answer_timeout import AnswerTimer
+from ingest.budgets.feed_share import FeedShareWatch
 from ingest.budgets.pacer import Pacer
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
@@ -190,6 +191,9 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
                                                                     probe.query_answered), query_auth=True)
         budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry, key_id=key_id, family=EVENTS + suffix))
+        feed = next((b for b in budgets if b.kind == FEED and b.key_id == key_id), None)
+        if feed is not None:
+            FeedShareWatch(feed.throttle, header_retry.throttle)
         budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
                               key_id=key_id, family=EVENTS + suffix))
     return budgets

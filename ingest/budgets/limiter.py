@@ -131,6 +131,13 @@ class RateLimiter:
             if self._engaged and self._window_end is not None and self._clock() < self._window_end:
                 self._tokens = min(self._tokens, max(0, self._limit - used))
 
+    def announced(self) -> tuple[int, float] | None:
+        """(Limit, when the open window ends as announced, monotonic s, without our margin); None: none open."""
+        with self._lock:
+            if not self._engaged or self._window_end is None:
+                return None
+            return self._limit, self._window_end - self._margin
+
     def wait_s(self) -> float:
         """Seconds until a request could go (0: now); takes nothing."""
         with self._lock:

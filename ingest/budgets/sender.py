@@ -81,6 +81,6 @@ class RetryLoop:
         self.stats.count(retries=1, throttled=isinstance(exc, RateLimited))
         if isinstance(exc, RateLimited):
             # Every chain of this budget waits the full Retry-After: an early retry extends the lockout.
-            delay = self.throttle.on_rate_limited(exc.retry_after, self.policy.backoff(attempt))
+            delay = self.throttle.on_rate_limited(exc.retry_after, self.policy.backoff(attempt), exc.limit)
             logger.warning("{}: rate limited on {}, its chains wait {:.1f} s (attempt {})", what, self.throttle.name,
                            delay, attempt)

@@ -34,6 +34,8 @@ class Throttle:
         self.pacer = pacer  # None: the budget announces its limit (or has none); no spacing to learn
         self._slow_start_limit: int | None = 1 if slow_start else None  # in flight (None: not in a slow start)
         self.one_at_a_time: Callable[[], bool] = lambda: False  # the query pool on probation (Budget sets it)
+        # told of every 429 (Retry-After, the body's bucket size, the pause's end): the feed's `FeedShareWatch`
+        self.on_refused: Callable[[float | None, int | None, float], None] = lambda retry_after, limit, until: None
         self._in_flight = 0
         self._holding = threading.local()  # .slot: this thread holds an in-flight slot (its own turn)
         self._slot_freed = threading.Condition(threading.Lock())
@@ -108,14 +110,16 @@ class Throttle:
         if self.pacer is not None:
             self.pacer.on_success()
 
-    def on_rate_limited(self, retry_after_s: float | None, fallback_s: float) -> float:
-        """A 429: every chain of this budget waits the full Retry-After (or `fallback_s`); the wait in s."""
+    def on_rate_limited(self, retry_after_s: float | None, fallback_s: float, limit: int | None = None) -> float:
+        """A 429 (of a bucket of `limit` where its body says): every chain of this budget waits the full
+        Retry-After (or `fallback_s`); the wait in s."""
         delay = fallback_s if retry_after_s is None else retry_after_s + RETRY_AFTER_MARGIN_S
         with self._lock:
             self.throttled += 1
         self.limiter.pause_for(delay)
         if self.pacer is not None:
             self.pacer.on_throttled(retry_after_s, self._clock() + delay)
+        self.on_refused(retry_after_s, limit, self._clock() + delay)
         self.end_slow_start()  # last: it opens every slot, and the pause must be set by then
         return delay
 
