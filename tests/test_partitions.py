@@ -10,7 +10,14 @@ import copy
 
 import pytest
 
-from ingest.plan.partitions import MIN_SPLIT_PAGES, Partition, Plan, even_partitions, min_split_ms
+from ingest.plan.partitions import (
+    MIN_SPLIT_PAGES,
+    PAGE_MARGIN,
+    Partition,
+    Plan,
+    min_split_ms,
+    page_partitions,
+)
 
 MIN_SPLIT = 10_000  # ms; the narrowest range worth splitting in these plans (a page is 5,000 ms of range)
 
@@ -26,30 +33,50 @@ def two_running() -> Plan:
                 min_split_ms=MIN_SPLIT)
 
 
-# ---- even_partitions, min_split_ms ------------------------------------------------------------------------
+# ---- page_partitions, min_split_ms ------------------------------------------------------------------------
+
+NEWEST = 1_769_541_612_369  # ms
 
 
-def test_even_partitions_tile_the_range_newest_first_with_open_outer_ends() -> None:
-    assert [(p.partition_id, p.lo_ms, p.hi_ms) for p in even_partitions(1_000, 0, 4)] == [
-        (1, 751, None), (2, 501, 751), (3, 251, 501), (4, None, 251)]
+def shape(parts: list[Partition]) -> list[tuple[int, int | None, int | None]]:
+    return [(p.partition_id, p.lo_ms, p.hi_ms) for p in parts]
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 7, 16])
-def test_even_partitions_cover_everything_without_gap_or_overlap(count: int) -> None:
-    parts = even_partitions(1_769_541_612_369, 1_766_949_612_369, count)
-    assert len(parts) == count
+def test_partitions_hold_whole_pages_less_the_margin_and_the_oldest_the_rest() -> None:
+    # 300,000 events 1 ms apart, pages of 5,000: 7.5 pages a chain evenly, so 8 pages less the margin
+    # each (a last page nearly full), and the oldest partition what is left.
+    width = int(8 * (1 - PAGE_MARGIN) * 5_000)
+    bounds = [NEWEST + 1 - i * width for i in range(1, 8)]
+    assert shape(page_partitions(NEWEST, 1.0, 300_000, 5_000, 8)) == [
+        (i + 1, lo, hi) for i, (lo, hi) in enumerate(zip([*bounds, None], [None, *bounds], strict=True))]
+
+
+@pytest.mark.parametrize(("total", "count"), [(300_000, 1), (300_000, 2), (300_000, 3), (3_000_000, 7),
+                                              (3_000_000, 16), (45_000, 8)])
+def test_partitions_cover_everything_without_gap_or_overlap(total: int, count: int) -> None:
+    parts = page_partitions(NEWEST, 0.86, total, 5_000, count)
+    assert 1 <= len(parts) <= count
     assert (parts[0].hi_ms, parts[-1].lo_ms) == (None, None)  # events newer or older than the probe too
     assert [p.lo_ms for p in parts[:-1]] == [p.hi_ms for p in parts[1:]]  # each one ends where the next begins
     widths = [p.hi_ms - p.lo_ms for p in parts[1:-1] if p.hi_ms is not None and p.lo_ms is not None]
     assert len(set(widths)) <= 1
+    oldest = NEWEST - total * 0.86
+    assert all(lo > oldest for lo in (p.lo_ms for p in parts[:-1]) if lo is not None)  # the oldest holds some
+
+
+def test_a_few_pages_are_cut_into_fewer_partitions_than_chains() -> None:
+    # 9 pages for 8 chains: a partition of 1 page each would end 8 chains in a partial page; 2 pages each do not
+    assert len(page_partitions(NEWEST, 1.0, 45_000, 5_000, 8)) == 5
+    assert shape(page_partitions(NEWEST, 1.0, 5_000, 5_000, 8)) == [(1, None, None)]  # one page: one request
 
 
 def test_a_count_below_one_gives_one_unbounded_partition() -> None:
-    assert [(p.partition_id, p.lo_ms, p.hi_ms) for p in even_partitions(1_000, 0, 0)] == [(1, None, None)]
+    assert shape(page_partitions(NEWEST, 1.0, 300_000, 5_000, 0)) == [(1, None, None)]
 
 
 def test_a_range_narrower_than_the_count_still_gives_distinct_bounds() -> None:
-    assert [(p.lo_ms, p.hi_ms) for p in even_partitions(5, 5, 3)] == [(5, None), (4, 5), (None, 4)]
+    assert [(p.lo_ms, p.hi_ms) for p in page_partitions(5, 1e-6, 300_000, 5_000, 3)] == [
+        (5, None), (4, 5), (None, 4)]
 
 
 def test_min_split_ms_is_the_range_holding_min_split_pages_at_average_density() -> None:

@@ -19,7 +19,7 @@ from ingest.commands.progress import Figures, Progress
 from ingest.commands.verify import Verification, verify
 from ingest.config import Settings
 from ingest.errors import DatabaseError, IngestError, RetryableApiError, Stopped
-from ingest.plan.partitions import Partition, Plan, even_partitions, min_split_ms
+from ingest.plan.partitions import Partition, Plan, min_split_ms, page_partitions
 from ingest.plan.scheduler import PassContext, Scheduler
 from ingest.signals import StopFlag
 from ingest.stats import Stats
@@ -193,7 +193,8 @@ def _whole(page: Envelope) -> Envelope:
 
 
 def _plan_full_pass(feed: Budget | None, settings: Settings) -> tuple[list[Partition], int | None, int]:
-    """Split the time range evenly into one partition per feed chain (a single chain for concurrency 1).
+    """Split the time range into one partition per feed chain (a single chain for concurrency 1), each
+    holding a whole number of pages by the probe's density (`page_partitions`).
 
     Feed partitions are cut by since/until after a small probe request. Without the feed there is no
     probe (under the documented endpoint's 10-per-window budget one request more can cost a whole
@@ -214,7 +215,8 @@ def _plan_full_pass(feed: Budget | None, settings: Settings) -> tuple[list[Parti
     oldest = int(newest - probe.total * per_event_ms)
     feed.retry.stats.total_hint = probe.total
     min_split = min_split_ms(newest, oldest, probe.total, settings.page_size)
-    return even_partitions(newest, oldest, feed.throttle.chains()), oldest, min_split
+    parts = page_partitions(newest, per_event_ms, probe.total, settings.page_size, feed.throttle.chains())
+    return parts, oldest, min_split
 
 
 def _progress(stats: Stats, interval_s: float, already_stored: int, record: Callable[[Figures], None],
