@@ -50,11 +50,12 @@ def test_a_split_is_in_the_database_before_any_fetcher_sees_the_raised_bound(con
     plan = WatchedPlan(database_url, parts, 0, 1_000)
     new = commit_split(conn, pass_id, plan, plan.propose_split({1}))  # partition 1 is running
 
-    assert plan.seen_at_apply == [(1, 500_000, 1_000_000, False), (2, 0, 500_000, False)]
-    assert (new.partition_id, new.lo_ms, new.hi_ms) == (2, 0, 500_000)
+    # the running chain keeps 1,000 pages (of 500 ms) less the margin, the new partition the rest
+    assert plan.seen_at_apply == [(1, 515_000, 1_000_000, False), (2, 0, 515_000, False)]
+    assert (new.partition_id, new.lo_ms, new.hi_ms) == (2, 0, 515_000)
     # The narrowed fetcher ends at the raised bound and its last page commits; a kill now loses nothing:
-    commit_batch(conn, [PageCommit(1, None, 499_999, "x", True, ())], Stats())
-    assert partitions(database_url) == [(1, 500_000, 1_000_000, True), (2, 0, 500_000, False)]
+    commit_batch(conn, [PageCommit(1, None, 514_999, "x", True, ())], Stats())
+    assert partitions(database_url) == [(1, 515_000, 1_000_000, True), (2, 0, 515_000, False)]
 
 
 def test_closing_a_pass_caps_the_watermark_at_the_clock_and_keeps_the_full_pass_partitions(conn) -> None:

@@ -155,7 +155,8 @@ def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_
     assert share_for(header, feed, pages_left=10) == 0.5
     pool(header).throttle.limiter.pause_for(2 * DEFAULT_LATENCY_S)  # the owner walks 2 pages meanwhile
     assert share_for(header, feed, pages_left=10) == pytest.approx(0.4)  # 4 pages each way: they end together
-    assert share_for(header, feed, pages_left=5) == 0.0  # 1.5 pages for the thief: not worth a partial page
+    assert share_for(header, feed, pages_left=5) == pytest.approx(0.3)  # 1.5 pages: the owner keeps whole pages
+    assert share_for(header, feed, pages_left=3) == 0.0  # half a page for the thief: not worth a partial page
 
 
 def test_the_chains_of_a_retired_budget_hand_their_partitions_back() -> None:

@@ -11,6 +11,7 @@ import copy
 import pytest
 
 from ingest.plan.partitions import (
+    MIN_PIECE_PAGES,
     MIN_SPLIT_PAGES,
     PAGE_MARGIN,
     Partition,
@@ -119,45 +120,64 @@ def test_remaining_pages_is_unknown_while_the_density_is() -> None:
 # ---- propose_split, apply_split -------------------------------------------------------------------------
 
 
+def whole(pages: int) -> int:
+    """The ms of range a running chain keeps in a split: `pages` whole pages less the margin (a page is 5,000 ms)."""
+    return int(pages * (1 - PAGE_MARGIN) * 5_000)
+
+
 def test_propose_split_halves_the_running_partition_with_the_most_range_left() -> None:
-    plan = two_running()  # 1 has 100,000 ms left, 2 has 50,000
-    assert plan.propose_split({1, 2}) == (1, 50_000, Partition(3, 0, 50_000))
+    plan = two_running()  # 1 has 100,000 ms (20 pages) left, 2 has 50,000
+    assert plan.propose_split({1, 2}) == (1, 100_000 - whole(10), Partition(3, 0, 100_000 - whole(10)))
+
+
+def test_the_running_chain_keeps_whole_pages_so_that_only_the_new_piece_ends_in_a_partial_page() -> None:
+    # 3.8 pages left (a partition planned to hold whole pages, one walked): halves would end both pieces in a
+    # partial page, 2 + 2 requests where the running chain keeping 2 pages less the margin leaves 1.86 pages
+    plan = Plan([Partition(1, 0, 19_000)], oldest_ms=0, min_split_ms=MIN_SPLIT)
+    assert plan.propose_split({1}) == (1, 19_000 - whole(2), Partition(2, 0, 19_000 - whole(2)))
+    assert whole(2) == 9_700
 
 
 def test_propose_split_measures_from_where_the_walker_stands_not_from_the_upper_bound() -> None:
     plan = Plan([Partition(1, 0, 1_000_000, pos_ms=60_000), Partition(2, 1_000_000, 1_100_000)], oldest_ms=0,
                 min_split_ms=MIN_SPLIT)
-    assert plan.propose_split({1, 2}) == (2, 1_050_000, Partition(3, 1_000_000, 1_050_000))
+    assert plan.propose_split({1, 2}) == (2, 1_100_000 - whole(10), Partition(3, 1_000_000, 1_100_000 - whole(10)))
 
 
 def test_propose_split_considers_only_running_partitions_that_are_not_done() -> None:
     plan = two_running()
-    assert plan.propose_split({2}) == (2, 125_000, Partition(3, 100_000, 125_000))
+    split_2 = (2, 150_000 - whole(5), Partition(3, 100_000, 150_000 - whole(5)))
+    assert plan.propose_split({2}) == split_2
     assert plan.claim_done(1, plan.lower_bound(1))
-    assert plan.propose_split({1, 2}) == (2, 125_000, Partition(3, 100_000, 125_000))
+    assert plan.propose_split({1, 2}) == split_2
 
 
 def test_the_new_piece_takes_the_lower_share_of_the_range_left() -> None:
     plan = two_running()
-    assert plan.propose_split({1, 2}, share_of=lambda pid: 0.3) == (1, 30_000, Partition(3, 0, 30_000))
+    assert plan.propose_split({1, 2}, share_of=lambda pid: 0.3) == (1, 100_000 - whole(14),
+                                                                    Partition(3, 0, 100_000 - whole(14)))
 
 
 def test_a_slow_thief_still_takes_the_smallest_piece_worth_a_split() -> None:
     plan = two_running()
-    assert plan.propose_split({1, 2}, share_of=lambda pid: 0.01) == (1, MIN_SPLIT, Partition(3, 0, MIN_SPLIT))
+    # 20 pages: the running chain keeps 19 less the margin, the thief the rest, over MIN_PIECE_PAGES
+    assert plan.propose_split({1, 2}, share_of=lambda pid: 0.01) == (1, 100_000 - whole(19),
+                                                                     Partition(3, 0, 100_000 - whole(19)))
+    assert (100_000 - whole(19)) / 5_000 > MIN_PIECE_PAGES
 
 
 def test_no_split_for_a_thief_whose_share_is_nothing() -> None:
     assert two_running().propose_split({1, 2}, share_of=lambda pid: 0.0) is None
 
 
-def test_no_split_when_the_running_one_would_keep_less_than_min_split_pages() -> None:
+def test_the_running_one_keeps_a_page_and_the_new_one_at_least_min_piece_pages_else_no_split() -> None:
     plan = two_running()
-    assert plan.propose_split({1, 2}, share_of=lambda pid: 0.95) is None  # it would keep 5,000 ms
-    narrow = Plan([Partition(1, 0, 2 * MIN_SPLIT - 1)], oldest_ms=0, min_split_ms=MIN_SPLIT)
+    assert plan.propose_split({1, 2}, share_of=lambda pid: 0.95) == (1, 100_000 - whole(1),
+                                                                     Partition(3, 0, 100_000 - whole(1)))
+    narrow = Plan([Partition(1, 0, 9_000)], oldest_ms=0, min_split_ms=MIN_SPLIT)  # 1.8 pages: 0.83 for a thief
     assert narrow.propose_split({1}) is None
-    just = Plan([Partition(1, 0, 2 * MIN_SPLIT)], oldest_ms=0, min_split_ms=MIN_SPLIT)
-    assert just.propose_split({1}) == (1, MIN_SPLIT, Partition(2, 0, MIN_SPLIT))
+    just = Plan([Partition(1, 0, 10_000)], oldest_ms=0, min_split_ms=MIN_SPLIT)  # 2 pages: 1.03 for a thief
+    assert just.propose_split({1}) == (1, 10_000 - whole(1), Partition(2, 0, 10_000 - whole(1)))
 
 
 def test_no_split_without_a_density_or_a_running_partition() -> None:
@@ -167,7 +187,7 @@ def test_no_split_without_a_density_or_a_running_partition() -> None:
 
 def test_an_open_bottom_is_split_against_the_estimated_oldest_event_and_stays_open() -> None:
     plan = Plan([Partition(1, None, 100_000)], oldest_ms=20_000, min_split_ms=MIN_SPLIT)
-    assert plan.propose_split({1}) == (1, 60_000, Partition(2, None, 60_000))
+    assert plan.propose_split({1}) == (1, 100_000 - whole(8), Partition(2, None, 100_000 - whole(8)))
     assert Plan([Partition(1, None, 100_000)], oldest_ms=None, min_split_ms=MIN_SPLIT).propose_split({1}) is None
 
 
@@ -200,7 +220,8 @@ def test_propose_split_changes_nothing_until_apply_split() -> None:
     narrowed, middle, new = plan.propose_split({1, 2})
     assert (plan.partitions, plan.lower_bound(1)) == (before, 0)
     plan.apply_split(narrowed, middle, new)
-    assert bounds(plan) == [(1, 50_000, 100_000, False), (2, 100_000, None, False), (3, 0, 50_000, False)]
+    middle = 100_000 - whole(10)
+    assert bounds(plan) == [(1, middle, 100_000, False), (2, 100_000, None, False), (3, 0, middle, False)]
     assert [p.partition_id for p in plan.pending()] == [1, 2, 3]
 
 
@@ -210,7 +231,7 @@ def test_apply_split_on_a_partition_that_finished_meanwhile_still_adds_the_new_o
     assert plan.claim_done(1, 0)  # its walker reached the bound before the split was committed
     plan.apply_split(narrowed, middle, new)
     # the new piece is persisted, so it runs: it fetches a covered range again and the upsert absorbs it
-    assert bounds(plan) == [(1, 0, 100_000, True), (2, 100_000, None, False), (3, 0, 50_000, False)]
+    assert bounds(plan) == [(1, 0, 100_000, True), (2, 100_000, None, False), (3, 0, 100_000 - whole(10), False)]
 
 
 def test_advance_records_the_position_that_later_splits_measure_from() -> None:
@@ -219,7 +240,7 @@ def test_advance_records_the_position_that_later_splits_measure_from() -> None:
     part = plan.partitions[1]
     assert (part.cursor, part.pos_ms, part.pos_id, part.cursor_kind) == (
         "cursor-after-20000", 20_000, "some-id", "documented")
-    assert plan.propose_split({1, 2}) == (2, 125_000, Partition(3, 100_000, 125_000))
+    assert plan.propose_split({1, 2}) == (2, 150_000 - whole(5), Partition(3, 100_000, 150_000 - whole(5)))
 
 
 # ---- claim_done ---------------------------------------------------------------------------------------
@@ -233,8 +254,9 @@ def test_claim_finish_marks_done_when_the_bound_is_the_one_the_page_was_cut_at()
 def test_claim_finish_refuses_when_a_split_raised_the_bound_meanwhile() -> None:
     plan = two_running()
     plan.apply_split(*plan.propose_split({1, 2}))
-    assert (plan.claim_done(1, 0), bounds(plan)[0]) == (False, (1, 50_000, 100_000, False))
-    assert plan.claim_done(1, 50_000)  # cut again at the raised bound
+    middle = 100_000 - whole(10)
+    assert (plan.claim_done(1, 0), bounds(plan)[0]) == (False, (1, middle, 100_000, False))
+    assert plan.claim_done(1, middle)  # cut again at the raised bound
 
 
 def test_claim_finish_refuses_when_a_fallback_opened_the_bound_meanwhile() -> None:

@@ -141,10 +141,11 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
         owner = parts[0].partition_id
         scheduler._running[Future()] = (owner, family_of(scheduler, feed))
         new = scheduler._steal(family_of(scheduler, header))
-        assert new is not None and (new.lo_ms, new.hi_ms) == (0, 5_000_000)  # equal speeds: half each
-        assert plan.lower_bound(owner) == 5_000_000
+        # equal speeds: half each, the owner's 1,000 pages (of 5,000 ms) less the margin of whole pages
+        assert new is not None and (new.lo_ms, new.hi_ms) == (0, 5_150_000)
+        assert plan.lower_bound(owner) == 5_150_000
         rows = conn.execute("SELECT partition_id, lo_ms, hi_ms FROM ingest_partitions ORDER BY partition_id").fetchall()
-        assert rows == [(owner, 5_000_000, 10_000_000), (new.partition_id, 0, 5_000_000)]
+        assert rows == [(owner, 5_150_000, 10_000_000), (new.partition_id, 0, 5_150_000)]
 
 
 def test_a_window_that_covers_what_is_left_gets_a_chain_per_piece_and_a_stalled_budget_none() -> None:

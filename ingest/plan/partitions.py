@@ -19,6 +19,10 @@ MIN_SPLIT_PAGES = 2
 # estimate (0.7 % off on the simulator's data, seeds 1 and 4242), and a partition a few events over its
 # pages ends in a request for those few.
 PAGE_MARGIN = 0.03
+# A thief's piece is at least this many pages: the running chain keeps whole pages (see PAGE_MARGIN), so a
+# split costs about the piece's own partial page, and at the end of a pass a chain walking 3 pages alone
+# takes 3 page times where two take 2.
+MIN_PIECE_PAGES = 1
 
 
 class Plan:
@@ -86,8 +90,10 @@ class Plan:
                       ) -> tuple[int, int, Partition] | None:
         """A split of the running partition with the most range left: (its id, middle, new partition).
 
-        The new partition takes the lower `share_of(its id)` of the range left, at least MIN_SPLIT_PAGES
-        pages of it; the running one keeps the rest. None when it would keep less than that, or when the
+        The new partition takes about the lower `share_of(its id)` of the range left, at least
+        MIN_PIECE_PAGES pages; the running one keeps the rest below its position rounded to whole pages
+        less PAGE_MARGIN (its last page nearly full: the split costs the new partition's partial page
+        only), at least one. None when that leaves the new one less than MIN_PIECE_PAGES, or when the
         share is 0 (the thief would end after the owner alone). Changes nothing:
         the caller persists the split, then applies it (`apply_split`), so no walker acts on a bound the
         database does not hold yet.
@@ -97,17 +103,19 @@ class Plan:
             if not candidates or not self.splittable or not self.min_split_ms:
                 return None
             widest = max(candidates, key=lambda p: p.remaining_ms(self.oldest_ms))
-            width = widest.remaining_ms(self.oldest_ms)
             share = share_of(widest.partition_id)
             if share <= 0:
                 return None
+            page_ms = self.min_split_ms / MIN_SPLIT_PAGES
+            pages = widest.remaining_ms(self.oldest_ms) / page_ms
             # A slow thief still takes the smallest piece worth a split rather than idling.
-            lower = max(int(width * share), self.min_split_ms)
-            if width - lower < self.min_split_ms:
+            thief = max(pages * share, MIN_PIECE_PAGES)
+            kept = min(max(1, round(pages - thief)), math.floor((pages - MIN_PIECE_PAGES) / (1 - PAGE_MARGIN)))
+            if kept < 1:
                 return None
             top = widest.pos_ms if widest.pos_ms is not None else widest.hi_ms
-            assert top is not None  # width > 0 implies a known top
-            middle = top - width + lower
+            assert top is not None  # a range left implies a known top
+            middle = top - int(kept * (1 - PAGE_MARGIN) * page_ms)
             return widest.partition_id, middle, Partition(max(self.partitions) + 1, widest.lo_ms, middle)
 
     def propose_cut(self, running: set[int], keep_pages: float, min_rest_pages: float,

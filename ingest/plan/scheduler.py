@@ -29,7 +29,7 @@ from ingest.errors import (
     IngestError,
     Stopped,
 )
-from ingest.plan.partitions import MIN_SPLIT_PAGES, Partition, Plan
+from ingest.plan.partitions import MIN_PIECE_PAGES, Partition, Plan
 from ingest.plan.walker import ChainWalker
 from ingest.signals import StopFlag
 from ingest.stats import Stats
@@ -337,7 +337,7 @@ def share_for(thief: Family, owner: Family, pages_left: float | None) -> float:
     if pages_left is None or wait_s <= 0:
         return share  # a slow thief ready to send still takes the smallest piece worth a split
     share *= 1 - wait_s * theirs / max(pages_left, 1e-9)
-    return share if share * pages_left >= MIN_SPLIT_PAGES else 0.0
+    return share if share * pages_left >= MIN_PIECE_PAGES else 0.0
 
 
 def _chain_rate(family: Family) -> float:
