@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from ingest.commands.verify import coverage_gap, first_gap
-from ingest.plan.partitions import Partition, Plan
+from ingest.plan.partitions import PAGE_MARGIN, Partition, Plan
 from ingest.plan.scheduler import commit_split
 from ingest.stats import Stats
 from ingest.store import checkpoint
@@ -50,12 +50,12 @@ def test_a_split_is_in_the_database_before_any_fetcher_sees_the_raised_bound(con
     plan = WatchedPlan(database_url, parts, 0, 1_000)
     new = commit_split(conn, pass_id, plan, plan.propose_split({1}))  # partition 1 is running
 
-    # the running chain keeps 1,000 pages (of 500 ms) less the margin, the new partition the rest
-    assert plan.seen_at_apply == [(1, 515_000, 1_000_000, False), (2, 0, 515_000, False)]
-    assert (new.partition_id, new.lo_ms, new.hi_ms) == (2, 0, 515_000)
+    middle = 1_000_000 - int(1_000 * (1 - PAGE_MARGIN) * 500)  # it keeps 1,000 whole pages of 500 ms, less the margin
+    assert plan.seen_at_apply == [(1, middle, 1_000_000, False), (2, 0, middle, False)]
+    assert (new.partition_id, new.lo_ms, new.hi_ms) == (2, 0, middle)
     # The narrowed fetcher ends at the raised bound and its last page commits; a kill now loses nothing:
-    commit_batch(conn, [PageCommit(1, None, 514_999, "x", True, ())], Stats())
-    assert partitions(database_url) == [(1, 515_000, 1_000_000, True), (2, 0, 515_000, False)]
+    commit_batch(conn, [PageCommit(1, None, middle - 1, "x", True, ())], Stats())
+    assert partitions(database_url) == [(1, middle, 1_000_000, True), (2, 0, middle, False)]
 
 
 def test_closing_a_pass_caps_the_watermark_at_the_clock_and_keeps_the_full_pass_partitions(conn) -> None:

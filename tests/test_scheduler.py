@@ -24,7 +24,7 @@ from ingest.budgets.pacer import Pacer
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
 from ingest.errors import DatabaseError, HandedBack, RetriesExhausted, RetryableApiError
-from ingest.plan.partitions import Partition, Plan
+from ingest.plan.partitions import PAGE_MARGIN, Partition, Plan
 from ingest.plan.scheduler import PassContext, Scheduler, fan_out, next_chain_for
 from ingest.signals import StopFlag
 from ingest.stats import Stats
@@ -141,11 +141,11 @@ def test_a_thief_takes_the_lower_piece_committed_before_the_owner_sees_it(databa
         owner = parts[0].partition_id
         scheduler._running[Future()] = (owner, family_of(scheduler, feed))
         new = scheduler._steal(family_of(scheduler, header))
-        # equal speeds: half each, the owner's 1,000 pages (of 5,000 ms) less the margin of whole pages
-        assert new is not None and (new.lo_ms, new.hi_ms) == (0, 5_150_000)
-        assert plan.lower_bound(owner) == 5_150_000
+        middle = 10_000_000 - int(1_000 * (1 - PAGE_MARGIN) * 5_000)  # equal speeds: the owner keeps 1,000 pages
+        assert new is not None and (new.lo_ms, new.hi_ms) == (0, middle)
+        assert plan.lower_bound(owner) == middle
         rows = conn.execute("SELECT partition_id, lo_ms, hi_ms FROM ingest_partitions ORDER BY partition_id").fetchall()
-        assert rows == [(owner, 5_150_000, 10_000_000), (new.partition_id, 0, 5_150_000)]
+        assert rows == [(owner, middle, 10_000_000), (new.partition_id, 0, middle)]
 
 
 def test_a_window_that_covers_what_is_left_gets_a_chain_per_piece_and_a_stalled_budget_none() -> None:

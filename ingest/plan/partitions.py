@@ -16,9 +16,9 @@ from ingest.store.partition_row import Partition
 # split costs a request per piece and saves less time than it costs.
 MIN_SPLIT_PAGES = 2
 # A partition planned to hold whole pages is cut this share short of them: the probe's density is an
-# estimate (0.7 % off on the simulator's data, seeds 1 and 4242), and a partition a few events over its
-# pages ends in a request for those few.
-PAGE_MARGIN = 0.03
+# estimate (on the simulator's data, seeds 1 and 4242, partitions held 0.7 % more events than it said),
+# and a partition a few events over its pages ends in a request for those few.
+PAGE_MARGIN = 0.02
 # A thief's piece is at least this many pages: the running chain keeps whole pages (see PAGE_MARGIN), so a
 # split costs about the piece's own partial page, and at the end of a pass a chain walking 3 pages alone
 # takes 3 page times where two take 2.
