@@ -251,7 +251,10 @@ def test_a_quarantined_copy_of_a_stored_event_does_not_stand_in_for_a_missing_on
 
 def test_verify_fails_when_the_partitions_leave_a_gap(database_url: str, capsys: pytest.CaptureFixture) -> None:
     with sim() as server:
-        assert run_ingest(server.url, database_url, "--strategy", "feed", "--concurrency", "4") == 0
+        # 6 pages of 1,000 for 4 chains: partitions of 2 pages, one of them bounded on both sides (of 5,000 the
+        # 6,000 events would be cut in two open-ended ones: whole pages each)
+        assert run_ingest(server.url, database_url, "--strategy", "feed", "--concurrency", "4",
+                          "--page-size", "1000") == 0
         with psycopg.connect(database_url) as conn:
             (lo, hi) = conn.execute("DELETE FROM ingest_partitions WHERE lo_ms IS NOT NULL AND hi_ms IS NOT NULL"
                                     " AND partition_id = (SELECT min(partition_id) FROM ingest_partitions"
