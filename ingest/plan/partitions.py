@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from ingest.store.partition_row import Partition
 
-# A partition is split only when each half would still hold this many pages of events: a smaller
-# split costs a request per piece and saves less time than it costs.
+# The store keeps the density as min_split_ms, the range of this many pages (splits no longer need them:
+# MIN_PIECE_PAGES): every page count of the plan is read from it.
 MIN_SPLIT_PAGES = 2
 # A partition planned to hold whole pages is cut this share short of them: the probe's density is an
 # estimate (on the simulator's data, seeds 1 and 4242, partitions held 0.7 % more events than it said),
