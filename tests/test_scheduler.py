@@ -64,8 +64,7 @@ def budget(kind: str, clock: FakeClock, stop: threading.Event, source: object = 
                   family=family)
 
 
-def context(stop: StopFlag, *, database_url: str = NOWHERE, control_url: str = "",
-            max_chains: int = 8) -> PassContext:
+def context(stop: StopFlag, *, database_url: str = NOWHERE, control_url: str = "") -> PassContext:
     class Quiet:
         def maybe_log(self) -> None: ...
 
@@ -75,7 +74,7 @@ def context(stop: StopFlag, *, database_url: str = NOWHERE, control_url: str = "
     database = Reconnector(database_url, 0, stop=stop)
     control = Link(Reconnector(control_url or database_url, 0, stop=stop), "control")
     return PassContext(database=database, control=control, pass_id=1, stats=Stats(), stop=stop,
-                       progress=progress, server_now_ms=lambda: 0, max_chains=max_chains)
+                       progress=progress, server_now_ms=lambda: 0)
 
 
 def family_of(scheduler: Scheduler, budget: Budget) -> Family:
@@ -117,7 +116,7 @@ def test_a_partition_left_by_a_retired_budget_waits_for_nobody() -> None:
     settle(scheduler, feed, 1, RetriesExhausted("partition 1: gave up after 8 attempts"))
     assert feed.retired is not None and scheduler._todo[0] == (scheduler.plan.partitions[1], True)
     header_family = family_of(scheduler, header)
-    assert next_chain_for([(f, scheduler._busy(f), 0) for f in scheduler.families], max_chains=64,
+    assert next_chain_for([(f, scheduler._busy(f), 0) for f in scheduler.families],
                           orphan_waiting=scheduler._todo[0][1]) is header_family
 
 

@@ -106,8 +106,7 @@ def _run_with_api(settings: Settings, database: Reconnector, control: Link, stop
             already = control.run(checkpoint.stored_events)
             progress = partial(_progress, stats, settings.progress_interval_s, already,
                                partial(_record_progress, control, run_id))
-            ctx = PassContext(database, control, pass_id, stats, stop, progress, first.server_clock.now_ms,
-                              settings.concurrency * len(clients))
+            ctx = PassContext(database, control, pass_id, stats, stop, progress, first.server_clock.now_ms)
             Scheduler(ctx, plan, budgets).run()
             walked.append(kind)
             total = stats.total_hint if stats.total_hint is not None else api_total_via(first, identity)

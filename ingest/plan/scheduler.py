@@ -71,8 +71,6 @@ class PassContext:
     stop: StopFlag
     progress: Callable[[list[Throttle], queue.Queue], ProgressView]  # drawn by the commands
     server_now_ms: Callable[[], int]
-    # CONCURRENCY per key: each chain holds a page in memory and parses on the writer's cores
-    max_chains: int
 
 
 class Scheduler:
@@ -104,7 +102,7 @@ class Scheduler:
                    for family in self.families}
         progress = self.ctx.progress([b.throttle for b in self.budgets], pages)
         # A thread for every chain `next_chain_for` may start (each family's cap, and one adopted): a chain
-        # without one would hold its partition unwalked.
+        # without one would hold its partition unwalked. Each holds a page in memory at most.
         pool = ThreadPoolExecutor(max_workers=sum(f.max_chains + 1 for f in self.families), thread_name_prefix="fetch")
         try:
             while True:
@@ -151,7 +149,7 @@ class Scheduler:
         while not self._stop.is_set():
             orphaned = bool(self._todo) and self._todo[0][1]
             family = next_chain_for([(f, self._busy(f), self._wanted_chains(f)) for f in self.families
-                                     if f not in no_work], self.ctx.max_chains, orphan_waiting=orphaned)
+                                     if f not in no_work], orphan_waiting=orphaned)
             if family is None:
                 return
             part = self._todo.popleft()[0] if self._todo else self._steal(family)
@@ -261,23 +259,19 @@ class Scheduler:
             self._todo.append((created, False))
 
 
-def next_chain_for(families: list[tuple[Family, int, int]], max_chains: int, *,
-                   orphan_waiting: bool = False) -> Family | None:
+def next_chain_for(families: list[tuple[Family, int, int]], *, orphan_waiting: bool = False) -> Family | None:
     """Which family starts the next chain, from (family, chains running, chains wanted); None: no one.
 
-    The one running fewest goes first; at the cap only one running none. The cap counts the chains each
-    family wants, not those it runs above that (the feed's partitions, started before its first 429 showed
-    its rate): they wait in its spacing, and must not keep a pool's windows unspent. When none wants one and
-    the first in line was left by a retired family (`orphan_waiting`), the one not stalled that can send
-    soonest takes it, below the cap.
+    The one running fewest goes first. Each family's wants stop at its own cap (CONCURRENCY), so the feed's
+    chains waiting in its spacing never keep a pool's windows unspent. When none wants one and the first in
+    line was left by a retired family (`orphan_waiting`), the one not stalled that can send soonest takes
+    it, below its cap.
     """
-    cap_reached = sum(min(busy, wanted) for _, busy, wanted in families) >= max_chains
-    wanting = [(busy, i, family) for i, (family, busy, wanted) in enumerate(families)
-               if busy < wanted and not (cap_reached and busy > 0)]
+    wanting = [(busy, i, family) for i, (family, busy, wanted) in enumerate(families) if busy < wanted]
     if wanting:
         return min(wanting, key=lambda entry: entry[:2])[2]
-    ready = [f for f, _, _ in families if f.chains() > 0 and not _stalled(f)]
-    return min(ready, key=Family.send_in_s) if ready and orphan_waiting and not cap_reached else None
+    ready = [f for f, busy, _ in families if f.chains() > 0 and not _stalled(f) and busy < f.max_chains]
+    return min(ready, key=Family.send_in_s) if ready and orphan_waiting else None
 
 
 def joint_chains(family: Family) -> int:
