@@ -1,6 +1,8 @@
 """The README cannot drift from the CLI: every flag and variable is documented."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from ingest.commands.cli import build_parser
@@ -10,6 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text()
 BENCHMARKS = (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def run_help(module: str) -> str:
+    return subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True,
+                          cwd=ROOT).stdout
 
 
 def test_every_cli_flag_is_in_the_readme() -> None:
@@ -62,6 +69,11 @@ def test_the_architecture_names_every_module_in_its_folder() -> None:
 def test_every_benchmark_command_names_a_script_and_its_options() -> None:
     commands = re.findall(r"`\.venv/bin/python (bench/\w+\.py)([^`]*)`", BENCHMARKS)
     assert len(commands) >= 10
-    unknown = [(script, flag) for script, args in commands for flag in re.findall(r"--[\w-]+", args)
+    # a simulator switch passed through (`--sim=--window-s=20`) must be one the simulator knows
+    sim_switches = re.findall(r"--sim=(--[\w-]+)", " ".join(args for _, args in commands))
+    unknown = [(script, flag) for script, args in commands
+               for flag in re.findall(r"--[\w-]+", re.sub(r"=--[\w-]+(=\S*)?", "", args))
                if f'"{flag}"' not in (ROOT / script).read_text()]
     assert unknown == []
+    assert sim_switches and [switch for switch in sim_switches
+                             if switch not in run_help("datasync_sim")] == []
