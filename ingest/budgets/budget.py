@@ -171,6 +171,7 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
                                 answers=answers or AnswerTimer(settings.request_timeout_s))
             return RetryLoop(throttle, policy, stats, stop)
 
+        feed: Budget | None = None
         if settings.strategy != "documented":
             # stream-access has a bucket of its own: its answers must not teach the feed's throttle.
             slow_start = f"{FEED}@{key_id}" in recently_used
@@ -191,8 +192,7 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         query = DocumentedSource(client, settings.page_size, _both(query_retry.throttle.observe,
                                                                     probe.query_answered), query_auth=True)
         budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry, key_id=key_id, family=EVENTS + suffix))
-        feed = next((b for b in budgets if b.kind == FEED and b.key_id == key_id), None)
-        if feed is not None:
+        if feed is not None:  # the watch lives on in the two throttles' 429 hooks
             FeedShareWatch(feed.throttle, header_retry.throttle)
         budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
                               key_id=key_id, family=EVENTS + suffix))
