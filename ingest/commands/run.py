@@ -109,10 +109,12 @@ def _run_with_api(settings: Settings, database: Reconnector, control: Link, stop
             ctx = PassContext(database, control, pass_id, stats, stop, progress, first.server_clock.now_ms)
             Scheduler(ctx, plan, budgets).run()
             walked.append(kind)
+            walked_at = time.monotonic()
             total = stats.total_hint if stats.total_hint is not None else api_total_via(first, identity)
             control.run(partial(checkpoint.close_pass, pass_id=pass_id, api_total=total,
                                 server_now_ms=first.server_clock.now_ms()))
             result = control.run(partial(verify, api_total=total, per_day=False))
+            logger.debug("{} pass walked; closed and verified in {:.2f} s", kind, time.monotonic() - walked_at)
             wanted = _next_pass(walked, result)
             if wanted is None:
                 break
