@@ -176,3 +176,19 @@ def test_the_chain_holding_the_probation_request_does_not_see_its_family_stalled
     carried: list[str] = []
     events.call(lambda m: carried.append(m.name), "partition 4", hand_back=hand_back)
     assert carried == ["query"] and not any(looks)
+
+
+def test_a_pass_ending_before_the_windows_do_gets_the_chains_that_spend_them_first() -> None:
+    clock = FakeClock()
+    header, query, events = pools(clock)
+    query.probe = QueryPoolProbe()
+    header.throttle.observe(10, 9, 59.0)
+    query.throttle.observe(5, 4, 59.0)
+    assert events.chains_to_spend(pass_left_s=300.0) == 2  # 9 and 1 (on probation) requests in 60 s: a chain each
+    assert events.chains_to_spend(pass_left_s=12.0) == 3 + 1  # 9 requests of 3.5 s in 12 s; probation's one
+    query.probe.verdict = "separate"
+    assert events.chains_to_spend(pass_left_s=12.0) == 3 + 2  # and its four
+    clock.advance(50.0)
+    assert events.chains_to_spend(pass_left_s=300.0) == 4 + 2  # the windows end in 10 s: they come first
+    clock.advance(11.0)
+    assert events.chains_to_spend(pass_left_s=12.0) == 0  # ended: the next window opens with a request

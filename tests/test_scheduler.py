@@ -289,3 +289,20 @@ def test_a_family_running_more_chains_than_it_wants_hands_as_many_back_as_the_ot
     assert scheduler._todo[0] == (plan.partitions[1], False) and 1 not in scheduler._leaving
     scheduler._count_surplus()  # partition 2's chain is still leaving; partition 1 waits in line for a chain
     assert not scheduler._hand_back(feed_family, 3)
+
+
+def test_beside_the_feed_a_short_pass_gets_the_chains_that_spend_the_pools_windows_before_it_ends() -> None:
+    """At 200,000 events the pass ends ~20 s in: two chains sent 9 of the pools' 15 requests by then, and the
+    feed fetched the rest at its paced rate (1.6 x the minimum, against 1.3 with this rule)."""
+    clock, stop = FakeClock(), StopFlag()
+    header, query = pools(clock, stop.event)
+    feed = budget(FEED, clock, stop.event)
+    feed.throttle.answered = 1  # its rate unknown yet: eight chains, a page each per 3.5 s
+    scheduler = Scheduler(context(stop), wide_plan(pages=20), [feed, header, query])
+    events = family_of(scheduler, header)
+    assert scheduler._wanted_chains(events) == 4 + 2  # the pass ends in ~8 s: 9 and 4 requests of 3.5 s
+    scheduler.plan = wide_plan(pages=200)
+    assert scheduler._wanted_chains(events) == 2  # it outlasts the windows: a chain each sends them in time
+    scheduler.plan = wide_plan(pages=20)
+    feed.retire("stream-access refused")
+    assert scheduler._wanted_chains(events) == 1  # alone, every request is the pass's: one chain, no partial page

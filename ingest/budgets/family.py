@@ -90,6 +90,18 @@ class Family:
             spare += min(tokens, 1) if member.on_probation else tokens
         return spare
 
+    def chains_to_spend(self, pass_left_s: float) -> int:
+        """Chains that send the spare requests of the members' open windows before each window ends or the
+        pass does, whichever comes first: requests a window still holds when the pass ends are lost."""
+        wanted = 0
+        for member in self._active():
+            limiter = member.throttle.limiter
+            left, spare = limiter.window_left_s(), limiter.spare_tokens()
+            if left and spare:
+                spare = min(spare, 1) if member.on_probation else spare
+                wanted += math.ceil(spare * self.latency_s / max(min(left, pass_left_s), self.latency_s) - 1e-9)
+        return wanted
+
     def call(self, send: Callable[[Budget], T], what: str, *, hand_back: Callable[[], bool] = lambda: False) -> T:
         """`send(member)` through the member that can send soonest, retried as its retry loop says; it moves
         to a member SWITCH_S sooner, retires one that fails for good while another can go on. HandedBack when

@@ -51,6 +51,13 @@ class RateLimiter:
                 return 0
             return max(0, self._tokens)
 
+    def window_left_s(self) -> float | None:
+        """Seconds until the open window ends, our margin included (None: none open or known)."""
+        with self._lock:
+            if not self._engaged or self._window_end is None:
+                return None
+            return max(0.0, self._window_end - self._clock())
+
     def rate_per_s(self) -> float | None:
         """Requests per second the announced windows allow (None until a limit with its window is known)."""
         with self._lock:

@@ -49,6 +49,9 @@ HAND_BACK_PAGE_TIMES = 2.0
 HAND_BACK_MIN_S = 2.0  # s
 # pages per request of a fan-out's piece: under one, so a denser stretch than the sample still fits a request
 FANOUT_PIECE_PAGES = 0.8
+# A pass ending within this many page times is the fan-out's (it counts every piece's partial page), not
+# the rule that spends a window's requests before the pass ends.
+END_GAME_PAGE_TIMES = 2.0
 FANOUT_SPARE_REQUESTS = 1  # requests of the open windows a fan-out keeps for a failure sent again
 
 
@@ -193,8 +196,19 @@ class Scheduler:
             return chains
         if not self._others_active(family):  # alone: every other family retired, or none
             chains = joint_chains(family)
+        elif (left := self._pass_left()) is not None and left[1] > END_GAME_PAGE_TIMES * family.latency_s:
+            # Beside others, a window's requests not sent by the pass's end are lost; no more chains than
+            # pages left: a piece under a page is all partial page.
+            chains = max(chains, min(family.max_chains, family.chains_to_spend(left[1]), math.ceil(left[0])))
         fan = self._fan_out(family)
         return max(chains, fan[0]) if fan is not None else chains
+
+    def _pass_left(self) -> tuple[float, float] | None:
+        """(Pages left, seconds until the pass ends if every family sends at its rate; one whose rate is
+        unknown sends a request per page time on each of its chains); None while the density is unknown."""
+        remaining = self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
+        rate = sum(f.rate_per_s() or f.chains() / f.latency_s for f in self.families if f.retired is None)
+        return (remaining, remaining / rate) if remaining is not None and rate > 0 else None
 
     def _fan_out(self, family: Family) -> tuple[int, int] | None:
         """`fan_out` of what is left on the family's open windows."""
