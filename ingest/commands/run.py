@@ -16,7 +16,7 @@ from ingest.budgets.budget import FEED, HEADER, Budget, open_budgets
 from ingest.budgets.throttle import Throttle
 from ingest.commands.api_probe import anchor_served, api_clients, api_total_via, one_off_loop
 from ingest.commands.progress import Figures, Progress
-from ingest.commands.verify import Verification, verify
+from ingest.commands.verify import Verification, verify_tally
 from ingest.config import Settings
 from ingest.errors import DatabaseError, IngestError, RetryableApiError, Stopped
 from ingest.plan.partitions import Partition, Plan, min_split_ms, page_partitions
@@ -103,7 +103,7 @@ def _run_with_api(settings: Settings, database: Reconnector, control: Link, stop
         wanted: str | None = None
         while True:
             pass_id, kind, plan = _resume_or_plan(control, budgets, settings, wanted)
-            already = control.run(checkpoint.stored_events)
+            already, inserted_before = control.run(checkpoint.stored_events), stats.stored
             progress = partial(_progress, stats, settings.progress_interval_s, already,
                                partial(_record_progress, control, run_id))
             ctx = PassContext(database, control, pass_id, stats, stop, progress, first.server_clock.now_ms)
@@ -113,7 +113,8 @@ def _run_with_api(settings: Settings, database: Reconnector, control: Link, stop
             total = stats.total_hint if stats.total_hint is not None else api_total_via(first, identity)
             control.run(partial(checkpoint.close_pass, pass_id=pass_id, api_total=total,
                                 server_now_ms=first.server_clock.now_ms()))
-            result = control.run(partial(verify, api_total=total, per_day=False))
+            result = control.run(partial(verify_tally, api_total=total,
+                                         stored=already + stats.stored - inserted_before))
             logger.debug("{} pass walked; closed and verified in {:.2f} s", kind, time.monotonic() - walked_at)
             wanted = _next_pass(walked, result)
             if wanted is None:

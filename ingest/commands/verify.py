@@ -49,9 +49,12 @@ class Verification:
         return self.problem is None
 
 
-def verify(conn: psycopg.Connection, api_total: int | None, *, per_day: bool = True) -> Verification:
-    """Account for the API's meta.total in the store, and prove the cover from the partition table."""
-    (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
+def verify(conn: psycopg.Connection, api_total: int | None, *, per_day: bool = True,
+           stored: int | None = None) -> Verification:
+    """Account for the API's meta.total in the store, and prove the cover from the partition table. `stored`:
+    the rows a run knows the table holds, taken instead of counting them."""
+    if stored is None:
+        (stored,) = one(conn.execute("SELECT count(*) FROM ingested_events"))
     (quarantined,) = one(conn.execute(
         "SELECT count(DISTINCT q.event_id) + count(*) FILTER (WHERE q.event_id IS NULL)"
         " FROM ingest_quarantine q"
@@ -62,6 +65,14 @@ def verify(conn: psycopg.Connection, api_total: int | None, *, per_day: bool = T
         " FROM ingested_events GROUP BY 1 ORDER BY 1"
     ).fetchall() if per_day else []
     return Verification(api_total, stored, quarantined, coverage_gap(conn), days)
+
+
+def verify_tally(conn: psycopg.Connection, api_total: int | None, stored: int) -> Verification:
+    """`verify` at the end of a pass, from its tally of the rows stored (counted before it, plus what its
+    commits inserted): a table of millions is counted (0.8-3.8 s at 3M) only when the tally falls short.
+    Inserts are counted in the transactions that made them, so the tally holds no row that is not there."""
+    result = verify(conn, api_total, per_day=False, stored=stored)
+    return result if result.complete else verify(conn, api_total, per_day=False)
 
 
 def coverage_gap(conn: psycopg.Connection) -> str | None:
