@@ -133,12 +133,18 @@ def test_the_family_is_stalled_only_when_every_member_is() -> None:
     assert events.send_in_s() == pytest.approx(31.0) and hand_back_due(events, [events, feed])
 
 
-def test_the_family_keeps_busy_its_members_chains_together() -> None:
-    clock = FakeClock()
+def pools_on_probation(clock: FakeClock, header_left: int, query_left: int) -> tuple[Budget, Budget, Family]:
+    """`pools`, their windows announced (10 and 5 per 60 s, that many left) and the query pool on probation."""
     header, query, events = pools(clock)
     query.probe = QueryPoolProbe()
-    header.throttle.observe(10, 10, 59.0)
-    query.throttle.observe(5, 5, 59.0)
+    header.throttle.observe(10, header_left, 59.0)
+    query.throttle.observe(5, query_left, 59.0)
+    return header, query, events
+
+
+def test_the_family_keeps_busy_its_members_chains_together() -> None:
+    clock = FakeClock()
+    header, query, events = pools_on_probation(clock, 10, 5)
     assert events.chains() == 2  # one each: 10 and 5 per 60 s x 3.5 s a page
     for _ in range(3):
         query.throttle.answers.answered(9.0)  # slow pages, taught through either pool: one page time
@@ -180,10 +186,7 @@ def test_the_chain_holding_the_probation_request_does_not_see_its_family_stalled
 
 def test_a_pass_ending_before_the_windows_do_gets_the_chains_that_spend_them_first() -> None:
     clock = FakeClock()
-    header, query, events = pools(clock)
-    query.probe = QueryPoolProbe()
-    header.throttle.observe(10, 9, 59.0)
-    query.throttle.observe(5, 4, 59.0)
+    _, query, events = pools_on_probation(clock, 9, 4)
     assert events.chains_to_spend(pass_left_s=300.0) == 2  # 9 and 1 (on probation) requests in 60 s: a chain each
     assert events.chains_to_spend(pass_left_s=12.0) == 3 + 1  # 9 requests of 3.5 s in 12 s; probation's one
     query.probe.verdict = "separate"
