@@ -138,6 +138,21 @@ def test_an_answer_from_before_the_window_rolled_does_not_drain_the_new_window()
     assert (waits, server.counts, set(server.statuses)) == ([0.0] * 10 + [60.5], [10, 10, 1], {200})
 
 
+def test_a_window_guessed_too_short_is_corrected_by_its_first_answer() -> None:
+    """Seen at 3M on the query pool: the request that opened its first window timed out, so the first
+    answer came 15 s in (Reset 45) and 45 s became the window's length. The second window's end, guessed
+    45 s after its opener, was trusted over its answers' 60 s: two requests went 15 s into a lockout."""
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=1.0)
+    server = FixedWindowServer(clock, limit=5, window_s=60)
+    limiter.acquire()
+    server.handle()  # the opener, whose answer is lost
+    clock.advance(15)
+    waits = [fetch(limiter, server) for _ in range(4)]  # the first answer: Remaining 3, Reset 45
+    waits += [fetch(limiter, server) for _ in range(6)]  # the second window, then the third's opener
+    assert (waits, server.counts, set(server.statuses)) == ([0.0] * 4 + [46.0] + [0.0] * 4 + [61.0], [5, 5, 1], {200})
+
+
 def test_an_answer_in_the_current_window_is_believed_even_from_another_thread() -> None:
     clock = FakeClock()
     limiter = make_limiter(clock, margin=0.5)

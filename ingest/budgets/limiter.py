@@ -124,9 +124,13 @@ class RateLimiter:
                 self._window_end, self._window_end_guessed = end, False
             elif self._window_end_guessed:
                 # The guess is anchored at the send time of the request that opened the window; trust the
-                # earlier of it and the answer until a 429 shows that guesses can be early.
-                self._window_end = min(self._window_end, end) if self._trust_guess else end
-                self._window_end_guessed = False
+                # earlier of it and the answer until a 429 shows that guesses can be early. But the server
+                # counted Reset after our send: an answer ending more than a rounding (1 s) and the margin
+                # past the guess proves the length it took short (the run's first answer came late in its
+                # window, its Reset taken for the length), and the answer's end holds.
+                if self._trust_guess and end - self._window_end <= 1.0 + self._margin:
+                    end = min(self._window_end, end)
+                self._window_end, self._window_end_guessed = end, False
             else:
                 # answers arrive late and out of order, and lateness only pushes `end` later
                 self._window_end = min(self._window_end, end)
