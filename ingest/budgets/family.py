@@ -75,8 +75,7 @@ class Family:
         return sum(rates) if rates else None
 
     def chains(self) -> int:
-        """Chains that keep the family busy: its members' chains together (measured against the joint rate's
-        chains at 300k events: 59.3 s against 61.5 s, where the run's end was left to one chain)."""
+        """Chains that keep the family busy: its members' chains together (docs: "Chains a family keeps busy")."""
         active = self._active()
         if len(active) <= 1:
             return active[0].chains() if active else 0
@@ -84,23 +83,13 @@ class Family:
 
     def spare_tokens(self) -> int:
         """Requests left in the members' current windows (a member on probation carries one at a time)."""
-        spare = 0
-        for member in self._active():
-            tokens = member.throttle.limiter.spare_tokens()
-            spare += min(tokens, 1) if member.on_probation else tokens
-        return spare
+        return sum(_spare(m) for m in self._active())
 
     def chains_to_spend(self, pass_left_s: float) -> int:
-        """Chains that send the spare requests of the members' open windows before each window ends or the
-        pass does, whichever comes first: requests a window still holds when the pass ends are lost."""
-        wanted = 0
-        for member in self._active():
-            limiter = member.throttle.limiter
-            left, spare = limiter.window_left_s(), limiter.spare_tokens()
-            if left and spare:
-                spare = min(spare, 1) if member.on_probation else spare
-                wanted += math.ceil(spare * self.latency_s / max(min(left, pass_left_s), self.latency_s) - 1e-9)
-        return wanted
+        """Chains that send each member's spare requests before its window ends or the pass does, whichever
+        comes first: requests a window still holds when the pass ends are lost."""
+        return sum(math.ceil(_spare(m) * self.latency_s / max(min(left, pass_left_s), self.latency_s) - 1e-9)
+                   for m in self._active() if (left := m.throttle.limiter.window_left_s()))
 
     def call(self, send: Callable[[Budget], T], what: str, *, hand_back: Callable[[], bool] = lambda: False) -> T:
         """`send(member)` through the member that can send soonest, retried as its retry loop says; it moves
@@ -138,6 +127,11 @@ class Family:
         """True when another member can send SWITCH_S before `member` (whose own turn this chain holds)."""
         mine = member.throttle.wait_s() if member.retired is None else math.inf
         return any(other.send_in_s() + SWITCH_S < mine for other in self.members if other is not member)
+
+
+def _spare(member: Budget) -> int:
+    tokens = member.throttle.limiter.spare_tokens()
+    return min(tokens, 1) if member.on_probation else tokens
 
 
 def families_of(budgets: list[Budget]) -> list[Family]:

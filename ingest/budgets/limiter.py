@@ -6,9 +6,8 @@ import threading
 import time
 from collections.abc import Callable
 
-# Reset counts whole seconds and captures do not say whether the server rounds down or up: rounding
-# down hides up to 1 s of window. A request that lands early is a 429 that extends the lockout, while
-# 1 s of a 60 s window costs under 2% of throughput.
+# Reset counts whole seconds, rounded either way: rounded down it hides up to 1 s of window, and a request
+# landing early is a 429 that extends the lockout (1 s of a 60 s window costs under 2 % of throughput).
 RESET_MARGIN_S = 1.0  # s, added to the end of every window the server announces
 # As an epoch 1e9 s is 2001; as a window it is 31 years: no Reset value is ambiguous.
 EPOCH_THRESHOLD_S = 1e9  # s
@@ -123,11 +122,9 @@ class RateLimiter:
             if self._window_end is None:
                 self._window_end, self._window_end_guessed = end, False
             elif self._window_end_guessed:
-                # The guess is anchored at the send time of the request that opened the window; trust the
-                # earlier of it and the answer until a 429 shows that guesses can be early. But the server
-                # counted Reset after our send: an answer ending more than a rounding (1 s) and the margin
-                # past the guess proves the length it took short (the run's first answer came late in its
-                # window, its Reset taken for the length), and the answer's end holds.
+                # The earlier of the guess (anchored at the opener's send) and the answer, until a 429 shows
+                # guesses can be early; an answer more than a rounding (1 s) and the margin past the guess
+                # proves the guessed length short (docs/scheduling.md, "Windows").
                 if self._trust_guess and end - self._window_end <= 1.0 + self._margin:
                     end = min(self._window_end, end)
                 self._window_end, self._window_end_guessed = end, False

@@ -1,6 +1,5 @@
 """The pace of a budget that publishes no limit but answers 429 (the feed): a rate found from what is granted,
-probed upward while nothing pushes back, with a burst after a window's lockout. How and why:
-docs/scheduling.md ("The pacer")."""
+probed upward, with a burst after a window's lockout (docs/scheduling.md, "The pacer")."""
 
 from __future__ import annotations
 

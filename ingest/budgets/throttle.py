@@ -1,9 +1,5 @@
-"""One budget's throttle: when its next request may go, how many may be in flight, and how many chains it feeds.
-
-It puts the announced windows (RateLimiter), the spacing learned from 429s (Pacer) and the in-flight slots
-(a slow start's, the query pool's one on probation) behind one turn. The rules: docs/scheduling.md
-("A request's turn").
-"""
+"""One budget's throttle: the windows (RateLimiter), the spacing (Pacer) and the in-flight slots behind one turn,
+and how many chains the budget feeds (docs/scheduling.md, "A request's turn")."""
 
 from __future__ import annotations
 

@@ -49,9 +49,7 @@ HAND_BACK_PAGE_TIMES = 2.0
 HAND_BACK_MIN_S = 2.0  # s
 # pages per request of a fan-out's piece: under one, so a denser stretch than the sample still fits a request
 FANOUT_PIECE_PAGES = 0.8
-# A pass ending within this many page times is the fan-out's (it counts every piece's partial page), not
-# the rule that spends a window's requests before the pass ends.
-END_GAME_PAGE_TIMES = 2.0
+END_GAME_PAGE_TIMES = 2.0  # page times; a pass ending sooner is the fan-out's, not `chains_to_spend`'s
 FANOUT_SPARE_REQUESTS = 1  # requests of the open windows a fan-out keeps for a failure sent again
 
 
@@ -173,9 +171,7 @@ class Scheduler:
             return pid in self._leaving
 
     def _count_surplus(self) -> None:
-        """A family running more chains than it wants (the feed's partitions, started before its first 429)
-        gives as many back as the others lack: there, a range moves at the others' pace, not at a share of
-        the feed's, and it moves whole, with no split and no partial page."""
+        """A family running more chains than it wants hands as many back as the others lack (docs: "Surplus")."""
         wants = {f: (self._busy(f), self._wanted_chains(f)) for f in self.families}
         with self._lock:
             leaving = Counter(owner for pid, owner in self._running.values() if pid in self._leaving)
@@ -197,8 +193,6 @@ class Scheduler:
         if not self._others_active(family):  # alone: every other family retired, or none
             chains = joint_chains(family)
         elif (left := self._pass_left()) is not None and left[1] > END_GAME_PAGE_TIMES * family.latency_s:
-            # Beside others, a window's requests not sent by the pass's end are lost; no more chains than
-            # pages left: a piece under a page is all partial page.
             chains = max(chains, min(family.max_chains, family.chains_to_spend(left[1]), math.ceil(left[0])))
         fan = self._fan_out(family)
         return max(chains, fan[0]) if fan is not None else chains
@@ -274,13 +268,9 @@ class Scheduler:
 
 
 def next_chain_for(families: list[tuple[Family, int, int]], *, orphan_waiting: bool = False) -> Family | None:
-    """Which family starts the next chain, from (family, chains running, chains wanted); None: no one.
-
-    The one running fewest goes first. Each family's wants stop at its own cap (CONCURRENCY), so the feed's
-    chains waiting in its spacing never keep a pool's windows unspent. When none wants one and the first in
-    line was left by a retired family (`orphan_waiting`), the one not stalled that can send soonest takes
-    it, below its cap.
-    """
+    """Which family starts the next chain, from (family, chains running, chains wanted); None: no one. The
+    one running fewest, below its own cap; with none wanting and a retired family's partition first in line
+    (`orphan_waiting`), the one not stalled that can send soonest (docs: "Which family starts the next chain")."""
     wanting = [(busy, i, family) for i, (family, busy, wanted) in enumerate(families) if busy < wanted]
     if wanting:
         return min(wanting, key=lambda entry: entry[:2])[2]
@@ -290,8 +280,7 @@ def next_chain_for(families: list[tuple[Family, int, int]], *, orphan_waiting: b
 
 def joint_chains(family: Family) -> int:
     """The chains the family's joint rate keeps busy: its rate × the page time, rounded up (its members'
-    chains added up while no rate is known). Rounded per member, the two pools would run two chains where one
-    sends their 15 requests a window; the second's partial page would open a window more."""
+    chains added up while no rate is known), not each member's rounded up (docs: "Chains a family keeps busy")."""
     rate = family.rate_per_s()
     chains = family.chains()
     if rate is None:
