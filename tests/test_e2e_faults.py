@@ -153,7 +153,9 @@ def test_lock_held_elsewhere_gives_exit_3_and_touches_nothing(database_url: str)
 
 @pytest.mark.parametrize("strategy", ["documented", "feed"])
 def test_tight_limits_no_request_before_retry_after(database_url: str, strategy: str) -> None:
-    cfg = profile_config("tight", events=8_000, seed=9)
+    # The feed refills 2 a second: four chains starting together meet a 429 even on a loaded machine (at
+    # its own 10 a second, chains that a busy machine started apart met none).
+    cfg = profile_config("tight", events=8_000, seed=9, feed_rpm=120.0)
     with SimServer(cfg) as server:
         code = run_ingest(server.url, database_url, "--strategy", strategy, "--page-size", "1000",
                           "--concurrency", "4")
