@@ -190,30 +190,29 @@ class Scheduler:
         chains = family.chains()
         if chains == 0:
             return chains
+        pages = self._pages_left()
         if not self._others_active(family):  # alone: every other family retired, or none
             chains = joint_chains(family)
-        elif (left := self._pass_left()) is not None and left[1] > END_GAME_PAGE_TIMES * family.latency_s:
-            chains = max(chains, min(family.max_chains, family.chains_to_spend(left[1]), math.ceil(left[0])))
-        fan = self._fan_out(family)
+        elif pages is not None and (left_s := self._pass_left_s(pages)) > END_GAME_PAGE_TIMES * family.latency_s:
+            chains = max(chains, min(family.max_chains, family.chains_to_spend(left_s), math.ceil(pages)))
+        fan = fan_out(pages, family.spare_tokens(), family.max_chains)
         return max(chains, fan[0]) if fan is not None else chains
 
-    def _pass_left(self) -> tuple[float, float] | None:
-        """(Pages left, seconds until the pass ends if every family sends at its rate; one whose rate is
-        unknown sends a request per page time on each of its chains); None while the density is unknown."""
-        remaining = self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
-        rate = sum(f.rate_per_s() or f.chains() / f.latency_s for f in self.families if f.retired is None)
-        return (remaining, remaining / rate) if remaining is not None and rate > 0 else None
+    def _pages_left(self) -> float | None:
+        """Pages still to fetch in the pass (None while the density is unknown)."""
+        return self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
 
-    def _fan_out(self, family: Family) -> tuple[int, int] | None:
-        """`fan_out` of what is left on the family's open windows."""
-        remaining = self.plan.remaining_pages({p.partition_id for p in self.plan.pending()})
-        return fan_out(remaining, family.spare_tokens(), family.max_chains)
+    def _pass_left_s(self, pages: float) -> float:
+        """Seconds until the pass would end if every family sent at its rate (one whose rate is unknown: a
+        request per page time on each of its chains)."""
+        rate = sum(f.rate_per_s() or f.chains() / f.latency_s for f in self.families if f.retired is None)
+        return pages / rate if rate > 0 else math.inf
 
     def _steal(self, thief: Family) -> Partition | None:
         """Split the widest running range for `thief`: in a fan-out all but the owner's piece, else the lower
         piece in proportion to the two chains' speeds."""
         owners = {pid: budget for pid, budget in self._running.values()}
-        fan = self._fan_out(thief)
+        fan = fan_out(self._pages_left(), thief.spare_tokens(), thief.max_chains)
         if fan is not None:
             rounds = fan[1]
             # The owner keeps a piece; no split when its own requests (a page each) cover the rest anyway.
