@@ -16,8 +16,11 @@ from tests.fix_clock import EPOCH_AT_START, START, FakeClock
 class FixedWindowServer:
     """The live API's bucket: `limit` requests per fixed window opened by the first request."""
 
-    def __init__(self, clock: Callable[[], float], limit: int, window_s: float, whole_seconds: bool = True):
-        self.clock, self.limit, self.window_s, self.whole_seconds = clock, limit, window_s, whole_seconds
+    def __init__(self, clock: Callable[[], float], limit: int, window_s: float, whole_seconds: bool = True,
+                 announce: Callable[[float], float] | None = None):
+        """`announce`: the Reset said for the seconds left (default: rounded up, or exact)."""
+        self.clock, self.limit, self.window_s = clock, limit, window_s
+        self.announce = announce or (math.ceil if whole_seconds else (lambda left: left))
         self.counts: list[int] = []  # requests per window, in order
         self.statuses: list[int] = []
         self._end = -math.inf
@@ -33,7 +36,7 @@ class FixedWindowServer:
             self.counts[-1] += 1
             self.statuses.append(200 if self.counts[-1] <= self.limit else 429)
             left = self._end - now
-            return self.limit, max(0, self.limit - self.counts[-1]), math.ceil(left) if self.whole_seconds else left
+            return self.limit, max(0, self.limit - self.counts[-1]), self.announce(left)
 
 
 def join_all(pool: list[threading.Thread]) -> None:
@@ -43,14 +46,24 @@ def join_all(pool: list[threading.Thread]) -> None:
     assert not any(thread.is_alive() for thread in pool)
 
 
-def make_limiter(clock: FakeClock, margin: float = 0.5) -> RateLimiter:
-    return RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=margin)
+def make_limiter(clock: FakeClock, margin: float = 0.5, probe_margin: float | None = None) -> RateLimiter:
+    """No probe unless asked: these tests are about other rules, and a probe moves a window's first request."""
+    return RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=margin,
+                       probe_margin=probe_margin)
 
 
-def fetch(limiter: RateLimiter, server: FixedWindowServer) -> float:
-    """One fetcher step: acquire, send, keep in step with the answer; returns the seconds waited."""
+def fetch(limiter: RateLimiter, server: FixedWindowServer, transit_s: float = 0.0,
+          clock: FakeClock | None = None) -> float:
+    """One fetcher step: acquire, send (`transit_s` on the way), keep in step with the answer, or wait
+    out a 429 as the sender does (Retry-After + 1 s); returns the seconds waited."""
     waited = limiter.acquire()
-    limiter.observe(*server.handle())
+    if clock is not None:
+        clock.advance(transit_s)
+    limit, remaining, reset = server.handle()
+    if server.statuses[-1] == 429:
+        limiter.pause_for(reset + 1.0)
+    else:
+        limiter.observe(limit, remaining, reset)
     return waited
 
 
@@ -151,6 +164,40 @@ def test_a_window_guessed_too_short_is_corrected_by_its_first_answer() -> None:
     waits = [fetch(limiter, server) for _ in range(4)]  # the first answer: Remaining 3, Reset 45
     waits += [fetch(limiter, server) for _ in range(6)]  # the second window, then the third's opener
     assert (waits, server.counts, set(server.statuses)) == ([0.0] * 4 + [46.0] + [0.0] * 4 + [61.0], [5, 5, 1], {200})
+
+
+def test_on_a_server_that_rounds_up_one_probe_opens_the_window_and_later_ends_take_the_probe_margin() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=1.0, probe_margin=0.2)
+    server = FixedWindowServer(clock, limit=10, window_s=60)
+    waits = [round(fetch(limiter, server), 6) for _ in range(21)]
+    # the 11th is the probe, 0.2 s after the announced end; its answer lets the other 9 go at once
+    assert (waits, server.counts, set(server.statuses)) == ([0.0] * 10 + [60.2] + [0.0] * 9 + [60.2], [10, 10, 1],
+                                                            {200})
+
+
+def test_on_a_server_that_rounds_down_the_probe_comes_early_once_and_the_full_margin_holds_after() -> None:
+    """Reset rounded down hides up to a second of window: the probe, sent 0.2 s after the announced end,
+    lands inside it. Its 429 is the only one: the full margin holds from then on."""
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=1.0, probe_margin=0.2)
+    server = FixedWindowServer(clock, limit=10, window_s=60, announce=math.floor)
+    waits = [fetch(limiter, server, 0.1, clock) for _ in range(32)]
+    assert server.statuses.count(429) == 1 and server.statuses[10] == 429
+    assert server.counts == [11, 10, 10, 1]  # the probe's 429 counted in the first window
+    # announced end 59.0 (the opener's Reset, 59.99 rounded down): the probe 0.2 s after it, then Retry-After 0 + 1 s
+    assert [round(wait, 1) for wait in waits[10:12]] == [58.2, 1.0]
+
+
+def test_a_probe_left_unanswered_holds_the_rest_only_until_the_full_margin() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=1.0, probe_margin=0.2)
+    limiter.observe(10, 0, 30)
+    assert limiter.wait_s() == pytest.approx(30.2) and limiter.wait_s(probe=False) == pytest.approx(31.0)
+    assert limiter.acquire() == pytest.approx(30.2)  # the probe; its answer never comes
+    assert limiter.wait_s() == pytest.approx(0.8)
+    assert [limiter.acquire() for _ in range(9)] == [pytest.approx(0.8)] + [0.0] * 8
+    assert limiter.wait_s() == pytest.approx(29.4)  # ten in the window the probe opened: its end, the next probe
 
 
 def test_an_answer_in_the_current_window_is_believed_even_from_another_thread() -> None:

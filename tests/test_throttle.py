@@ -32,7 +32,7 @@ def test_a_spent_window_is_a_deadline_for_the_next_run() -> None:
     assert spender.state(wall=clock.wall) == (None, None)  # one request left: nothing to keep
     spender.limiter.acquire()
     _, not_before = spender.state(wall=clock.wall)
-    assert not_before == pytest.approx(EPOCH_AT_START + 40 + MARGIN_S)
+    assert not_before == pytest.approx(EPOCH_AT_START + 40 + MARGIN_S, abs=1e-6)
 
     clock.advance(10.0)  # the run is killed; the next one starts 10 s later
     successor = throttle(clock)
@@ -46,7 +46,7 @@ def test_a_429_pause_is_a_deadline_for_the_next_run() -> None:
     spender = throttle(clock)
     spender.on_rate_limited(30.0, fallback_s=1.0)
     _, not_before = spender.state(wall=clock.wall)
-    assert not_before == pytest.approx(EPOCH_AT_START + 30 + RETRY_AFTER_MARGIN_S)
+    assert not_before == pytest.approx(EPOCH_AT_START + 30 + RETRY_AFTER_MARGIN_S, abs=1e-6)
 
 
 def test_a_rate_guessed_from_a_retry_after_is_not_kept_a_measured_one_is() -> None:

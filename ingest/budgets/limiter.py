@@ -9,6 +9,9 @@ from collections.abc import Callable
 # Reset counts whole seconds, rounded either way: rounded down it hides up to 1 s of window, and a request
 # landing early is a 429 that extends the lockout (1 s of a 60 s window costs under 2 % of throughput).
 RESET_MARGIN_S = 1.0  # s, added to the end of every window the server announces
+# One request tries the next window this soon after an announced end while the rest keep the margin: if it
+# opens the window, the server rounds Reset up and every later end takes this margin instead.
+PROBE_MARGIN_S = 0.2  # s; covers the request's way to the server, which the send-anchored ends leave out
 # As an epoch 1e9 s is 2001; as a window it is 31 years: no Reset value is ambiguous.
 EPOCH_THRESHOLD_S = 1e9  # s
 SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a set `stop` is noticed within half a second
@@ -25,11 +28,16 @@ class RateLimiter:
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         reset_margin: float = RESET_MARGIN_S,
+        probe_margin: float | None = PROBE_MARGIN_S,
     ) -> None:
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
         self._margin = reset_margin
+        self._safe_margin = reset_margin
+        self._probe_margin = probe_margin  # None: never again (a probe came early), or never asked
+        self._probe_window: int | None = None  # the window a probe went into early, until it is answered
+        self._probe_until = 0.0  # the end with the full margin: then the rest go without the probe's answer
         self._lock = threading.Lock()
         self._engaged = False  # rate-limit headers seen: until then nothing is restricted
         self._limit = 0  # requests per window
@@ -118,6 +126,10 @@ class RateLimiter:
                 return
             if getattr(self._sent_in, "window", self._window) < self._window:
                 return  # sent in a window that has since rolled: its numbers are about that window
+            if self._probe_window == self._window and getattr(self._sent_in, "window", None) == self._window:
+                # the probe opened the window: the server's ends are as announced, the probe margin past them
+                end += self._probe_margin - self._margin  # type: ignore[operator]
+                self._margin, self._probe_window, self._tokens = self._probe_margin, None, remaining  # type: ignore[assignment]
             self._tokens = min(self._tokens, remaining)
             if self._window_end is None:
                 self._window_end, self._window_end_guessed = end, False
@@ -146,20 +158,26 @@ class RateLimiter:
                 return None
             return self._limit, self._window_end - self._margin
 
-    def wait_s(self) -> float:
-        """Seconds until a request could go (0: now); takes nothing."""
+    def wait_s(self, *, probe: bool = True) -> float:
+        """Seconds until a request could go (0: now); takes nothing. `probe=False`: until any number may,
+        without the one request that tries a window early."""
         with self._lock:
             now = self._clock()
             if now < self._paused_until:
                 return self._paused_until - now
             if not self._engaged or self._tokens > 0 or self._window_end is None or now >= self._window_end:
                 return 0.0
-            return self._window_end - now
+            return max(0.0, self._refill_at(probe) - now)
 
     def pause_for(self, seconds: float) -> None:
         """After a 429: no thread returns from `acquire` for `seconds`. Never shortens a pause."""
         with self._lock:
             self._trust_guess = False
+            # An end taken at the probe margin proved early, or the probe did: the full margin from now on.
+            self._margin, self._probe_margin = self._safe_margin, None
+            if self._probe_window is not None:
+                # the old window holds till its lockout ends, and the next request after it opens a new one
+                self._probe_window, self._window_end, self._tokens = None, None, self._limit
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def hold_for(self, seconds: float) -> None:
@@ -177,8 +195,18 @@ class RateLimiter:
                 self._window += 1
                 self._tokens = self._limit
                 self._window_end, self._window_end_guessed = None, False
+            elif self._probe_due(now):
+                # one request tries the next window; the rest wait for its answer, or for the full margin
+                self._window += 1
+                self._probe_window, self._probe_until = self._window, self._window_end  # type: ignore[assignment]
+                self._window_end, self._window_end_guessed = now + self._window_s + self._margin, True
+                self._sent_in.window, self._sent_in.at = self._window, now
+                return 0.0
+            if self._probe_window == self._window and now >= self._probe_until:
+                # the probe is not answered by the end with the full margin: the window is open anyway
+                self._probe_window, self._tokens = None, self._limit - 1
             if self._tokens <= 0:
-                return self._window_end - now if self._window_end is not None else SLEEP_SLICE_S
+                return self._refill_at() - now if self._window_end is not None else SLEEP_SLICE_S
             self._tokens -= 1
             if self._window_end is None:
                 # this request opens the window on the server; its response will say when it ends
@@ -186,3 +214,20 @@ class RateLimiter:
         self._sent_in.window = self._window
         self._sent_in.at = now
         return 0.0
+
+    def _probe_due(self, now: float) -> bool:
+        """A spent window whose announced end passed by the probe margin, while the full margin still holds
+        the rest back and the server's rounding is not known yet."""
+        return (self._probe_margin is not None and self._probe_margin < self._margin and self._tokens <= 0
+                and self._probe_window is None and self._window_end is not None
+                and now >= self._window_end - self._margin + self._probe_margin)
+
+    def _refill_at(self, probe: bool = True) -> float:
+        """When the spent window gives tokens again: at its end with the full margin, or at the probe margin
+        for the one request that tries it early (`probe`); a probe in flight may get its answer sooner."""
+        if self._probe_window == self._window:
+            return self._probe_until
+        assert self._window_end is not None
+        if probe and self._probe_margin is not None and self._probe_margin < self._margin:
+            return self._window_end - self._margin + self._probe_margin
+        return self._window_end

@@ -162,7 +162,7 @@ class Throttle:
         """(measured rate per s, not-before as epoch s) to persist; None where there is nothing to keep.
         Not-before covers a 429 pause and a spent window alike; a rate only guessed is not kept."""
         rate = self.pacer.measured_rate_per_s() if self.pacer is not None else None
-        wait_s = self.limiter.wait_s()
+        wait_s = self.limiter.wait_s(probe=False)  # the next run knows nothing of the server's rounding
         return rate, (wall() + wait_s if wait_s > 0 else None)
 
     def restore(self, rate_per_s: float | None, not_before: float | None,
