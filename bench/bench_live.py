@@ -57,6 +57,20 @@ def minimum_seconds(bounds: dict, strategy: str, keys: int, feed: bool) -> float
     return bounds["all_budgets"]["min_seconds_by_keys"][str(keys)]
 
 
+def one_chain_seconds(bounds: dict, keys: int, failed: int = 0) -> float:
+    """The pools' minimum for one cursor chain (the feed refused): its pages go one after another, each a
+    page time, a window's requests at most per window. `failed` requests spend a token each but no page
+    time; at best they fall in the last window, which still needs one page."""
+    per_key = bounds["all_budgets"]["per_key"]
+    per_window = keys * (per_key["events_header_per_window"] + (per_key["events_query_per_window"] or 0))
+    pages, latency, window_s = bounds["pages"], bounds["page_latency_seconds"], per_key["window_s"]
+    if not pages:
+        return latency
+    windows = -(-(pages + failed) // per_window)
+    in_last = pages + failed - (windows - 1) * per_window
+    return (windows - 1) * window_s + max(1, in_last - failed) * latency
+
+
 def run(args: argparse.Namespace) -> dict:
     knobs = [] if not args.no_chaos else list(NO_CHAOS)
     if args.query_shared:
@@ -102,6 +116,8 @@ def run(args: argparse.Namespace) -> dict:
             if args.strategy == "auto" and not args.no_feed else None,
             "minimum": minimum_seconds(bounds, args.strategy, args.keys, not args.no_feed),
             "feed_minimum": bounds["theoretical_min_seconds"]["feed"],
+            "one_chain": (one_chain_seconds(bounds, args.keys),
+                          one_chain_seconds(bounds, args.keys, failures["failed_requests"])) if args.no_feed else None,
             "exact": expected["sha256"] == got["sha256"], "stored": got["count"], "expected": expected["count"],
             "stats": stats, "tail": proc.stderr.strip().splitlines()[-3:]}
 
@@ -141,6 +157,10 @@ def main() -> None:
     if r["minimum_with_failures"] is not None:
         print(f"  with the {r['failed']} requests the simulator failed counted (5xx, resets, slow answers):"
               f" minimum {r['minimum_with_failures']:.1f} s: ratio {r['seconds'] / r['minimum_with_failures']:.3f}")
+    if r["one_chain"] is not None:
+        plain, failed = r["one_chain"]
+        print(f"  one-chain minimum {plain:.1f} s: ratio {r['seconds'] / plain:.3f}; with the {r['failed']} requests"
+              f" the simulator failed counted: {failed:.1f} s: ratio {r['seconds'] / failed:.3f}")
     print(f"  exit {r['exit']}; stored {r['stored']:,} of {r['expected']:,}, exact id set: {r['exact']};"
           f" 429s {s['rate_limited']} {by_endpoint}; early arrivals {s['early_retries']} {s['early_by_endpoint']};"
           f" requests {sum(sum(c.values()) for c in s['requests'].values()):,}")
