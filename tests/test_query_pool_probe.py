@@ -6,6 +6,7 @@ import pytest
 
 from ingest.budgets.budget import ProbationSource, QueryPoolProbe
 from ingest.errors import BudgetRetired
+from tests.fix_clock import START, FakeClock
 
 LIMIT = 5
 
@@ -38,13 +39,15 @@ def test_a_shared_pool_falls_by_the_header_requests_too() -> None:
 
 
 def test_the_answer_that_proves_the_pool_shared_tells_the_header_pool_what_is_left() -> None:
-    told: list[int] = []
-    probe = QueryPoolProbe(on_shared=told.append)
+    told: list[tuple[int, float]] = []
+    clock = FakeClock()
+    probe = QueryPoolProbe(on_shared=lambda used, sent_at: told.append((used, sent_at)), clock=clock)
     query(probe, 4, 59.0)
     header(probe)
     assert told == []
+    clock.advance(2.0)
     query(probe, 1, 55.0)
-    assert told == [LIMIT - 1]  # spent of the shared window, by the query pool's Limit
+    assert told == [(LIMIT - 1, START + 2.0)]  # spent of the shared window, by the query pool's Limit, when sent
 
 
 def test_a_request_that_timed_out_still_counts_as_ours() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -85,9 +86,12 @@ class QueryPoolProbe:
     (the verdicts: docs/scheduling.md, "The query pool's probation"). It learns from answers only: a verdict
     costs no request of its own. `restarted`: the first window may count a killed run's requests."""
 
-    def __init__(self, *, restarted: bool = False, on_shared: Callable[[int], None] | None = None) -> None:
+    def __init__(self, *, restarted: bool = False, on_shared: Callable[[int, float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._on_shared = on_shared  # told Limit - Remaining of the answer that proved it shared
+        self._clock = clock
+        self._on_shared = on_shared  # told Limit - Remaining of the answer that proved it shared, and its send
+        self._sent_at = 0.0  # when our last query request went (on probation, one is in flight at a time)
         self.verdict: str | None = None  # "separate" or "shared"
         self._last: tuple[float, int] | None = None  # (Reset, Remaining) of our last answer with both
         self._sent_since = 0  # our query requests sent since that answer, this one's included
@@ -101,6 +105,7 @@ class QueryPoolProbe:
     def query_sending(self) -> None:
         with self._lock:
             self._sent_since += 1
+            self._sent_at = self._clock()
 
     def query_answered(self, limit: int | None, remaining: int | None, reset: float | None) -> None:
         if remaining is None or reset is None:
@@ -125,7 +130,7 @@ class QueryPoolProbe:
         if self.verdict is not None:
             logger.info("the ?api_key= pool is {} (X-RateLimit-Remaining {} of {})", self.verdict, remaining, limit)
         if self.verdict == "shared" and self._on_shared is not None and limit is not None:
-            self._on_shared(limit - remaining)
+            self._on_shared(limit - remaining, self._sent_at)
 
 
 class ProbationSource:

@@ -50,6 +50,7 @@ class RateLimiter:
         self._paused_until = float("-inf")
         self._waited_s = 0.0
         self._sent_in = threading.local()  # .window: the window this thread's last token came from
+        self._sends: list[float] = []  # when this window's tokens were taken
 
     def spare_tokens(self) -> int:
         """Requests the current announced window still allows (0 when none is open or none is known)."""
@@ -144,12 +145,15 @@ class RateLimiter:
                 # answers arrive late and out of order, and lateness only pushes `end` later
                 self._window_end = min(self._window_end, end)
 
-    def cap_used(self, used: int) -> None:
+    def cap_used(self, used: int, counted_at: float | None = None) -> None:
         """Another pool drawing on this bucket answered that `used` requests of the window are spent (its
-        Limit - Remaining; its own Remaining is not ours): no more than Limit - used is left of the open one."""
+        Limit - Remaining; its own Remaining is not ours), counted when its request, sent at `counted_at`,
+        arrived: no more than Limit - used is left of the open window, less ours sent since, which may have
+        arrived after it."""
         with self._lock:
             if self._engaged and self._window_end is not None and self._clock() < self._window_end:
-                self._tokens = min(self._tokens, max(0, self._limit - used))
+                since = 0 if counted_at is None else sum(1 for sent in self._sends if sent >= counted_at)
+                self._tokens = min(self._tokens, max(0, self._limit - used - since))
 
     def announced(self) -> tuple[int, float] | None:
         """(Limit, when the open window ends as announced, monotonic s, without our margin); None: none open."""
@@ -193,14 +197,14 @@ class RateLimiter:
         if self._engaged:
             if self._window_end is not None and now >= self._window_end:
                 self._window += 1
-                self._tokens = self._limit
+                self._tokens, self._sends = self._limit, []
                 self._window_end, self._window_end_guessed = None, False
             elif self._probe_due(now):
                 # one request tries the next window; the rest wait for its answer, or for the full margin
                 self._window += 1
                 self._probe_window, self._probe_until = self._window, self._window_end  # type: ignore[assignment]
                 self._window_end, self._window_end_guessed = now + self._window_s + self._margin, True
-                self._sent_in.window, self._sent_in.at = self._window, now
+                self._sent_in.window, self._sent_in.at, self._sends = self._window, now, [now]
                 return 0.0
             if self._probe_window == self._window and now >= self._probe_until:
                 # the probe is not answered by the end with the full margin: the window is open anyway
@@ -213,6 +217,8 @@ class RateLimiter:
                 self._window_end, self._window_end_guessed = now + self._window_s + self._margin, True
         self._sent_in.window = self._window
         self._sent_in.at = now
+        if self._engaged:
+            self._sends.append(now)
         return 0.0
 
     def _probe_due(self, now: float) -> bool:
