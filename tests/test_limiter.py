@@ -125,6 +125,15 @@ def test_our_requests_sent_after_the_other_pools_counted_one_are_taken_from_what
     assert [limiter.acquire() for _ in range(8)] == [0.0] * 7 + [pytest.approx(56.9)]
 
 
+def test_the_other_pools_count_that_comes_before_our_first_answer_caps_the_window_it_opens() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, margin=0.5)
+    limiter.acquire()  # the header pool's first request, sent just before the query pool's
+    limiter.cap_used(2, counted_at=clock() + 0.03)  # the query pool's answer comes first: 2 of 10 spent
+    limiter.observe(10, 9, 60)  # ours, counted before the query request arrived
+    assert [limiter.acquire() for _ in range(9)] == [0.0] * 8 + [pytest.approx(60.5)]
+
+
 def test_epoch_form_reset_is_read_against_the_wall_clock() -> None:
     clock = FakeClock()
     limiter = make_limiter(clock, margin=0.5)

@@ -14,6 +14,7 @@ RESET_MARGIN_S = 1.0  # s, added to the end of every window the server announces
 PROBE_MARGIN_S = 0.2  # s; covers the request's way to the server, which the send-anchored ends leave out
 # As an epoch 1e9 s is 2001; as a window it is 31 years: no Reset value is ambiguous.
 EPOCH_THRESHOLD_S = 1e9  # s
+MAX_SENDS_KEPT = 1_000  # send times of one window kept, for `cap_used`; far above any window's Limit
 SLEEP_SLICE_S = 0.5  # s; longest single sleep, so a set `stop` is noticed within half a second
 
 
@@ -51,6 +52,7 @@ class RateLimiter:
         self._waited_s = 0.0
         self._sent_in = threading.local()  # .window: the window this thread's last token came from
         self._sends: list[float] = []  # when this window's tokens were taken
+        self._cap_pending: tuple[int, float | None] | None = None  # a `cap_used` that came before our first answer
 
     def spare_tokens(self) -> int:
         """Requests the current announced window still allows (0 when none is open or none is known)."""
@@ -124,6 +126,8 @@ class RateLimiter:
                 # requests in flight that are not answered yet will lower this as their answers arrive
                 self._engaged = True
                 self._tokens, self._window_end = remaining, end
+                if self._cap_pending is not None:
+                    self._cap(*self._cap_pending)
                 return
             if getattr(self._sent_in, "window", self._window) < self._window:
                 return  # sent in a window that has since rolled: its numbers are about that window
@@ -151,9 +155,14 @@ class RateLimiter:
         arrived: no more than Limit - used is left of the open window, less ours sent since, which may have
         arrived after it."""
         with self._lock:
-            if self._engaged and self._window_end is not None and self._clock() < self._window_end:
-                since = 0 if counted_at is None else sum(1 for sent in self._sends if sent >= counted_at)
-                self._tokens = min(self._tokens, max(0, self._limit - used - since))
+            if not self._engaged:  # our first answer is still on its way: the cap waits for it
+                self._cap_pending = (used, counted_at)
+            elif self._window_end is not None and self._clock() < self._window_end:
+                self._cap(used, counted_at)
+
+    def _cap(self, used: int, counted_at: float | None) -> None:
+        since = 0 if counted_at is None else sum(1 for sent in self._sends if sent >= counted_at)
+        self._tokens = min(self._tokens, max(0, self._limit - used - since))
 
     def announced(self) -> tuple[int, float] | None:
         """(Limit, when the open window ends as announced, monotonic s, without our margin); None: none open."""
@@ -217,8 +226,9 @@ class RateLimiter:
                 self._window_end, self._window_end_guessed = now + self._window_s + self._margin, True
         self._sent_in.window = self._window
         self._sent_in.at = now
-        if self._engaged:
-            self._sends.append(now)
+        self._sends.append(now)  # before the first answer too: a cap may come before it
+        if len(self._sends) > MAX_SENDS_KEPT:  # a bucket that never announces a window
+            del self._sends[: MAX_SENDS_KEPT // 2]
         return 0.0
 
     def _probe_due(self, now: float) -> bool:
