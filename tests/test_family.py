@@ -11,12 +11,12 @@ import pytest
 
 from ingest.api.retry_policy import RetryPolicy
 from ingest.budgets.answer_timeout import AnswerTimer
-from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe
+from ingest.budgets.budget import FEED, HEADER, QUERY, Budget, QueryPoolProbe, share_lockouts
 from ingest.budgets.family import Family, families_of
 from ingest.budgets.limiter import PROBE_MARGIN_S, RateLimiter
 from ingest.budgets.sender import RetryLoop
 from ingest.budgets.throttle import Throttle
-from ingest.errors import BudgetRetired
+from ingest.errors import BudgetRetired, RateLimited
 from ingest.plan.scheduler import hand_back_due
 from ingest.stats import Stats
 from tests.fix_clock import FakeClock
@@ -102,6 +102,31 @@ def test_on_probation_the_query_pool_carries_one_request_at_a_time_with_no_way_a
     events.call(lambda m: carried.append(m.name), "partition 1")
     events.call(lambda m: carried.append(m.name), "partition 1")
     assert carried[-2:] == ["query", "header"]
+
+
+def test_the_429_that_proves_the_query_pool_shared_locks_the_header_pool_out_too() -> None:
+    """Seen at 300k with `?api_key=` sharing the header bucket: the query pool's retry met a 429 whose
+    Remaining 0 of 5 proved the pool shared, and the chain sent its next request through the header pool at
+    once, into the bucket's lockout (an early arrival 44.8 s before its end)."""
+    clock = FakeClock()
+    header, query, events = pools(clock)
+    query.probe = QueryPoolProbe()
+    share_lockouts(query.probe, query.throttle, header.throttle)
+    header.throttle.observe(10, 6, 45.0)  # four of the header's ten spent: nothing of its own holds it back
+    sent: list[tuple[str, float]] = []
+
+    def send(m: Budget) -> str:
+        sent.append((m.name, clock.now - 1000.0))
+        if m is query:
+            query.probe.query_sending()
+            query.probe.query_answered(5, 0, 44.0)  # the 429's headers: shared
+            raise RateLimited("429", 429, retry_after=44.0)
+        return m.name
+
+    header.throttle.limiter.pause_for(0.5)  # the query pool goes first
+    assert events.call(send, "partition 1") == "header"
+    assert query.probe.verdict == "shared" and sent[0] == ("query", 0.0)
+    assert sent[-1][0] == "header" and sent[-1][1] >= 44.0  # after the lockout, not into it
 
 
 def test_a_member_failing_for_good_is_retired_and_the_request_goes_through_the_other() -> None:

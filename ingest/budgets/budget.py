@@ -151,6 +151,17 @@ class ProbationSource:
         return self._inner.page(cursor, lo_ms, hi_ms, limit, read_timeout_s)
 
 
+def share_lockouts(probe: QueryPoolProbe, query: Throttle, header: Throttle) -> None:
+    """Once the query pool is proven to draw on the header pool's bucket, a 429 of either locks both out:
+    the server's lockout is the bucket's, and the header pool sending into it is an early retry (seen when
+    the 429 itself proved the pool shared: the chain took its next request through the header pool)."""
+    def refused(retry_after_s: float | None, limit: int | None, until: float) -> None:  # noqa: ARG001
+        if probe.verdict == "shared":
+            header.hold_until(until)
+
+    query.on_refused = refused
+
+
 def _both(first: LimitObserver, second: LimitObserver) -> LimitObserver:
     def observe(limit: int | None, remaining: int | None, reset: float | None) -> None:
         first(limit, remaining, reset)
@@ -199,6 +210,7 @@ def open_budgets(settings: Settings, clients: list[ApiClient], stats: Stats, sto
         budgets.append(Budget(HEADER + suffix, HEADER, header, header_retry, key_id=key_id, family=EVENTS + suffix))
         if feed is not None:  # the watch lives on in the two throttles' 429 hooks
             FeedShareWatch(feed.throttle, header_retry.throttle)
+        share_lockouts(probe, query_retry.throttle, header_retry.throttle)
         budgets.append(Budget(QUERY + suffix, QUERY, ProbationSource(query, probe), query_retry, probe=probe,
                               key_id=key_id, family=EVENTS + suffix))
     return budgets

@@ -119,6 +119,10 @@ class Throttle:
         self.end_slow_start()  # last: it opens every slot, and the pause must be set by then
         return delay
 
+    def hold_until(self, until: float) -> None:
+        """No request before `until` (this throttle's clock): another budget's lockout on the same bucket."""
+        self.limiter.hold_for(until - self._clock())
+
     def wait_s(self) -> float:
         """Seconds until this budget could send (0: now): a 429 pause, a spent window, the spacing, or a page
         time while others hold every in-flight slot."""
