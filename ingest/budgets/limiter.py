@@ -57,7 +57,9 @@ class RateLimiter:
     def spare_tokens(self) -> int:
         """Requests the current announced window still allows (0 when none is open or none is known)."""
         with self._lock:
-            if not self._engaged or self._window_end is None or self._clock() >= self._window_end:
+            now = self._clock()
+            self._end_probe_wait(now)
+            if not self._engaged or self._window_end is None or now >= self._window_end:
                 return 0
             return max(0, self._tokens)
 
@@ -215,9 +217,7 @@ class RateLimiter:
                 self._window_end, self._window_end_guessed = now + self._window_s + self._margin, True
                 self._sent_in.window, self._sent_in.at, self._sends = self._window, now, [now]
                 return 0.0
-            if self._probe_window == self._window and now >= self._probe_until:
-                # the probe is not answered by the end with the full margin: the window is open anyway
-                self._probe_window, self._tokens = None, self._limit - 1
+            self._end_probe_wait(now)
             if self._tokens <= 0:
                 return self._refill_at() - now if self._window_end is not None else SLEEP_SLICE_S
             self._tokens -= 1
@@ -230,6 +230,12 @@ class RateLimiter:
         if len(self._sends) > MAX_SENDS_KEPT:  # a bucket that never announces a window
             del self._sends[: MAX_SENDS_KEPT // 2]
         return 0.0
+
+    def _end_probe_wait(self, now: float) -> None:
+        """A probe not answered by the end with the full margin holds nothing back: the window is open anyway
+        (a page takes seconds to answer; the fan-out must see the window's requests from then on)."""
+        if self._probe_window is not None and self._probe_window == self._window and now >= self._probe_until:
+            self._probe_window, self._tokens = None, self._limit - 1
 
     def _probe_due(self, now: float) -> bool:
         """A spent window whose announced end passed by the probe margin, while the full margin still holds
