@@ -366,14 +366,10 @@ class VirtualTime:
         self._changed.notify_all()
 
 
-@pytest.mark.parametrize("threads", [2, 7])
-def test_threads_sharing_a_limiter_never_exceed_the_limit_per_window(threads: int) -> None:
-    """Real threads racing for tokens, virtual time: 3 requests per 50 ms window, 18 requests in all."""
-    clock = VirtualTime(threads)
-    limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=0.01)
-    server = FixedWindowServer(clock, limit=3, window_s=0.05, whole_seconds=False)
-    fetch(limiter, server)  # the first answer tells the limiter the limit; until then nothing is held back
-    budget = iter(range(17))
+def fetch_in_threads(limiter: RateLimiter, server: FixedWindowServer, clock: VirtualTime, threads: int,
+                     requests: int) -> None:
+    """`threads` fetchers send `requests` in all through one limiter, each as soon as it may."""
+    budget = iter(range(requests))
     lock = threading.Lock()
 
     def fetcher() -> None:
@@ -390,6 +386,16 @@ def test_threads_sharing_a_limiter_never_exceed_the_limit_per_window(threads: in
     for thread in pool:
         thread.start()
     join_all(pool)
+
+
+@pytest.mark.parametrize("threads", [2, 7])
+def test_threads_sharing_a_limiter_never_exceed_the_limit_per_window(threads: int) -> None:
+    """Real threads racing for tokens, virtual time: 3 requests per 50 ms window, 18 requests in all."""
+    clock = VirtualTime(threads)
+    limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=0.01)
+    server = FixedWindowServer(clock, limit=3, window_s=0.05, whole_seconds=False)
+    fetch(limiter, server)  # the first answer tells the limiter the limit; until then nothing is held back
+    fetch_in_threads(limiter, server, clock, threads, 17)
     # 18 requests at 3 per window: every window full, none overfilled, nothing refused
     assert (server.counts, set(server.statuses)) == ([3] * 6, {200})
     assert clock() - START == pytest.approx(5 * 0.06)  # five waits of a window and its margin
@@ -397,30 +403,14 @@ def test_threads_sharing_a_limiter_never_exceed_the_limit_per_window(threads: in
 
 @pytest.mark.parametrize("late_s", [0.0, 0.03])
 def test_threads_waiting_on_a_spent_window_let_one_probe_go_early(late_s: float) -> None:
-    """7 threads, 3 requests per 1 s window, 0.5 s margin, 0.1 s probe. A server whose Reset is exact: every
-    window opens at the probe, and each later end takes 0.1 s. One that announces its ends `late_s` early
+    """7 threads, 3 requests per 1 s window, 0.5 s margin, 0.02 s probe. A server whose Reset is exact: every
+    window opens at the probe, and each later end takes 0.02 s. One that announces its ends `late_s` early
     (as rounding down does): the probe alone meets a 429, and the margin holds after it."""
     clock = VirtualTime(7)
     limiter = RateLimiter(clock=clock, wall=clock.wall, sleep=clock.sleep, reset_margin=0.5, probe_margin=0.02)
     server = FixedWindowServer(clock, limit=3, window_s=1.0, announce=lambda left: left - late_s)
     fetch(limiter, server)
-    budget = iter(range(17))
-    lock = threading.Lock()
-
-    def fetcher() -> None:
-        try:
-            while True:
-                with lock:
-                    if next(budget, None) is None:
-                        return
-                fetch(limiter, server)
-        finally:
-            clock.finished()
-
-    pool = [threading.Thread(target=fetcher, name=f"fetch-{i}") for i in range(7)]
-    for thread in pool:
-        thread.start()
-    join_all(pool)
+    fetch_in_threads(limiter, server, clock, 7, 17)
     if late_s:
         assert server.statuses.count(429) == 1 and server.counts == [4, 3, 3, 3, 3, 2]  # the 429 is not retried
         # the probe at 0.99 s meets the 429, whose pause (Reset -0.02 + 1 s) ends at 1.97 s; then full margins
