@@ -239,6 +239,7 @@ class App:
         if plan.truncate_at is not None and resp.status == 200 and not resp.head_only:
             self.stats.chaos_applied("truncate")
             resp.truncate_to = int(len(resp.body) * plan.truncate_at)
+            self.stats.cut((1.0 - plan.truncate_at) * latency_events / cfg.max_limit)
         return resp
 
     # ---- event listings -----------------------------------------------------------------------
@@ -547,7 +548,9 @@ class App:
         if path == "/__sim/bounds":
             chaos = self.stats.snapshot()["chaos"]
             failed = sum(chaos.get(knob, 0) for knob in ("5xx", "reset", "slow"))
-            return Response(200, orjson.dumps(bounds(self.cfg, self.ds.snapshot().total, failed)), endpoint="__sim")
+            cut = self.stats.snapshot()["cut_pages"]
+            return Response(200, orjson.dumps(bounds(self.cfg, self.ds.snapshot().total, failed, cut)),
+                            endpoint="__sim")
         if path == "/__sim/grow" and req.method == "POST":
             try:
                 count = int(req.query.get("count", "0"))

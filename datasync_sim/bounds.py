@@ -9,14 +9,18 @@ once — feed, header-auth pool, and the separate `?api_key=` pool when it has o
 
 from __future__ import annotations
 
+import math
+
 from .config import SimConfig
 
 
-def bounds(cfg: SimConfig, total: int, failed: int = 0) -> dict:
+def bounds(cfg: SimConfig, total: int, failed: int = 0, cut_pages: float = 0.0) -> dict:
     """The answer of `/__sim/bounds` for `total` events; seconds rounded to the millisecond.
 
     `failed`: requests the simulator has failed so far (5xx, reset, held past `slow_seconds`); each spent
     a request of its budget, so `with_failures` gives the all-budgets minimum with that many pages more.
+    `cut_pages`: what bodies cut mid-JSON left unsent, in pages (the events after the cut / the page size):
+    `with_cut_bodies` adds them too, a bound a client that keeps the events before the cut can reach.
     """
     pages = -(-total // cfg.max_limit) if total else 0
     page_latency = (cfg.latency_base_ms + cfg.latency_ms_per_event * min(cfg.max_limit, total)) / 1000.0
@@ -37,6 +41,9 @@ def bounds(cfg: SimConfig, total: int, failed: int = 0) -> dict:
     by_keys = {str(k): round(all_budgets_seconds(cfg, pages, page_latency, k), 3) for k in range(1, cfg.keys + 1)}
     with_failures = {str(k): round(all_budgets_seconds(cfg, pages + failed, page_latency, k), 3)
                      for k in range(1, cfg.keys + 1)}
+    # what was cut is fetched again: whole requests, however small the pieces
+    requests = math.ceil(pages + failed + cut_pages - 1e-9)
+    with_cuts = {str(k): round(all_budgets_seconds(cfg, requests, page_latency, k), 3) for k in range(1, cfg.keys + 1)}
     return {"theoretical_min_seconds": {"events": round(events, 3), "feed": round(feed, 3)},
             "pages": pages, "page_latency_seconds": round(page_latency, 3),
             "assumptions": "pages of max_limit events, unlimited parallel partitions, no chaos",
@@ -51,7 +58,10 @@ def bounds(cfg: SimConfig, total: int, failed: int = 0) -> dict:
             "with_failures": {
                 "failed_requests": failed, "min_seconds_by_keys": with_failures,
                 "assumptions": "as all_budgets, with one page more for every request the simulator failed so far "
-                               "(5xx, reset, held past slow_seconds): each spent a request of its budget"}}
+                               "(5xx, reset, held past slow_seconds): each spent a request of its budget"},
+            "with_cut_bodies": {
+                "cut_pages": round(cut_pages, 3), "min_seconds_by_keys": with_cuts,
+                "assumptions": "as with_failures, with what bodies cut mid-JSON left unsent added, in pages"}}
 
 
 def query_pool(cfg: SimConfig) -> int:

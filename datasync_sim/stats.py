@@ -22,6 +22,7 @@ class Stats:
         self.chaos: dict[str, int] = defaultdict(int)
         self.tokens_issued = 0
         self.cursors_issued = 0
+        self.cut_pages = 0.0  # pages' worth of events that bodies cut mid-JSON did not deliver
 
     def record(self, endpoint: str, status: int | str, sent: int = 0, events: int = 0) -> None:
         """One answered request: `status` is the HTTP status or "reset" for a dropped connection."""
@@ -36,6 +37,11 @@ class Stats:
         """Increment a top-level counter (tokens_issued, cursors_issued)."""
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
+
+    def cut(self, pages: float) -> None:
+        """A body cut mid-JSON: `pages` (events left unsent / the page size) never reached the client."""
+        with self._lock:
+            self.cut_pages += pages
 
     def early_retry(self, endpoint: str, early_by_s: float) -> None:
         """A request that came inside a 429 lockout, `early_by_s` before its end (when it was not extended)."""
@@ -61,4 +67,5 @@ class Stats:
                 "chaos": dict(self.chaos),
                 "tokens_issued": self.tokens_issued,
                 "cursors_issued": self.cursors_issued,
+                "cut_pages": round(self.cut_pages, 3),
             }

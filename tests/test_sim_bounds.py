@@ -107,3 +107,17 @@ def test_requests_the_simulator_failed_are_counted_in_a_second_minimum():
     # three pages more: the feed brings them at 40/min after the last window, 4.5 s
     assert after["with_failures"]["failed_requests"] == 3
     assert after["with_failures"]["min_seconds_by_keys"] == {"1": 638.02}
+
+
+def test_what_cut_bodies_left_unsent_is_counted_in_a_third_minimum_and_not_in_the_second():
+    with running("live", events=3_000_000, p_5xx=0.0, p_reset=0.0, p_slow=0.0, p_truncate=1.0) as sim:
+        before = _bounds(sim.url)
+        pages = [client().get(sim.url + "/api/v1/events", params={"limit": 5000}) for _ in range(3)]
+        after = _bounds(sim.url)
+    assert all(page.status_code == 200 and len(page.content) < 1_500_000 for page in pages)  # cut: ~1.73 MB whole
+    assert before["with_cut_bodies"] == {**before["with_cut_bodies"], "cut_pages": 0.0,
+                                         "min_seconds_by_keys": {"1": 633.52}}
+    assert after["with_failures"]["min_seconds_by_keys"] == {"1": 633.52}  # a cut body is no failed request
+    # each body kept 10-90 %: 0.3-2.7 pages unsent, one to three requests more at the feed's 1.5 s each
+    assert 0.3 <= after["with_cut_bodies"]["cut_pages"] <= 2.7
+    assert after["with_cut_bodies"]["min_seconds_by_keys"]["1"] in (635.02, 636.52, 638.02)
