@@ -60,10 +60,9 @@ def fetch(limiter: RateLimiter, server: FixedWindowServer, transit_s: float = 0.
     if clock is not None:
         clock.advance(transit_s)
     limit, remaining, reset = server.handle()
+    limiter.observe(limit, remaining, reset)  # a 429 carries the headers too, and the client reads them first
     if server.statuses[-1] == 429:
         limiter.pause_for(reset + 1.0)
-    else:
-        limiter.observe(limit, remaining, reset)
     return waited
 
 

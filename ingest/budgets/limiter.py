@@ -133,8 +133,10 @@ class RateLimiter:
                 return
             if getattr(self._sent_in, "window", self._window) < self._window:
                 return  # sent in a window that has since rolled: its numbers are about that window
-            if self._probe_window == self._window and getattr(self._sent_in, "window", None) == self._window:
-                # the probe opened the window: the server's ends are as announced, the probe margin past them
+            if (self._probe_window == self._window and getattr(self._sent_in, "window", None) == self._window
+                    and end > self._probe_until):
+                # the probe's window ends past the old one (a 429's Reset would end with it): the probe opened
+                # it, so the server's ends are as announced, the probe margin past them
                 end += self._probe_margin - self._margin  # type: ignore[operator]
                 self._margin, self._probe_window, self._tokens = self._probe_margin, None, remaining  # type: ignore[assignment]
             self._tokens = min(self._tokens, remaining)
