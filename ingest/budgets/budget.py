@@ -152,9 +152,10 @@ class ProbationSource:
 
 
 def share_lockouts(probe: QueryPoolProbe, query: Throttle, header: Throttle) -> None:
-    """Once the query pool is proven to draw on the header pool's bucket, a 429 of either locks both out:
-    the server's lockout is the bucket's, and the header pool sending into it is an early retry (seen when
-    the 429 itself proved the pool shared: the chain took its next request through the header pool)."""
+    """Once the query pool is proven to draw on the header pool's bucket, its 429 holds the header pool too:
+    the server's lockout is the bucket's, and a header request into it is an early retry (seen when the
+    429 itself proved the pool shared: the chain took its next request through the header pool). The other
+    way needs nothing: a shared query pool is retired and sends no more."""
     def refused(retry_after_s: float | None, limit: int | None, until: float) -> None:  # noqa: ARG001
         if probe.verdict == "shared":
             header.hold_until(until)
