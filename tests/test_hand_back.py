@@ -148,7 +148,17 @@ def test_a_thief_whose_window_opens_later_takes_less_and_nothing_when_the_owner_
     pool(header).throttle.limiter.pause_for(2 * DEFAULT_LATENCY_S)  # the owner walks 2 pages meanwhile
     assert share_for(header, feed, pages_left=10) == pytest.approx(0.4)  # 4 pages each way: they end together
     assert share_for(header, feed, pages_left=5) == pytest.approx(0.3)  # 1.5 pages: the owner keeps whole pages
-    assert share_for(header, feed, pages_left=3) == 0.0  # half a page for the thief: not worth a partial page
+    assert share_for(header, feed, pages_left=3) == 0.0  # its 1 page would end with the owner's 3: no gain
+    pool(header).throttle.limiter.pause_for(0.5 * DEFAULT_LATENCY_S)  # never shortened: still 2 page times
+    assert share_for(header, feed, pages_left=3.5) == pytest.approx(1 / 3.5)  # 1 page, done before the owner's 3.5
+
+
+def test_a_thief_ready_soon_takes_one_page_of_the_last_two_rather_than_leave_them_to_one_chain() -> None:
+    """Seen at 300k: a feed chain walked a partition's last two pages one after the other while the feed had
+    tokens and no other work; the run ended a page time later than two chains would have."""
+    feed, other = family(FEED), family(FEED)
+    pool(feed).throttle.limiter.pause_for(0.4 * DEFAULT_LATENCY_S)  # the thief's pacer: it sends soon
+    assert share_for(feed, other, pages_left=2) == pytest.approx(0.5)  # 1 page each: 1.4 page times, not 2
 
 
 def test_the_chains_of_a_retired_budget_hand_their_partitions_back() -> None:

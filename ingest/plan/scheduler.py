@@ -333,7 +333,12 @@ def share_for(thief: Family, owner: Family, pages_left: float | None) -> float:
     if pages_left is None or wait_s <= 0:
         return share  # a slow thief ready to send still takes the smallest piece worth a split
     share *= 1 - wait_s * theirs / max(pages_left, 1e-9)
-    return share if share * pages_left >= MIN_PIECE_PAGES else 0.0
+    if share * pages_left >= MIN_PIECE_PAGES:
+        return share
+    # Under a page: the smallest piece still pays when the thief ends it before the owner alone would end
+    # the range (a partition's last two pages, one chain on them: the run's end waits a page time more).
+    smallest = MIN_PIECE_PAGES / max(pages_left, 1e-9)
+    return smallest if smallest < 1 and wait_s + MIN_PIECE_PAGES / mine < pages_left / theirs else 0.0
 
 
 def _chain_rate(family: Family) -> float:
